@@ -1,0 +1,3 @@
+from bjc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,394 @@
+"""The controller: executions from trigger to pruning, and what job pods report.
+
+This is where the pieces meet: a trigger starts an execution (node selection,
+deletion of earlier job pods, dispatch); the pod watch ends each node's job; the
+callback app reports results and asks for events; the report store and metrics
+record all of it. It keeps every execution of the history in memory so callbacks
+are checked without disk I/O, and on start or on becoming leader it rebuilds that
+history, and the metrics, from the report directory, resuming what was unfinished.
+
+Deliberately not here: HTTP servers, leader election, signal handling
+(`bjc.runtime`), and the mechanics of watching or placing pods (`bjc.reconciler`,
+`bjc.dispatcher`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hmac
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from bjc import podspec
+from bjc.config import Config
+from bjc.dispatcher import Dispatcher
+from bjc.events import EventRequest, send_event
+from bjc.execution import Execution, ExecutionState, JobStatus, NodeJob, decode_state
+from bjc.kube import ApiError, KubeClient
+from bjc.kubetypes import Node, Pod
+from bjc.metrics import Metrics
+from bjc.reconciler import PodWatcher
+from bjc.store import ReportStore
+from bjc.web.callback import ResultEntry, result_decoder
+
+log = logging.getLogger(__name__)
+
+_ID_FORMAT = "%Y%m%d%H%M"
+
+
+def next_execution_id(now: dt.datetime, existing: str | None) -> str:
+    """Local time `yyyyMMddHHmm` (SPEC A4.3), never reusing an id.
+
+    A second trigger in the same minute (`@every 30s`, Replace, a restart) would
+    otherwise write into the first execution's directory; it takes the next free
+    minute instead, which keeps ids sortable and numeric for the metric.
+    """
+    candidate = now.strftime(_ID_FORMAT)
+    if existing is None or candidate > existing:
+        return candidate
+    last = dt.datetime.strptime(existing, _ID_FORMAT)
+    return (last + dt.timedelta(minutes=1)).strftime(_ID_FORMAT)
+
+
+def select_nodes(nodes: list[Node], run_on_unscheduled: bool) -> list[str]:
+    """SPEC A4.2: Ready, and schedulable unless runOnUnscheduledNodes."""
+    return sorted(
+        n.metadata.name
+        for n in nodes
+        if n.ready and (run_on_unscheduled or not n.spec.unschedulable)
+    )
+
+
+def apply_result(
+    metrics: Metrics, config: Config, eid: str, node: str, result: dict[str, list[ResultEntry]]
+) -> None:
+    """Set the configured gauges of a stored result (names not configured expose nothing)."""
+    for suffix, entries in result.items():
+        if suffix in config.metrics.gauges:
+            for entry in entries:
+                try:
+                    metrics.set_result(eid, node, suffix, entry.labels, entry.value)
+                except (KeyError, ValueError) as e:
+                    log.warning("execution %s node %s: result %s not restored: %s", eid, node, suffix, e)
+
+
+def _timestamp(value: str | None) -> float | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        template: podspec.PodTemplate,
+        namespace: str,
+        kube: KubeClient,
+        store: ReportStore,
+        metrics: Metrics,
+        callback_host: str,
+        owner: dict[str, Any] | None = None,
+        create_backoff: float = 0.5,
+    ) -> None:
+        self.config = config
+        self.template = template
+        self.namespace = namespace
+        self.kube = kube
+        self.store = store
+        self.metrics = metrics
+        self.callback_host = callback_host
+        self.owner = owner
+        self.keep = max(config.report_history, 1)
+        self.executions: dict[str, Execution] = {}
+        self.current: Execution | None = None
+        self.completed = 0  # executions finished by this process (demo, tests)
+        self.execution_done = asyncio.Condition()
+        self._runner: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._trigger_lock = asyncio.Lock()
+        self.watcher = PodWatcher(
+            kube, namespace, f"{podspec.OWNER_LABEL}={config.name}", self._on_pod
+        )
+        self.dispatcher = Dispatcher(
+            kube,
+            namespace,
+            pool_size=config.pod_pool_size,
+            render=self._render,
+            finish=self._finish,
+            job_timeout=config.job_timeout,
+            backoff=create_backoff,
+        )
+
+    # --- history -------------------------------------------------------------
+    async def load(self) -> list[Execution]:
+        """Read the kept executions from disk and rebuild their metrics.
+
+        Returns the unfinished ones, oldest first.
+        """
+        loaded: dict[str, Execution] = {}
+        for eid in await self.store.list_executions():
+            data = await self.store.read_state(eid)
+            if data is None:
+                continue
+            try:
+                state = decode_state(data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                log.warning("execution %s: unreadable state, skipped: %s", eid, e)
+                continue
+            loaded[eid] = Execution(state, self.store.write_state)
+        for eid in set(self.executions) - set(loaded):
+            self.metrics.remove_execution(eid)
+        self.executions = loaded
+        for execution in loaded.values():
+            await self._rebuild_metrics(execution)
+        if loaded:
+            newest = max(loaded)
+            self.metrics.set_current_execution(newest)
+            self.metrics.set_pods(loaded[newest].state.pods_started)
+        return [e for e in loaded.values() if not e.state.done]
+
+    async def _rebuild_metrics(self, execution: Execution) -> None:
+        for node, job in execution.nodes.items():
+            if job.status.terminal:
+                self._record_node_metrics(execution, node, job)
+            if job.result:
+                await self._rebuild_result(execution.id, node)
+        finished, total = execution.counts()
+        self.metrics.set_progress(execution.id, finished, total)
+
+    async def _rebuild_result(self, eid: str, node: str) -> None:
+        try:
+            body = await self.store.read_file(eid, ReportStore.result_filename(node))
+            result = result_decoder.decode(body)
+        except (OSError, msgspec.DecodeError) as e:
+            log.warning("execution %s node %s: stored result unreadable: %s", eid, node, e)
+            return
+        apply_result(self.metrics, self.config, eid, node, result)
+
+    def _record_node_metrics(self, execution: Execution, node: str, job: NodeJob) -> None:
+        self.metrics.set_processing(execution.id, node, 1.0 if job.error else 0.0)
+        if job.duration_ms is not None:
+            self.metrics.set_duration(execution.id, node, job.duration_ms)
+
+    async def _prune(self) -> None:
+        for eid in await self.store.prune(self.keep):
+            self.executions.pop(eid, None)
+            self.metrics.remove_execution(eid)
+            log.info("execution %s pruned from the history", eid)
+
+    # --- triggering ------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._runner is not None and not self._runner.done()
+
+    async def trigger(self, reason: str) -> bool:
+        """Start an execution, honouring concurrencyPolicy. False when skipped."""
+        async with self._trigger_lock:
+            if self.running:
+                if self.config.concurrency_policy == "Forbid":
+                    log.warning("trigger (%s) skipped: an execution is still running", reason)
+                    self.metrics.count_skipped_trigger()
+                    return False
+                await self._replace_current()
+            newest = max(self.executions) if self.executions else None
+            eid = next_execution_id(dt.datetime.now(), newest)
+            log.info("execution %s triggered (%s)", eid, reason)
+            self._runner = asyncio.create_task(self._start(eid), name=f"execution-{eid}")
+            return True
+
+    async def _replace_current(self) -> None:
+        await self.stop_running()
+        if self.current is not None and not self.current.state.done:
+            aborted = self.current.abort("replaced by a newer execution")
+            for node in aborted:
+                self._record_node_metrics(self.current, node, self.current.nodes[node])
+            log.warning("execution %s replaced: %d unfinished jobs aborted", self.current.id, len(aborted))
+
+    async def stop_running(self) -> None:
+        """Stop dispatching (replacement, lost leadership, shutdown); state stays."""
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+
+    async def resume(self, unfinished: list[Execution]) -> bool:
+        """Continue executions a previous leader left; True if one was resumed."""
+        await self.watcher.synced.wait()
+        for older in unfinished[:-1]:
+            older.abort("superseded while the controller was away")
+        if not unfinished:
+            return False
+        execution = unfinished[-1]
+        for node, job in execution.nodes.items():
+            if job.status is JobStatus.CREATED and job.pod not in self.watcher.pods:
+                self._finish(execution, node, JobStatus.FAILED, "job pod vanished while no controller was leading")
+        for pod in list(self.watcher.pods.values()):
+            self._on_pod(pod, False)
+        log.info("execution %s resumed (%d/%d jobs finished)", execution.id, *execution.counts())
+        async with self._trigger_lock:
+            self._runner = asyncio.create_task(self._dispatch(execution), name=f"execution-{execution.id}")
+        return True
+
+    async def _start(self, eid: str) -> None:
+        nodes, _ = await self.kube.list(
+            "/api/v1/nodes",
+            Node,
+            {"labelSelector": ",".join(f"{k}={v}" for k, v in self.config.job_node_selector.items())},
+        )
+        names = select_nodes(nodes, self.config.run_on_unscheduled_nodes)
+        execution = Execution.new(
+            eid, names, self.store.write_state, tokens=self.config.callback_auth == "token"
+        )
+        await self.store.create_execution(eid)
+        self.executions[eid] = execution
+        execution.changed()
+        self.metrics.set_current_execution(eid)
+        self.metrics.set_progress(eid, 0, len(names))
+        await self._prune()
+        log.info("execution %s: %d nodes, pool size %d", eid, len(names), self.config.pod_pool_size)
+        await self._dispatch(execution)
+
+    async def _dispatch(self, execution: Execution) -> None:
+        self.current = execution
+        await self._delete_earlier_pods(execution.id)
+        await self.dispatcher.run(execution)
+        execution.close()
+        await execution.flushed()
+        self.metrics.set_pods(execution.state.pods_started)
+        failed = sum(1 for j in execution.nodes.values() if j.error)
+        log.info(
+            "execution %s finished: %d jobs, %d with errors, %.1fs",
+            execution.id, len(execution.nodes), failed, time.time() - execution.state.started,
+        )
+        self.completed += 1
+        async with self.execution_done:
+            self.execution_done.notify_all()
+
+    async def _delete_earlier_pods(self, eid: str) -> None:
+        """SPEC A4.4: every job pod of an earlier execution goes (background)."""
+        selector = f"{podspec.OWNER_LABEL}={self.config.name},{podspec.EXECUTION_LABEL}!={eid}"
+        try:
+            await self.kube.request(
+                "DELETE",
+                f"/api/v1/namespaces/{self.namespace}/pods",
+                params={"labelSelector": selector},
+                body={"propagationPolicy": "Background"},
+            )
+        except (ApiError, aiohttp.ClientError) as e:
+            log.warning("cannot delete earlier job pods: %s", e)
+
+    def _render(self, execution: Execution, node: str, job: NodeJob) -> dict[str, Any]:
+        return podspec.render_pod(
+            self.template,
+            config=self.config,
+            namespace=self.namespace,
+            node_name=node,
+            execution_id=execution.id,
+            callback_host=self.callback_host,
+            owner=self.owner,
+            token=job.token or None,
+        )
+
+    # --- job ends --------------------------------------------------------------
+    def _finish(
+        self,
+        execution: Execution,
+        node: str,
+        status: JobStatus,
+        reason: str = "",
+        pod: Pod | None = None,
+    ) -> None:
+        created = _timestamp(pod.metadata.creation_timestamp) if pod is not None else None
+        if not execution.finish(node, status, reason, created=created):
+            return
+        job = execution.nodes[node]
+        self._record_node_metrics(execution, node, job)
+        self.metrics.set_progress(execution.id, *execution.counts())
+        if status is JobStatus.FAILED:
+            log.info("execution %s node %s failed: %s", execution.id, node, reason or "pod failed")
+        if self.config.save_pod_log and pod is not None:
+            self._spawn(self._save_logs(execution.id, node, pod))
+
+    def _on_pod(self, pod: Pod, deleted: bool) -> None:
+        """Level-based: look at the pod as it is now, whatever event brought it."""
+        self.metrics.set_pods_by_phase(self.watcher.phase_counts())
+        execution = self.executions.get(pod.metadata.labels.get(podspec.EXECUTION_LABEL, ""))
+        if execution is None or execution.state.done:
+            return
+        node = pod.spec.node_name
+        job = execution.nodes.get(node)
+        if job is None or job.status.terminal or (job.pod and job.pod != pod.metadata.name):
+            return
+        if job.status is JobStatus.PENDING:
+            # the watch saw the pod before the create call returned
+            execution.pod_created(node, pod.metadata.name)
+        if pod.finished:
+            status = JobStatus.SUCCEEDED if pod.status.phase == "Succeeded" else JobStatus.FAILED
+            self._finish(execution, node, status, pod.status.reason, pod)
+        elif deleted:
+            self._finish(execution, node, JobStatus.FAILED, "job pod deleted before it finished", pod)
+
+    async def _save_logs(self, eid: str, node: str, pod: Pod) -> None:
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{pod.metadata.name}/log"
+        for container in [*pod.spec.init_containers, *pod.spec.containers]:
+            try:
+                text = await self.kube.read_text(path, {"container": container.name})
+            except (ApiError, aiohttp.ClientError) as e:
+                log.warning("no log of %s/%s: %s", pod.metadata.name, container.name, e)
+                continue
+            await self.store.write_log(eid, node, container.name, text)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def close(self) -> None:
+        """Stop dispatching and finish side work (logs, state writes)."""
+        await self.stop_running()
+        if self._side_tasks:
+            await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        for execution in self.executions.values():
+            await execution.flushed()
+
+    # --- CallbackTarget ----------------------------------------------------------
+    def _job(self, node: str, execution_id: str) -> NodeJob | None:
+        execution = self.executions.get(execution_id)
+        return None if execution is None else execution.nodes.get(node)
+
+    def execution_allowed(self, node: str, execution_id: str) -> bool:
+        return self._job(node, execution_id) is not None
+
+    def token_valid(self, node: str, execution_id: str, token: str) -> bool:
+        job = self._job(node, execution_id)
+        return job is not None and bool(job.token) and hmac.compare_digest(job.token, token)
+
+    async def result_received(self, node: str, execution_id: str) -> None:
+        execution = self.executions.get(execution_id)
+        if execution is not None:
+            execution.result_received(node)
+
+    async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
+        job = self._job(node, execution_id)
+        pod = job.pod if job is not None and job.pod else podspec.job_pod_name(
+            self.config.name, node, execution_id
+        )
+        await send_event(self.kube, self.namespace, pod, self.config.name, event)
+
+    # --- waiting (demo, tests) ------------------------------------------------
+    async def wait_completed(self, count: int) -> None:
+        async with self.execution_done:
+            await self.execution_done.wait_for(lambda: self.completed >= count)
+
+
+__all__ = ["Controller", "ExecutionState", "next_execution_id", "select_nodes"]

@@ -1,0 +1,127 @@
+"""Placement of job pods: one per node, at most `podPoolSize` alive at once.
+
+An asyncio.Semaphore of the pool size bounds the pods in flight. A slot is held
+from the pod's creation until its job ends, which the reconciler signals through
+the execution (an asyncio.Event per node), so a slot frees the moment the pod is
+seen finished; nothing sleeps or polls. Pod creation failures (quota, admission,
+API errors) are retried with backoff and, if they persist, recorded as that
+node's failure: an execution always completes. `jobTimeout` bounds the wait for
+pods that never finish (stuck Pending, vanished node).
+
+Deliberately not here: what a finished pod means, or metrics (the controller
+passes `finish`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from bjc.execution import Execution, JobStatus, NodeJob
+from bjc.kube import ApiError, KubeClient
+
+log = logging.getLogger(__name__)
+
+FinishFn = Callable[[Execution, str, JobStatus, str], None]
+RenderFn = Callable[[Execution, str, NodeJob], dict[str, Any]]
+
+_PERMANENT = (400, 404, 422)  # the pod itself is invalid: retrying cannot help
+_TIMEOUT_GRACE_S = 2.0  # let the kubelet report DeadlineExceeded first
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        kube: KubeClient,
+        namespace: str,
+        *,
+        pool_size: int,
+        render: RenderFn,
+        finish: FinishFn,
+        job_timeout: float | None = None,
+        create_attempts: int = 5,
+        backoff: float = 0.5,
+    ) -> None:
+        self.kube = kube
+        self.pods_path = f"/api/v1/namespaces/{namespace}/pods"
+        self.pool_size = pool_size
+        self.render = render
+        self.finish = finish
+        self.job_timeout = job_timeout
+        self.create_attempts = create_attempts
+        self.backoff = backoff
+        self.in_flight = 0
+
+    async def run(self, execution: Execution) -> None:
+        """Dispatch every unfinished node; returns when all their jobs ended."""
+        pool = asyncio.Semaphore(self.pool_size)
+        # resumed pods first: they already hold a slot in the cluster
+        order = sorted(
+            (n for n, j in execution.nodes.items() if not j.status.terminal),
+            key=lambda n: execution.nodes[n].status is JobStatus.PENDING,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            for node in order:
+                await pool.acquire()
+                tasks.create_task(self._run_node(execution, node, pool))
+
+    async def _run_node(self, execution: Execution, node: str, pool: asyncio.Semaphore) -> None:
+        self.in_flight += 1
+        try:
+            job = execution.nodes[node]
+            if job.status is JobStatus.PENDING:
+                pod = self.render(execution, node, job)
+                error = await self._create(pod)
+                if error is not None:
+                    log.warning("execution %s node %s: %s", execution.id, node, error)
+                    self.finish(execution, node, JobStatus.FAILED, error)
+                    return
+                execution.pod_created(node, pod["metadata"]["name"])
+            await self._wait(execution, node)
+        finally:
+            self.in_flight -= 1
+            pool.release()
+
+    async def _create(self, pod: dict[str, Any]) -> str | None:
+        """Create the pod; None on success, else why it failed for good."""
+        delay = self.backoff
+        last: Exception | None = None
+        for attempt in range(self.create_attempts):
+            try:
+                await self.kube.create(self.pods_path, pod)
+                return None
+            except ApiError as e:
+                if e.status == 409:
+                    return None  # an earlier attempt (or leader) created it
+                if e.status in _PERMANENT:
+                    return f"pod creation failed: {e}"
+                last = e
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                last = e
+            if attempt < self.create_attempts - 1:
+                await asyncio.sleep(delay)
+                delay *= 2
+        return f"pod creation failed after {self.create_attempts} attempts: {last}"
+
+    async def _wait(self, execution: Execution, node: str) -> None:
+        if self.job_timeout is None:
+            await execution.wait_finished(node)
+            return
+        job = execution.nodes[node]
+        elapsed = 0.0 if job.created is None else max(0.0, time.time() - job.created)
+        remaining = self.job_timeout + _TIMEOUT_GRACE_S - elapsed
+        try:
+            await asyncio.wait_for(execution.wait_finished(node), max(remaining, 0.0))
+        except TimeoutError:
+            reason = f"job did not finish within jobTimeout ({self.job_timeout:g}s)"
+            self.finish(execution, node, JobStatus.FAILED, reason)
+            if job.pod:
+                try:
+                    await self.kube.delete(f"{self.pods_path}/{job.pod}")
+                except (ApiError, aiohttp.ClientError) as e:
+                    log.warning("cannot delete timed-out pod %s: %s", job.pod, e)

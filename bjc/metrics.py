@@ -1,0 +1,685 @@
+"""Every Prometheus series bjc exposes, and the `/metrics` endpoint that serves them.
+
+Why this exists: the Go controller's metrics (SPEC A6) are a Prometheus compatibility
+surface - dashboards and alerts query them by name, label and help text - and with
+thousands of nodes and 30 executions of history they are also bjc's largest data
+structure (100,000-300,000 series). A plain aioprometheus `Gauge` keys every series by
+an orjson-encoded label dict and formats every line on every scrape, which costs
+hundreds of MB and about a second per scrape at that size. So the per-execution
+gauges (processing, duration, the configured result gauges, execution progress) live
+in `SeriesFamily`, a fast series store:
+
+- series are grouped into one block per (metric, execution): a dict from the
+  preformatted, escaped label string to a float; the `executionID` label is written
+  once per block, not stored per series;
+- each block caches its rendered text (bytes) and drops the cache on change, so a
+  scrape joins cached chunks and formats only blocks that changed since the last one;
+- removing an execution drops its blocks: time proportional to that execution's
+  series, not to all series.
+
+`SeriesFamily` is an `aioprometheus.Gauge` registered in an `aioprometheus.Registry`
+next to plain aioprometheus collectors (the single-series gauges, counters and the
+process metrics computed at scrape time); `Metrics.render` negotiates the format with
+`aioprometheus.negotiate` and renders the registry itself, escaping label values and
+help texts as the text format requires (aioprometheus' own text formatter does not).
+
+What it deliberately does not do: it decides nothing about executions (the controller
+calls `remove_execution` when an execution is pruned and replays kept results after a
+restart), validates no config beyond what it needs to build its series (bjc.config
+does that), and serves only the Prometheus text format 0.0.4 - the only format
+aioprometheus 23.12 negotiates, and the format Go's promhttp serves by default. No
+OpenMetrics, no protobuf. Everything runs on the event loop; nothing here is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import resource
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import aioprometheus
+from aiohttp import web
+from aioprometheus import Counter, Gauge, Registry
+from aioprometheus.formats.text import TEXT_CONTENT_TYPE, TextFormatter
+
+import bjc
+from bjc.config import Config
+
+__all__ = [
+    "EXECUTION_ID",
+    "LATEST",
+    "METRICS_KEY",
+    "NODE",
+    "RESERVED_SUFFIXES",
+    "Metrics",
+    "SeriesFamily",
+    "escape_label_value",
+    "make_metrics_app",
+    "metrics_handler",
+]
+
+NODE = "node"
+EXECUTION_ID = "executionID"
+LATEST = "latest"
+RESERVED_SUFFIXES = ("processing", "duration", "pods")
+
+# Names and help texts of the Go controller (github.com/bakito/batch-job-controller,
+# pkg/metrics/metrics.go), kept byte for byte.
+INFO_NAME = "com_github_bakito_batch_job_controller"
+INFO_HELP = "information about github.com/bakito/batch-job-controller"
+CURRENT_EXECUTION_HELP = "The current execution ID"
+PODS_HELP = "The number of pods started for the last execution"
+PROCESSING_HELP = "Node with processing error, 1: has error / 0: no error"
+DURATION_HELP = "Execution Duration in milliseconds"
+
+# The leader gauge of client-go / controller-runtime, which the Go controller exposes.
+LEADER_NAME = "leader_election_master_status"
+LEADER_HELP = (
+    "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, "
+    "1 indicates master. 'name' is the string used to identify the lease. Please make sure "
+    "to group by name."
+)
+
+POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+
+_METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_KEY_PAIR_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE_RE = re.compile(r"\\(.)")
+_SPECIAL_VALUES = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for the text format: backslash, double quote, line feed."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _format_value(value: float) -> str:
+    text = repr(value)
+    return _SPECIAL_VALUES.get(text, text)
+
+
+def _unescape(value: str) -> str:
+    return _UNESCAPE_RE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
+class _Block:
+    """The series of one metric for one execution, with its rendered text cached."""
+
+    __slots__ = ("series", "text")
+
+    def __init__(self) -> None:
+        self.series: dict[str, float] = {}
+        self.text: bytes | None = None
+
+
+class SeriesFamily(Gauge):
+    """A gauge family whose series belong to executions (one `executionID` label).
+
+    `set` takes the label string already formatted by `key_for`; blocks are keyed by
+    execution id. It is an `aioprometheus.Gauge`, so it lives in an aioprometheus
+    `Registry`; `get_all` (used only by aioprometheus' own formatters) rebuilds label
+    dicts from the stored strings and is slow by design - `Metrics.render` does not use it.
+    """
+
+    def __init__(self, name: str, doc: str, label_names: Sequence[str], registry: Registry):
+        super().__init__(name, doc, registry=registry)
+        names = tuple(label_names)
+        if EXECUTION_ID not in names:
+            raise ValueError(f"metric {name}: label {EXECUTION_ID} is required")
+        self.label_names = names
+        # executionID is written once per block when it is the last label.
+        self._execution_last = names[-1] == EXECUTION_ID
+        self.key_fields = names[:-1] if self._execution_last else names
+        self._blocks: dict[str, _Block] = {}
+        self._head = f"# HELP {name} {_escape_help(doc)}\n# TYPE {name} gauge\n".encode()
+        self._line_start = name + "{"
+
+    def key_template(self, positions: Mapping[str, int]) -> str:
+        """A `str.format` template of the key fields, taking value `positions[label]`."""
+        return ",".join(f'{n}="{{{positions[n]}}}"' for n in self.key_fields)
+
+    def set(self, execution_id: str, key: str, value: float) -> None:  # type: ignore[override]
+        block = self._blocks.get(execution_id)
+        if block is None:
+            block = self._blocks[execution_id] = _Block()
+        block.series[key] = value
+        block.text = None
+
+    def remove(self, execution_id: str) -> int:
+        """Drop every series of the execution; returns how many there were."""
+        block = self._blocks.pop(execution_id, None)
+        return 0 if block is None else len(block.series)
+
+    def value(self, execution_id: str, key: str) -> float | None:
+        block = self._blocks.get(execution_id)
+        return None if block is None else block.series.get(key)
+
+    def execution_ids(self) -> list[str]:
+        return list(self._blocks)
+
+    def __len__(self) -> int:
+        return sum(len(b.series) for b in self._blocks.values())
+
+    def render_into(self, out: list[bytes]) -> None:
+        """Append this family's text (header plus every block) to `out`."""
+        first = True
+        for execution_id, block in self._blocks.items():
+            if not block.series:
+                continue
+            if first:
+                out.append(self._head)
+                first = False
+            text = block.text
+            if text is None:
+                text = block.text = self._render_block(execution_id, block)
+            out.append(text)
+
+    def _render_block(self, execution_id: str, block: _Block) -> bytes:
+        start = self._line_start
+        if self._execution_last:
+            sep = "," if self.key_fields else ""
+            end = f'{sep}{EXECUTION_ID}="{escape_label_value(execution_id)}"}} '
+        else:
+            end = "} "
+        fmt = _format_value
+        return "".join([f"{start}{k}{end}{fmt(v)}\n" for k, v in block.series.items()]).encode()
+
+    # --- aioprometheus Collector interface (slow path, not used by Metrics.render) ---
+
+    def set_value(self, labels: Any, value: Any) -> None:
+        raise TypeError(f"{self.name}: set series through bjc.metrics.Metrics, not set_value")
+
+    def get_all(self) -> list[tuple[dict[str, str], float]]:  # type: ignore[override]
+        result = []
+        for execution_id, block in self._blocks.items():
+            for key, value in block.series.items():
+                labels = {k: _unescape(v) for k, v in _KEY_PAIR_RE.findall(key)}
+                if self._execution_last:
+                    labels[EXECUTION_ID] = execution_id
+                result.append((labels, value))
+        return result
+
+
+class _ComputedGauge(Gauge):
+    """A label-less gauge whose value is computed at scrape time (None: no series)."""
+
+    def __init__(
+        self, name: str, doc: str, compute: Callable[[], float | None], registry: Registry
+    ):
+        super().__init__(name, doc, registry=registry)
+        self._compute = compute
+
+    def get_all(self) -> list[tuple[dict[str, str], float]]:  # type: ignore[override]
+        value = self._compute()
+        return [] if value is None else [({}, value)]
+
+
+class _ComputedCounter(Counter):
+    """A label-less counter whose value is computed at scrape time."""
+
+    def __init__(
+        self, name: str, doc: str, compute: Callable[[], float | None], registry: Registry
+    ):
+        super().__init__(name, doc, registry=registry)
+        self._compute = compute
+
+    def get_all(self) -> list[tuple[dict[str, str], float]]:  # type: ignore[override]
+        value = self._compute()
+        return [] if value is None else [({}, value)]
+
+
+class _ProcessStats:
+    """Process metrics from /proc (Linux), read at scrape time; elsewhere only CPU time."""
+
+    def __init__(self) -> None:
+        self._page_size = resource.getpagesize()
+        try:
+            self._ticks = float(os.sysconf("SC_CLK_TCK"))
+        except (ValueError, OSError, AttributeError):
+            self._ticks = 100.0
+        self._boot_time: float | None = None
+        try:
+            with open("/proc/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"btime "):
+                        self._boot_time = float(line.split()[1])
+        except OSError:
+            pass
+
+    @staticmethod
+    def _stat() -> list[bytes] | None:
+        try:
+            with open("/proc/self/stat", "rb") as f:
+                return f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+
+    def resident_memory(self) -> float | None:
+        fields = self._stat()
+        return None if fields is None else float(fields[21]) * self._page_size
+
+    def virtual_memory(self) -> float | None:
+        fields = self._stat()
+        return None if fields is None else float(fields[20])
+
+    def start_time(self) -> float | None:
+        fields = self._stat()
+        if fields is None or self._boot_time is None:
+            return None
+        return float(fields[19]) / self._ticks + self._boot_time
+
+    @staticmethod
+    def cpu_seconds() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    @staticmethod
+    def open_fds() -> float | None:
+        try:
+            return float(len(os.listdir("/proc/self/fd")))
+        except OSError:
+            return None
+
+    @staticmethod
+    def max_fds() -> float | None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return None if soft == resource.RLIM_INFINITY else float(soft)
+
+
+def _register_process_metrics(registry: Registry) -> None:
+    """The standard process_* series (as client_golang and prometheus_client name them)."""
+    proc = _ProcessStats()
+    _ComputedCounter(
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+        proc.cpu_seconds,
+        registry,
+    )
+    _ComputedGauge(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        proc.resident_memory,
+        registry,
+    )
+    _ComputedGauge(
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes.",
+        proc.virtual_memory,
+        registry,
+    )
+    _ComputedGauge(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        proc.start_time,
+        registry,
+    )
+    _ComputedGauge("process_open_fds", "Number of open file descriptors.", proc.open_fds, registry)
+    _ComputedGauge(
+        "process_max_fds", "Maximum number of open file descriptors.", proc.max_fds, registry
+    )
+
+
+class _ResultGauge:
+    """A configured gauge (`metrics.gauges.<suffix>`): its family and key builder."""
+
+    __slots__ = ("expected", "family", "key_fmt", "latest_fmt", "names")
+
+    def __init__(self, family: SeriesFamily, names: tuple[str, ...], latest: bool) -> None:
+        self.family = family
+        self.names = names  # label names the job reports, configured order
+        self.expected = frozenset(names)
+        n = len(names)
+        # format arguments: the reported values in `names` order, then node, executionID
+        positions = {name: i for i, name in enumerate(names)}
+        positions[NODE] = n
+        positions[EXECUTION_ID] = n + 1
+        self.key_fmt = family.key_template(positions)
+        # Only when executionID sits inside the key does "latest" need its own key.
+        self.latest_fmt = self.key_fmt if latest and EXECUTION_ID in family.key_fields else None
+
+
+class Metrics:
+    """All series of one bjc controller (SPEC A6 + B extras) in one aioprometheus Registry.
+
+    Naming of the B extras: process metrics and the leader gauge use the standard names
+    the Go controller also exposes (`process_*`, `leader_election_master_status`); the
+    other extras are `bjc_*` so they can never collide with configured gauges under the
+    Go metric prefix.
+    """
+
+    def __init__(self, config: Config, version: str = bjc.__version__) -> None:
+        self.registry = Registry()
+        reg = self.registry
+        prefix = config.metrics.prefix
+        self.prefix = prefix
+        self.latest = bool(config.latest_metrics_label)
+
+        def name_for(suffix: str) -> str:
+            name = f"{prefix}_{suffix}"
+            if not _METRIC_NAME_RE.match(name):
+                raise ValueError(f"metrics.prefix: {name!r} is not a valid metric name")
+            return name
+
+        # --- SPEC A6 ---
+        self._current_execution = Gauge(
+            name_for("current_execution_id"), CURRENT_EXECUTION_HELP, registry=reg
+        )
+        self._pods = Gauge(name_for("pods"), PODS_HELP, registry=reg)
+        self._processing = SeriesFamily(
+            name_for("processing"), PROCESSING_HELP, (NODE, EXECUTION_ID), reg
+        )
+        self._duration = SeriesFamily(
+            name_for("duration"), DURATION_HELP, (NODE, EXECUTION_ID), reg
+        )
+        self._info = Gauge(INFO_NAME, INFO_HELP, registry=reg)
+        self._info.set(
+            {
+                "version": version,
+                "name": config.name,
+                "prefix": prefix,
+                "poolSize": str(config.pod_pool_size),
+                "reportHistory": str(config.report_history),
+                "cron": config.cron_expression,
+            },
+            1,
+        )
+
+        # --- B extras ---
+        self._progress_finished = SeriesFamily(
+            "bjc_execution_finished_nodes",
+            "Nodes of the execution whose job pod has finished (or was given up)",
+            (EXECUTION_ID,),
+            reg,
+        )
+        self._progress_nodes = SeriesFamily(
+            "bjc_execution_nodes", "Nodes selected for the execution", (EXECUTION_ID,), reg
+        )
+        self._progress_ratio = SeriesFamily(
+            "bjc_execution_progress",
+            "Finished share of the execution's nodes, 0 to 1 (1 when it has no nodes)",
+            (EXECUTION_ID,),
+            reg,
+        )
+        self._pods_by_phase = Gauge(
+            "bjc_job_pods", "Job pods of this controller by phase", registry=reg
+        )
+        self.set_pods_by_phase({})
+        self._callbacks = Counter(
+            "bjc_callback_requests_total",
+            "Callback API requests by route and HTTP status code",
+            registry=reg,
+        )
+        self._leader = Gauge(LEADER_NAME, LEADER_HELP, registry=reg)
+        self._leader_labels = {"name": f"{config.name}-leader-election"}
+        self.set_leader(False)
+        self._skipped = Counter(
+            "bjc_skipped_triggers_total",
+            "Execution triggers skipped because one was still running (concurrencyPolicy Forbid)",
+            registry=reg,
+        )
+        self._skipped.set({}, 0)
+        _register_process_metrics(reg)
+
+        # Configured gauges last, so that a name clash names the offending config key.
+        self._results: dict[str, _ResultGauge] = {}
+        for suffix, gauge in config.metrics.gauges.items():
+            key = f"metrics.gauges.{suffix}"
+            if suffix in RESERVED_SUFFIXES:
+                raise ValueError(
+                    f"{key}: the metric name {suffix!r} is not allowed, it is one of the "
+                    f"reserved names {list(RESERVED_SUFFIXES)}"
+                )
+            labels = list(gauge.labels)
+            for label in labels:
+                if not _LABEL_NAME_RE.match(label) or label.startswith("__"):
+                    raise ValueError(f"{key}.labels: {label!r} is not a valid label name")
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"{key}.labels: duplicate label names in {labels}")
+            name = name_for(suffix)
+            if name in reg.collectors:
+                raise ValueError(f"{key}: metric {name} is already exposed by bjc")
+            # Go's enrichLabels: node and executionID appended unless configured.
+            order = labels + [n for n in (NODE, EXECUTION_ID) if n not in labels]
+            family = SeriesFamily(name, gauge.help, order, reg)
+            reported = tuple(n for n in labels if n not in (NODE, EXECUTION_ID))
+            self._results[suffix] = _ResultGauge(family, reported, self.latest)
+        self.result_suffixes = frozenset(self._results)
+
+        self._per_execution: tuple[SeriesFamily, ...] = (
+            self._processing,
+            self._duration,
+            *(g.family for g in self._results.values()),
+            self._progress_finished,
+            self._progress_nodes,
+            self._progress_ratio,
+        )
+
+    # --- SPEC A6 ---
+
+    def set_current_execution(self, execution_id: str) -> None:
+        """`<prefix>_current_execution_id` = the id as a number."""
+        try:
+            value = int(execution_id)
+        except ValueError:
+            raise ValueError(f"execution id {execution_id!r} is not a number") from None
+        self._current_execution.set({}, value)
+
+    def set_pods(self, count: int) -> None:
+        """`<prefix>_pods`: pods started in the last execution."""
+        self._pods.set({}, count)
+
+    def set_processing(self, execution_id: str, node: str, value: float) -> None:
+        """`<prefix>_processing{node,executionID}`: 1 error / 0 ok."""
+        key = f'{NODE}="{escape_label_value(node)}"'
+        value = float(value)
+        self._processing.set(execution_id, key, value)
+        if self.latest:
+            self._processing.set(LATEST, key, value)
+
+    def set_duration(self, execution_id: str, node: str, ms: float) -> None:
+        """`<prefix>_duration{node,executionID}`: job pod run time in milliseconds."""
+        key = f'{NODE}="{escape_label_value(node)}"'
+        ms = float(ms)
+        self._duration.set(execution_id, key, ms)
+        if self.latest:
+            self._duration.set(LATEST, key, ms)
+
+    def set_result(
+        self,
+        execution_id: str,
+        node: str,
+        suffix: str,
+        labels: Mapping[str, str],
+        value: float,
+    ) -> None:
+        """Set `<prefix>_<suffix>{<configured labels>,node,executionID}`.
+
+        Raises KeyError for a suffix that is not configured and ValueError when the
+        label names are not exactly the configured ones (naming the missing and the
+        unexpected ones). `node` and `executionID` always come from the arguments; the
+        same keys in `labels` are ignored, as in the Go controller.
+        """
+        gauge = self._results.get(suffix)
+        if gauge is None:
+            raise KeyError(f"{suffix!r} is not a configured gauge (metrics.gauges)")
+        keys = labels.keys()
+        if keys != gauge.expected:
+            self._check_labels(suffix, gauge, keys)
+        esc = escape_label_value
+        try:
+            args = [esc(labels[n]) for n in gauge.names]
+        except TypeError:
+            bad = [n for n in gauge.names if not isinstance(labels[n], str)]
+            raise ValueError(f"gauge {suffix!r}: label values must be strings: {bad}") from None
+        args.append(esc(node))
+        args.append(esc(execution_id))
+        key = gauge.key_fmt.format(*args)
+        value = float(value)
+        family = gauge.family
+        family.set(execution_id, key, value)
+        if self.latest:
+            if gauge.latest_fmt is not None:
+                args[-1] = LATEST
+                key = gauge.latest_fmt.format(*args)
+            family.set(LATEST, key, value)
+
+    @staticmethod
+    def _check_labels(suffix: str, gauge: _ResultGauge, keys: Iterable[str]) -> None:
+        given = set(keys) - {NODE, EXECUTION_ID}
+        if given == gauge.expected:
+            return
+        missing = sorted(gauge.expected - given)
+        unexpected = sorted(given - gauge.expected)
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected}")
+        raise ValueError(f"gauge {suffix!r} has labels {list(gauge.names)}: " + ", ".join(parts))
+
+    def remove_execution(self, execution_id: str) -> None:
+        """Remove every series of the execution from every per-execution metric.
+
+        "latest" series are not touched (unless `execution_id` is "latest"): as in the
+        Go controller they hold the most recent value written.
+        """
+        for family in self._per_execution:
+            family.remove(execution_id)
+
+    # --- B extras ---
+
+    def set_progress(self, execution_id: str, finished: int, total: int) -> None:
+        """`bjc_execution_finished_nodes`, `bjc_execution_nodes`, `bjc_execution_progress`."""
+        if finished < 0 or total < 0:
+            raise ValueError(f"progress must not be negative: {finished}/{total}")
+        self._progress_finished.set(execution_id, "", float(finished))
+        self._progress_nodes.set(execution_id, "", float(total))
+        self._progress_ratio.set(execution_id, "", finished / total if total else 1.0)
+
+    def set_pods_by_phase(self, counts: Mapping[str, int]) -> None:
+        """`bjc_job_pods{phase}`: replaces all phases; the five pod phases are always present."""
+        values = self._pods_by_phase.values
+        values.clear()
+        for phase in POD_PHASES:
+            self._pods_by_phase.set({"phase": phase}, 0)
+        for phase, count in counts.items():
+            self._pods_by_phase.set({"phase": phase}, count)
+
+    def count_callback(self, route: str, code: int) -> None:
+        """`bjc_callback_requests_total{route,code}` += 1."""
+        self._callbacks.inc({"route": route, "code": str(code)})
+
+    def set_leader(self, is_leader: bool) -> None:
+        """`leader_election_master_status{name="<name>-leader-election"}`: 1 leader / 0 not."""
+        self._leader.set(self._leader_labels, 1 if is_leader else 0)
+
+    def count_skipped_trigger(self) -> None:
+        """`bjc_skipped_triggers_total` += 1 (trigger skipped, concurrencyPolicy Forbid)."""
+        self._skipped.inc({})
+
+    # --- exposition ---
+
+    def series_count(self) -> int:
+        """Number of series held in the per-execution store (all executions and latest)."""
+        return sum(len(f) for f in self._per_execution)
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The registry in the format negotiated from `accept`: (body, content type).
+
+        aioprometheus negotiates the text format 0.0.4 for any Accept header (it is
+        what every Prometheus accepts); should it ever pick another formatter, that
+        formatter renders the registry through the collectors' `get_all`.
+        """
+        formatter_class = aioprometheus.negotiate([accept] if accept else [])
+        if formatter_class is not TextFormatter:  # pragma: no cover - aioprometheus 23.12
+            formatter = formatter_class()
+            return formatter.marshall(self.registry), formatter.get_headers()["Content-Type"]
+        out: list[bytes] = []
+        for collector in sorted(self.registry.get_all(), key=lambda c: c.name):
+            if isinstance(collector, SeriesFamily):
+                collector.render_into(out)
+            elif isinstance(collector, (Gauge, Counter)):
+                _render_simple(collector, out)
+            else:  # histograms and summaries registered by others
+                lines = TextFormatter().marshall_lines(collector)
+                out.append(("\n".join(lines) + "\n").encode())
+        return b"".join(out), TEXT_CONTENT_TYPE
+
+
+def _render_simple(collector: Gauge | Counter, out: list[bytes]) -> None:
+    items = collector.get_all()
+    if not items:
+        return
+    name = collector.name
+    kind = collector.kind.name
+    lines = [f"# HELP {name} {_escape_help(collector.doc)}", f"# TYPE {name} {kind}"]
+    for labels, value in items:
+        if labels:
+            pairs = ",".join(f'{k}="{escape_label_value(str(v))}"' for k, v in labels.items())
+            lines.append(f"{name}{{{pairs}}} {_format_value(float(value))}")  # type: ignore[arg-type]
+        else:
+            lines.append(f"{name} {_format_value(float(value))}")  # type: ignore[arg-type]
+    lines.append("")
+    out.append("\n".join(lines).encode())
+
+
+# --- HTTP ---
+
+METRICS_KEY = web.AppKey("metrics", Metrics)
+_GZIP_MIN_BYTES = 1024
+
+
+def _accepts_gzip(header: str) -> bool:
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        q = params.strip()
+        if q.startswith("q="):
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+def _gzip(body: bytes) -> bytes:
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # level 1, gzip container
+    return compressor.compress(body) + compressor.flush()
+
+
+def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """An aiohttp handler for GET /metrics: negotiated format, gzip when accepted."""
+
+    async def handle_metrics(request: web.Request) -> web.Response:
+        body, content_type = metrics.render(request.headers.get("Accept"))
+        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+        if len(body) >= _GZIP_MIN_BYTES and _accepts_gzip(
+            request.headers.get("Accept-Encoding", "")
+        ):
+            # zlib releases the GIL: compress a large exposition off the event loop
+            body = await asyncio.to_thread(_gzip, body) if len(body) > 65536 else _gzip(body)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
+
+    return handle_metrics
+
+
+def make_metrics_app(metrics: Metrics) -> web.Application:
+    """The metrics server (`metrics.port`): GET /metrics."""
+    app = web.Application()
+    app[METRICS_KEY] = metrics
+    app.router.add_get("/metrics", metrics_handler(metrics))
+    return app

@@ -1,0 +1,116 @@
+"""The job pod watch: list + watch of bjc's pods, kept as a level-based cache.
+
+It knows nothing of executions. It keeps the current view of every job pod
+(by the owner label) and hands each observed pod state to a callback; the
+callback looks at the state, not at the event type, so a missed or repeated event
+never matters. A resumed watch starts from the last resourceVersion seen; a 410
+Gone relists and reports pods that vanished in between as deleted; any other
+failure reconnects with capped exponential backoff.
+
+Deliberately not here: decisions about what a finished pod means (the controller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+
+import aiohttp
+
+from bjc.kube import ApiError, KubeClient
+from bjc.kubetypes import Pod
+
+log = logging.getLogger(__name__)
+
+PodCallback = Callable[[Pod, bool], None]  # (pod, deleted)
+
+_WATCH_TIMEOUT_S = 290
+_BACKOFF_MAX_S = 10.0
+
+
+class PodWatcher:
+    def __init__(
+        self,
+        kube: KubeClient,
+        namespace: str,
+        label_selector: str,
+        on_pod: PodCallback,
+    ) -> None:
+        self.kube = kube
+        self.path = f"/api/v1/namespaces/{namespace}/pods"
+        self.selector = label_selector
+        self.on_pod = on_pod
+        self.pods: dict[str, Pod] = {}
+        self.synced = asyncio.Event()
+        self.resource_version = ""
+        self.relists = 0
+
+    def phase_counts(self) -> dict[str, int]:
+        return dict(collections.Counter(p.status.phase or "Unknown" for p in self.pods.values()))
+
+    async def relist(self) -> None:
+        items, rv = await self.kube.list(self.path, Pod, {"labelSelector": self.selector})
+        self.relists += 1
+        fresh = {p.metadata.name: p for p in items}
+        gone = [p for name, p in self.pods.items() if name not in fresh]
+        self.pods = fresh
+        self.resource_version = rv
+        for pod in gone:
+            self.on_pod(pod, True)
+        for pod in items:
+            self.on_pod(pod, False)
+        self.synced.set()
+
+    def apply(self, kind: str, pod: Pod) -> None:
+        """One watch event."""
+        if pod.metadata.resource_version:
+            self.resource_version = pod.metadata.resource_version
+        if kind == "BOOKMARK":
+            return
+        name = pod.metadata.name
+        if kind == "DELETED":
+            self.pods.pop(name, None)
+            self.on_pod(pod, True)
+        else:
+            self.pods[name] = pod
+            self.on_pod(pod, False)
+
+    async def run(self) -> None:
+        """List, then watch forever (until cancelled)."""
+        loop = asyncio.get_running_loop()
+        backoff = 0.2
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self.relist()
+                    need_list = False
+                started, events = loop.time(), 0
+                async for event in self.kube.watch(
+                    self.path,
+                    Pod,
+                    resource_version=self.resource_version,
+                    params={"labelSelector": self.selector},
+                    timeout_seconds=_WATCH_TIMEOUT_S,
+                ):
+                    self.apply(event.type, event.object)
+                    events += 1
+                    backoff = 0.2
+                if events == 0 and loop.time() - started < 1.0:
+                    # a server that keeps closing empty streams must not make us spin
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            except ApiError as e:
+                if e.status == 410:
+                    log.info("pod watch: resourceVersion %s too old, relisting", self.resource_version)
+                    need_list = True
+                    continue
+                log.warning("pod watch failed: %s; retrying in %.1fs", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+                log.warning("pod watch interrupted: %r; retrying in %.1fs", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)

@@ -1,0 +1,321 @@
+"""The report directory: where results, uploads, pod logs and execution state live.
+
+Layout (SPEC A4, compatible with the Go controller)::
+
+    <root>/<executionID>/                     one directory per execution (yyyyMMddHHmm)
+    <root>/<executionID>/<node>.json          result JSON, saved verbatim
+    <root>/<executionID>/<node>-<name>        uploaded files
+    <root>/<executionID>/<node>-container-<container>.log   pod logs (savePodLog)
+    <root>/<executionID>/.bjc-execution.json  execution state written by the controller
+    <root>/latest -> <executionID>            relative symlink to the newest execution
+
+Every write goes to a temporary file in the same directory and is then renamed over
+the final name, so readers (the file server, a restarted controller) never see half a
+file. All blocking disk I/O runs in worker threads: doing it on the event loop costs
+about 3x in callback throughput.
+
+Names coming from job pods (node names, upload names) are checked here, not only in
+the HTTP layer: anything that is not one plain path component is refused with
+ValueError, and the final path is resolved and checked to be inside the execution
+directory as a second line of defence. (The Go controller joined names with
+filepath.Clean, so `?name=/../../x` escaped the report directory.)
+
+Deliberately not here: deciding which executions exist or are allowed (the
+controller), metrics, and any HTTP concerns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import unquote
+
+T = TypeVar("T")
+
+LATEST = "latest"
+STATE_FILE = ".bjc-execution.json"
+_TMP_PREFIX = ".bjc-tmp-"
+_MAX_COMPONENT_BYTES = 255
+# yyyyMMddHHmm, optionally with a numeric suffix for a second execution in one minute.
+_EXECUTION_ID = re.compile(r"^\d{12}(?:-\d+)?$")
+# Upload data is buffered in memory up to this size before it goes to disk; a
+# small upload thus costs one worker-thread hop (open, write, close, rename).
+_BUFFER_BYTES = 1024 * 1024
+
+
+class UploadTooLarge(Exception):
+    """An upload grew past the size limit; its partial file has been removed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upload exceeds the maximum size of {limit} bytes")
+        self.limit = limit
+
+
+class ExecutionNotFound(FileNotFoundError):
+    """The execution directory does not exist (never created, or pruned)."""
+
+
+def is_execution_id(name: str) -> bool:
+    return bool(_EXECUTION_ID.match(name))
+
+
+def _execution_sort_key(eid: str) -> tuple[str, int]:
+    base, _, suffix = eid.partition("-")
+    return base, int(suffix or 0)
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return `name` if it is one plain path component, else raise ValueError naming the problem.
+
+    Refused: empty, `.`/`..`, any `/` or `\\`, NUL and other control characters, names
+    whose percent-decoding contains a separator or is `..` (`%2F`, `%2e%2e`), and names
+    longer than a file system allows.
+    """
+    if not isinstance(name, str) or name == "":
+        raise ValueError(f"{what} is empty")
+    decoded = name
+    # Decode repeatedly so that double encoding (`%252F`) cannot hide a separator.
+    for _ in range(4):
+        nxt = unquote(decoded)
+        if nxt == decoded:
+            break
+        decoded = nxt
+    for candidate in {name, decoded}:
+        if "/" in candidate or "\\" in candidate:
+            raise ValueError(f"{what} {name!r} must not contain a path separator")
+        if candidate in (".", ".."):
+            raise ValueError(f"{what} {name!r} is not a file name")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in candidate):
+            raise ValueError(f"{what} {name!r} must not contain NUL or control characters")
+    if len(name.encode("utf-8", "surrogatepass")) > _MAX_COMPONENT_BYTES:
+        raise ValueError(f"{what} is longer than {_MAX_COMPONENT_BYTES} bytes")
+    return name
+
+
+class ReportStore:
+    """Files of the report directory; async methods run their disk work in threads."""
+
+    def __init__(self, root: Path | str, history: int = 30) -> None:
+        self.root = Path(root).absolute()
+        self.history = history
+
+    # ----------------------------------------------------------------- helpers
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    def execution_dir(self, eid: str) -> Path:
+        check_name(eid, "execution ID")
+        return self.root / eid
+
+    def _target(self, eid: str, filename: str) -> Path:
+        """The final path of `filename` in execution `eid`, checked to stay inside it."""
+        check_name(filename, "file name")
+        directory = self.execution_dir(eid)
+        path = directory / filename
+        resolved_dir = directory.resolve()
+        if path.resolve().parent != resolved_dir or path.name != filename:
+            raise ValueError(f"file name {filename!r} leaves the execution directory")
+        return path
+
+    @staticmethod
+    def upload_filename(node: str, name: str) -> str:
+        return f"{check_name(node, 'node')}-{check_name(name, 'file name')}"
+
+    @staticmethod
+    def result_filename(node: str) -> str:
+        return f"{check_name(node, 'node')}.json"
+
+    @staticmethod
+    def log_filename(node: str, container: str) -> str:
+        return f"{check_name(node, 'node')}-container-{check_name(container, 'container')}.log"
+
+    def _write_sync(self, eid: str, filename: str, data: bytes) -> Path:
+        path = self._target(eid, filename)
+        if not path.parent.is_dir():
+            raise ExecutionNotFound(f"execution {eid} does not exist")
+        tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return path
+
+    # ------------------------------------------------------------- executions
+    def _create_execution_sync(self, eid: str, link_latest: bool) -> Path:
+        directory = self.execution_dir(eid)
+        directory.mkdir(parents=True, exist_ok=True)
+        if link_latest:
+            tmp = self.root / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+            os.symlink(eid, tmp)  # relative: survives moving/mounting the directory
+            try:
+                os.replace(tmp, self.root / LATEST)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return directory
+
+    async def create_execution(self, eid: str, *, link_latest: bool = True) -> Path:
+        """Create `<root>/<eid>/` (idempotent) and point `latest` at it atomically."""
+        return await self._run(self._create_execution_sync, eid, link_latest)
+
+    async def ensure_execution(self, eid: str) -> Path:
+        """Create the directory without touching `latest` (DEV_MODE callbacks)."""
+        return await self._run(self._create_execution_sync, eid, False)
+
+    def _list_sync(self) -> list[str]:
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return []
+        ids = [
+            e.name for e in entries if is_execution_id(e.name) and e.is_dir(follow_symlinks=False)
+        ]
+        return sorted(ids, key=_execution_sort_key)
+
+    async def list_executions(self) -> list[str]:
+        """Execution ids present on disk, oldest first (only id-shaped directories)."""
+        return await self._run(self._list_sync)
+
+    def latest(self) -> str | None:
+        """The execution `latest` points to (a single readlink; cheap enough for the loop)."""
+        try:
+            return os.readlink(self.root / LATEST)
+        except OSError:
+            return None
+
+    def _prune_sync(self, keep: int) -> list[str]:
+        ids = self._list_sync()
+        keep = max(keep, 1)
+        removed = ids[: max(len(ids) - keep, 0)]
+        for eid in removed:
+            shutil.rmtree(self.root / eid, ignore_errors=True)
+        return removed
+
+    async def prune(self, keep: int | None = None) -> list[str]:
+        """Remove the oldest execution directories beyond `max(keep, 1)`; return their ids."""
+        return await self._run(self._prune_sync, self.history if keep is None else keep)
+
+    # ------------------------------------------------------------------ files
+    async def write_result(self, eid: str, node: str, data: bytes) -> Path:
+        """Save a result body verbatim as `<node>.json`."""
+        return await self._run(self._write_sync, eid, self.result_filename(node), data)
+
+    async def write_log(self, eid: str, node: str, container: str, data: bytes) -> Path:
+        return await self._run(self._write_sync, eid, self.log_filename(node, container), data)
+
+    async def write_file(self, eid: str, filename: str, data: bytes) -> Path:
+        """Save `data` as `<root>/<eid>/<filename>` (one checked path component)."""
+        return await self._run(self._write_sync, eid, filename, data)
+
+    async def write_state(self, eid: str, data: bytes) -> Path:
+        return await self._run(self._write_sync, eid, STATE_FILE, data)
+
+    def _read_state_sync(self, eid: str) -> bytes | None:
+        try:
+            return (self.execution_dir(eid) / STATE_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    async def read_state(self, eid: str) -> bytes | None:
+        return await self._run(self._read_state_sync, eid)
+
+    async def read_file(self, eid: str, filename: str) -> bytes:
+        return await self._run(lambda: self._target(eid, filename).read_bytes())
+
+    @contextlib.asynccontextmanager
+    async def upload(
+        self, eid: str, node: str, name: str, *, max_size: int | None = None
+    ) -> AsyncIterator[UploadSink]:
+        """Stream an upload to `<node>-<name>`; renamed into place only on success.
+
+        Raises ValueError for an unsafe name before anything is written; the sink's
+        `write` raises UploadTooLarge past `max_size`. On any error the temporary
+        file is removed and an existing file of that name is left untouched.
+        """
+        filename = self.upload_filename(node, name)  # ValueError before any disk access
+        path = await self._run(self._target, eid, filename)
+        sink = UploadSink(self, path, max_size)
+        try:
+            yield sink
+            await sink._commit()
+        except BaseException:
+            await asyncio.shield(sink._discard())
+            raise
+
+
+class UploadSink:
+    """Receives the chunks of one upload (see ReportStore.upload)."""
+
+    def __init__(self, store: ReportStore, path: Path, max_size: int | None) -> None:
+        self._store = store
+        self.path = path
+        self.max_size = max_size
+        self.size = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._fd: int | None = None
+        self._tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+
+    async def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.max_size is not None and self.size > self.max_size:
+            raise UploadTooLarge(self.max_size)
+        self._buffer.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered >= _BUFFER_BYTES:
+            data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+            await self._store._run(self._flush_sync, data)
+
+    async def flush(self) -> None:
+        """Move buffered data to the temporary file now (still not visible under its name)."""
+        if self._buffered:
+            data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+            await self._store._run(self._flush_sync, data)
+
+    def _open_sync(self) -> None:
+        if self._fd is None:
+            if not self.path.parent.is_dir():
+                raise ExecutionNotFound(f"execution directory {self.path.parent} does not exist")
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def _flush_sync(self, data: bytes) -> None:
+        self._open_sync()
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def _commit_sync(self, data: bytes) -> None:
+        self._flush_sync(data)
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
+        os.replace(self._tmp, self.path)
+
+    async def _commit(self) -> None:
+        data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+        await self._store._run(self._commit_sync, data)
+
+    def _discard_sync(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+    async def _discard(self) -> None:
+        self._buffer, self._buffered = [], 0
+        await self._store._run(self._discard_sync)

@@ -1,0 +1,321 @@
+"""The callback API job pods talk to (SPEC A5): results, files and events.
+
+`POST /report/{node}/{executionID}/result|file|event`, with the Go controller's status
+codes and body prefixes. Handlers are small: admit the request (known node and
+execution, token), decode with msgspec, hand the data to the report store, the
+metrics and the controller (`CallbackTarget`), answer.
+
+Uploads are streamed to disk through `ReportStore.upload` (never held whole in
+memory) and capped by `maxUploadSize` (413); names are checked by the store (400).
+Small JSON bodies (result, event) are read whole, capped by the same limit through
+aiohttp's `client_max_size`.
+
+Deliberately not here: knowing which executions exist, creating Kubernetes objects
+(the target does that), and serving anything but these three routes. `bjc mock`
+runs this same app with a store that keeps nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Protocol
+
+import msgspec
+from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+
+from bjc.config import Config, is_valid_metric_name
+from bjc.events import EventRequest, PodNotFound, decode_event
+from bjc.store import ExecutionNotFound, ReportStore, UploadTooLarge, check_name
+
+log = logging.getLogger(__name__)
+
+NOT_ALLOWED = "node / execution ID not allowed"
+_CHUNK = 256 * 1024
+ROUTES = ("result", "file", "event")
+_URL_LABELS = frozenset({"node", "executionID"})
+
+
+class CallbackTarget(Protocol):
+    """What the controller answers for the callback API."""
+
+    def execution_allowed(self, node: str, execution_id: str) -> bool: ...
+
+    def token_valid(self, node: str, execution_id: str, token: str) -> bool: ...
+
+    async def result_received(self, node: str, execution_id: str) -> None: ...
+
+    async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
+        """Create the Kubernetes Event; raise bjc.events.PodNotFound if the job pod is gone."""
+        ...
+
+
+class CallbackMetrics(Protocol):
+    """The part of bjc.metrics.Metrics the callback API uses."""
+
+    def set_result(
+        self, execution_id: str, node: str, suffix: str, labels: dict[str, str], value: float
+    ) -> None: ...
+
+    def set_processing(self, execution_id: str, node: str, value: float) -> None: ...
+
+    def count_callback(self, route: str, code: int) -> None: ...
+
+
+class ResultEntry(msgspec.Struct):
+    value: float
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+result_decoder = msgspec.json.Decoder(dict[str, list[ResultEntry]])
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", ReportStore)
+METRICS = web.AppKey("metrics", CallbackMetrics)
+TARGET = web.AppKey("target", CallbackTarget)
+DEV_MODE = web.AppKey("dev_mode", bool)
+
+
+def _text(status: int, text: str) -> web.Response:
+    # Go's http.Error: text/plain, message plus newline.
+    return web.Response(status=status, text=text + "\n", content_type="text/plain")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.response = _text(status, text)
+
+
+def _bearer(request: web.Request) -> str:
+    token = request.query.get("token", "")
+    if token:
+        return token
+    auth = request.headers.get(hdrs.AUTHORIZATION, "")
+    scheme, _, value = auth.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+async def _admit(request: web.Request) -> tuple[str, str]:
+    """(node, execution id) of an acceptable request, else _Refused with 406/401/400."""
+    app = request.app
+    node = request.match_info["node"]
+    eid = request.match_info["executionID"]
+    target = app[TARGET]
+    allowed = target.execution_allowed(node, eid)
+    if not allowed and not app[DEV_MODE]:
+        raise _Refused(406, NOT_ALLOWED)
+    if app[CONFIG].callback_auth == "token" and allowed:
+        # DEV_MODE accepts unknown executions without a token; known ones still need it.
+        if not target.token_valid(node, eid, _bearer(request)):
+            raise _Refused(401, "missing or invalid token")
+    try:
+        check_name(node, "node")
+        check_name(eid, "execution ID")
+    except ValueError as e:
+        raise _Refused(400, str(e)) from None
+    if not allowed:  # DEV_MODE, unknown execution: give it a directory
+        await app[STORE].ensure_execution(eid)
+    return node, eid
+
+
+# ----------------------------------------------------------------------- result
+def _check_result(config: Config, result: dict[str, list[ResultEntry]]) -> None:
+    if not result:
+        raise ValueError("empty result: at least one metric is required")
+    prefix = config.metrics.prefix
+    gauges = config.metrics.gauges
+    for suffix, entries in result.items():
+        name = f"{prefix}_{suffix}" if prefix else suffix
+        if not suffix or not is_valid_metric_name(name):
+            raise ValueError(f"result key {suffix!r} gives an invalid metric name {name!r}")
+        gauge = gauges.get(suffix)
+        if gauge is None:
+            continue
+        want = set(gauge.labels)
+        for i, entry in enumerate(entries):
+            # node and executionID come from the URL; given as labels they are ignored.
+            if set(entry.labels) - _URL_LABELS != want:
+                raise ValueError(
+                    f"{suffix}[{i}]: labels {sorted(entry.labels)} do not match "
+                    f"the configured labels {sorted(want)}"
+                )
+
+
+async def post_result(request: web.Request) -> web.Response:
+    node, eid = await _admit(request)
+    app = request.app
+    config = app[CONFIG]
+    body = await request.read()
+    try:
+        result = result_decoder.decode(body)
+    except msgspec.DecodeError as e:
+        return _text(400, f"error decoding result: {e}")
+    try:
+        _check_result(config, result)
+    except ValueError as e:
+        return _text(400, f"invalid result: {e}")
+    try:
+        await app[STORE].write_result(eid, node, body)
+    except ExecutionNotFound:
+        return _text(406, NOT_ALLOWED)
+    metrics = app[METRICS]
+    for suffix, entries in result.items():
+        if suffix not in config.metrics.gauges:
+            continue
+        for entry in entries:
+            try:
+                metrics.set_result(eid, node, suffix, entry.labels, entry.value)
+            except (KeyError, ValueError) as e:
+                return _text(400, f"invalid result: {suffix}: {e}")
+    metrics.set_processing(eid, node, 0)
+    await app[TARGET].result_received(node, eid)
+    return web.Response(status=200)
+
+
+# ------------------------------------------------------------------------- file
+def _raw_upload_name(request: web.Request) -> str:
+    """?name=, else Content-Disposition filename, else uuid + extension of the type."""
+    name = request.query.get("name", "")
+    if name:
+        return name
+    disposition = request.headers.get(hdrs.CONTENT_DISPOSITION)
+    if disposition:
+        _, params = parse_content_disposition(disposition)
+        filename = content_disposition_filename(params, "filename")
+        if filename:
+            return filename
+    return str(uuid.uuid4()) + _extension(request)
+
+
+def _extension(request: web.Request) -> str:
+    if hdrs.CONTENT_TYPE not in request.headers:
+        return ".file"
+    ctype = request.content_type
+    if ctype == "text/plain":
+        return ".txt"
+    return mimetypes.guess_extension(ctype, strict=False) or ".file"
+
+
+async def _stream_raw(request: web.Request, eid: str, node: str, limit: int) -> list[str]:
+    name = _raw_upload_name(request)
+    async with request.app[STORE].upload(eid, node, name, max_size=limit) as sink:
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            await sink.write(chunk)
+    return [sink.path.name]
+
+
+async def _stream_multipart(request: web.Request, eid: str, node: str, limit: int) -> list[str]:
+    store = request.app[STORE]
+    reader = await request.multipart()
+    total = 0
+    saved: list[str] = []
+    # All parts are staged as temporary files and renamed together at the end, so a
+    # request that fails half-way (413, bad name) leaves nothing behind.
+    async with AsyncExitStack() as stack:
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise ValueError("nested multipart bodies are not supported")
+            if not part.filename:
+                await part.release()  # a plain form field, not a file
+                continue
+            sink = await stack.enter_async_context(
+                store.upload(eid, node, part.filename, max_size=limit - total)
+            )
+            while chunk := await part.read_chunk(_CHUNK):
+                await sink.write(chunk)
+            await sink.flush()  # to its temporary file: parts are not kept in memory
+            total += sink.size
+            saved.append(sink.path.name)
+        if not saved:
+            raise ValueError("multipart body contains no file")
+    return saved
+
+
+async def post_file(request: web.Request) -> web.Response:
+    node, eid = await _admit(request)
+    limit = request.app[CONFIG].max_upload_size
+    if request.content_length is not None and request.content_length > limit:
+        return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
+    try:
+        if request.content_type.startswith("multipart/"):
+            saved = await _stream_multipart(request, eid, node, limit)
+        else:
+            saved = await _stream_raw(request, eid, node, limit)
+    except UploadTooLarge:
+        return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
+    except ExecutionNotFound:
+        return _text(406, NOT_ALLOWED)
+    except ValueError as e:
+        return _text(400, f"invalid upload: {e}")
+    return _text(200, "\n".join(saved))
+
+
+# ------------------------------------------------------------------------ event
+async def post_event(request: web.Request) -> web.Response:
+    node, eid = await _admit(request)
+    body = await request.read()
+    try:
+        event = decode_event(body)
+    except msgspec.DecodeError as e:
+        return _text(400, f"error decoding event: {e}")
+    except ValueError as e:
+        return _text(400, f"invalid event: {e}")
+    try:
+        await request.app[TARGET].create_event(node, eid, event)
+    except PodNotFound as e:
+        return _text(404, f"error finding pod: {e}")
+    except Exception as e:  # the apiserver refused or is unreachable
+        log.warning("creating event for %s/%s failed: %s", node, eid, e)
+        return _text(500, f"error creating event: {e}")
+    return web.Response(status=200)
+
+
+# ---------------------------------------------------------------------- wiring
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _refusals_and_counting(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route.name or "other"
+    code = 500
+    try:
+        response = await handler(request)
+        code = response.status
+        return response
+    except _Refused as refused:
+        code = refused.response.status
+        return refused.response
+    except web.HTTPException as e:  # 404/405 of the router, 413 of client_max_size
+        code = e.status
+        raise
+    finally:
+        request.app[METRICS].count_callback(route, code)
+
+
+def make_callback_app(
+    config: Config,
+    store: ReportStore,
+    metrics: CallbackMetrics,
+    target: CallbackTarget,
+    *,
+    dev_mode: bool,
+) -> web.Application:
+    """The callback API as an aiohttp application (serve it on callbackServicePort)."""
+    app = web.Application(
+        client_max_size=config.max_upload_size, middlewares=[_refusals_and_counting]
+    )
+    app[CONFIG] = config
+    app[STORE] = store
+    app[METRICS] = metrics
+    app[TARGET] = target
+    app[DEV_MODE] = dev_mode
+    base = "/report/{node}/{executionID}"
+    app.router.add_post(f"{base}/result", post_result, name="result")
+    app.router.add_post(f"{base}/file", post_file, name="file")
+    app.router.add_post(f"{base}/event", post_event, name="event")
+    return app

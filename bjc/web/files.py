@@ -1,0 +1,27 @@
+"""The report directory served read-only, with HTML directory listings (SPEC A7, port 8080).
+
+Operators browse `<reportDirectory>/latest/...` and older executions here. aiohttp's
+static resource does the work: GET/HEAD only, listings via `show_index`, file I/O in
+its executor. It runs with `follow_symlinks=False`, which in aiohttp means every
+resolved path (symlinks included) must stay inside the root: the relative `latest`
+link to a sibling execution directory is served, a link pointing anywhere outside the
+root answers 404.
+
+Deliberately not here: uploads or any write access, and authentication (the Go
+controller had none either; put it behind the cluster's network policy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+
+def make_file_app(root: Path | str) -> web.Application:
+    """Serve `root` (created if missing) read-only with directory listings."""
+    directory = Path(root)
+    directory.mkdir(parents=True, exist_ok=True)
+    app = web.Application()
+    app.router.add_static("/", directory, show_index=True, follow_symlinks=False)
+    return app
