@@ -13,6 +13,7 @@ environment is applied like the controller would.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from datetime import datetime
@@ -102,7 +103,8 @@ def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = 
     parser.add_argument("--config", help="config.yaml file")
     parser.add_argument("--pod-template", help="pod-template.yaml file")
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return int(exc.code or 0)
 

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-
 from typing import TYPE_CHECKING
 
 import msgspec

@@ -543,12 +543,13 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
     elif name == "":
         c.missing("name", " (empty)")
     elif name:
-        if len(name) > 63 or not _DNS_LABEL_RE.match(name):
+        if len(name) > 63 or not _DNS_SUBDOMAIN_RE.match(name):
             c.invalid(
                 "name",
                 name,
                 "it prefixes job pod names and is a label value, so it must be at most 63 "
-                "lower-case letters, digits or '-', starting and ending with a letter or digit",
+                "lower-case letters, digits, '-' or '.', starting and ending with a letter or "
+                "digit",
             )
     out["name"] = name or ""
 

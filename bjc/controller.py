@@ -76,7 +76,9 @@ def apply_result(
                 try:
                     metrics.set_result(eid, node, suffix, entry.labels, entry.value)
                 except (KeyError, ValueError) as e:
-                    log.warning("execution %s node %s: result %s not restored: %s", eid, node, suffix, e)
+                    log.warning(
+                        "execution %s node %s: result %s not restored: %s", eid, node, suffix, e
+                    )
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -115,6 +117,7 @@ class Controller:
         self._runner: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._trigger_lock = asyncio.Lock()
+        self._history_lock = asyncio.Lock()  # loading vs. adding/pruning executions
         self.watcher = PodWatcher(
             kube, namespace, f"{podspec.OWNER_LABEL}={config.name}", self._on_pod
         )
@@ -134,17 +137,24 @@ class Controller:
 
         Returns the unfinished ones, oldest first.
         """
+        async with self._history_lock:
+            return await self._load()
+
+    async def _load(self) -> list[Execution]:
         loaded: dict[str, Execution] = {}
         for eid in await self.store.list_executions():
+            if self.running and self.current is not None and self.current.id == eid:
+                loaded[eid] = self.current  # live: its in-memory state is the newest
+                continue
             data = await self.store.read_state(eid)
             if data is None:
                 continue
             try:
-                state = decode_state(data)
+                state = decode_state(*data)
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
                 log.warning("execution %s: unreadable state, skipped: %s", eid, e)
                 continue
-            loaded[eid] = Execution(state, self.store.write_state)
+            loaded[eid] = Execution(state, self.store)
         for eid in set(self.executions) - set(loaded):
             self.metrics.remove_execution(eid)
         self.executions = loaded
@@ -192,6 +202,7 @@ class Controller:
 
     async def trigger(self, reason: str) -> bool:
         """Start an execution, honouring concurrencyPolicy. False when skipped."""
+        await self.watcher.synced.wait()  # the ids of existing job pods must be known
         async with self._trigger_lock:
             if self.running:
                 if self.config.concurrency_policy == "Forbid":
@@ -199,7 +210,13 @@ class Controller:
                     self.metrics.count_skipped_trigger()
                     return False
                 await self._replace_current()
-            newest = max(self.executions) if self.executions else None
+            # ids of job pods still in the cluster count too: a controller with a
+            # fresh report directory must not reuse their pod names
+            seen = {
+                p.metadata.labels.get(podspec.EXECUTION_LABEL, "")
+                for p in self.watcher.pods.values()
+            }
+            newest = max([*self.executions, *seen], default=None) or None
             eid = next_execution_id(dt.datetime.now(), newest)
             log.info("execution %s triggered (%s)", eid, reason)
             self._runner = asyncio.create_task(self._start(eid), name=f"execution-{eid}")
@@ -211,7 +228,9 @@ class Controller:
             aborted = self.current.abort("replaced by a newer execution")
             for node in aborted:
                 self._record_node_metrics(self.current, node, self.current.nodes[node])
-            log.warning("execution %s replaced: %d unfinished jobs aborted", self.current.id, len(aborted))
+            log.warning(
+                "execution %s replaced: %d unfinished jobs aborted", self.current.id, len(aborted)
+            )
 
     async def stop_running(self) -> None:
         """Stop dispatching (replacement, lost leadership, shutdown); state stays."""
@@ -231,30 +250,41 @@ class Controller:
         execution = unfinished[-1]
         for node, job in execution.nodes.items():
             if job.status is JobStatus.CREATED and job.pod not in self.watcher.pods:
-                self._finish(execution, node, JobStatus.FAILED, "job pod vanished while no controller was leading")
+                self._finish(
+                    execution,
+                    node,
+                    JobStatus.FAILED,
+                    "job pod vanished while no controller was leading",
+                )
         for pod in list(self.watcher.pods.values()):
             self._on_pod(pod, False)
         log.info("execution %s resumed (%d/%d jobs finished)", execution.id, *execution.counts())
         async with self._trigger_lock:
-            self._runner = asyncio.create_task(self._dispatch(execution), name=f"execution-{execution.id}")
+            self._runner = asyncio.create_task(
+                self._dispatch(execution), name=f"execution-{execution.id}"
+            )
         return True
 
     async def _start(self, eid: str) -> None:
         nodes, _ = await self.kube.list(
             "/api/v1/nodes",
             Node,
-            {"labelSelector": ",".join(f"{k}={v}" for k, v in self.config.job_node_selector.items())},
+            {
+                "labelSelector": ",".join(
+                    f"{k}={v}" for k, v in self.config.job_node_selector.items()
+                )
+            },
         )
         names = select_nodes(nodes, self.config.run_on_unscheduled_nodes)
-        execution = Execution.new(
-            eid, names, self.store.write_state, tokens=self.config.callback_auth == "token"
-        )
-        await self.store.create_execution(eid)
-        self.executions[eid] = execution
-        execution.changed()
-        self.metrics.set_current_execution(eid)
-        self.metrics.set_progress(eid, 0, len(names))
-        await self._prune()
+        async with self._history_lock:
+            await self.store.create_execution(eid)
+            execution = Execution.new(
+                eid, names, self.store, tokens=self.config.callback_auth == "token"
+            )
+            self.executions[eid] = self.current = execution
+            self.metrics.set_current_execution(eid)
+            self.metrics.set_progress(eid, 0, len(names))
+            await self._prune()
         log.info("execution %s: %d nodes, pool size %d", eid, len(names), self.config.pod_pool_size)
         await self._dispatch(execution)
 
@@ -268,7 +298,10 @@ class Controller:
         failed = sum(1 for j in execution.nodes.values() if j.error)
         log.info(
             "execution %s finished: %d jobs, %d with errors, %.1fs",
-            execution.id, len(execution.nodes), failed, time.time() - execution.state.started,
+            execution.id,
+            len(execution.nodes),
+            failed,
+            time.time() - execution.state.started,
         )
         self.completed += 1
         async with self.execution_done:
@@ -321,7 +354,7 @@ class Controller:
 
     def _on_pod(self, pod: Pod, deleted: bool) -> None:
         """Level-based: look at the pod as it is now, whatever event brought it."""
-        self.metrics.set_pods_by_phase(self.watcher.phase_counts())
+        self.metrics.set_pods_by_phase(self.watcher.phases)
         execution = self.executions.get(pod.metadata.labels.get(podspec.EXECUTION_LABEL, ""))
         if execution is None or execution.state.done:
             return
@@ -336,7 +369,9 @@ class Controller:
             status = JobStatus.SUCCEEDED if pod.status.phase == "Succeeded" else JobStatus.FAILED
             self._finish(execution, node, status, pod.status.reason, pod)
         elif deleted:
-            self._finish(execution, node, JobStatus.FAILED, "job pod deleted before it finished", pod)
+            self._finish(
+                execution, node, JobStatus.FAILED, "job pod deleted before it finished", pod
+            )
 
     async def _save_logs(self, eid: str, node: str, pod: Pod) -> None:
         path = f"/api/v1/namespaces/{self.namespace}/pods/{pod.metadata.name}/log"
@@ -380,8 +415,10 @@ class Controller:
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
         job = self._job(node, execution_id)
-        pod = job.pod if job is not None and job.pod else podspec.job_pod_name(
-            self.config.name, node, execution_id
+        pod = (
+            job.pod
+            if job is not None and job.pod
+            else podspec.job_pod_name(self.config.name, node, execution_id)
         )
         await send_event(self.kube, self.namespace, pod, self.config.name, event)
 

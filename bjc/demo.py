@@ -96,7 +96,12 @@ async def demo_job(pod: RunningPod) -> int:
         sep = "&" if "?" in url else "?"
         async with http.post(f"{url}{sep}name=report.txt", data=report) as resp:
             resp.raise_for_status()
-        event = {"warning": False, "reason": "ChecksDone", "message": "node %s checked", "args": [pod.node]}
+        event = {
+            "warning": False,
+            "reason": "ChecksDone",
+            "message": "node %s checked",
+            "args": [pod.node],
+        }
         async with http.post(env["CALLBACK_SERVICE_EVENT_URL"], json=event) as resp:
             resp.raise_for_status()
     return 0
@@ -125,9 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def run_demo(args: argparse.Namespace) -> int:
-    config_text = Path(args.config).read_text() if args.config else DEMO_CONFIG
-    template_text = Path(args.pod_template).read_text() if args.pod_template else DEMO_POD_TEMPLATE
+async def run_demo(args: argparse.Namespace, config_text: str, template_text: str) -> int:
     env = Environment(
         namespace=NAMESPACE,
         config_map_name="bjc-demo",
@@ -168,7 +171,9 @@ async def run_demo(args: argparse.Namespace) -> int:
     agent = NodeAgent(sim.url, behaviour=behaviour, job_command=args.job_command)
     await agent.start()
     kube = KubeClient.from_url(sim.url)
-    runtime = Runtime(config=config, template=loaded.template, env=env, kube=kube, bind_host="127.0.0.1")
+    runtime = Runtime(
+        config=config, template=loaded.template, env=env, kube=kube, bind_host="127.0.0.1"
+    )
     try:
         await runtime.start()
         _announce(runtime, sim, args)
@@ -214,8 +219,10 @@ def main(argv: list[str]) -> int:
     from bjc.cli import setup_logging
 
     setup_logging(human=True)
+    config_text = Path(args.config).read_text() if args.config else DEMO_CONFIG
+    template_text = Path(args.pod_template).read_text() if args.pod_template else DEMO_POD_TEMPLATE
     try:
-        return asyncio.run(run_demo(args))
+        return asyncio.run(run_demo(args, config_text, template_text))
     except KeyboardInterrupt:
         return 0
 

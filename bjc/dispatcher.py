@@ -101,7 +101,7 @@ class Dispatcher:
                 if e.status in _PERMANENT:
                     return f"pod creation failed: {e}"
                 last = e
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 last = e
             if attempt < self.create_attempts - 1:
                 await asyncio.sleep(delay)

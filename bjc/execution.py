@@ -19,7 +19,8 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
+from typing import Protocol
 
 import msgspec
 
@@ -68,48 +69,90 @@ class ExecutionState(msgspec.Struct, omit_defaults=True):
         return self.finished is not None
 
 
+class JournalEntry(msgspec.Struct, omit_defaults=True):
+    """One line of the journal: a node's new job state, or the execution's end."""
+
+    node: str = ""
+    job: NodeJob | None = None
+    finished: float | None = None
+    pods_started: int | None = None
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ExecutionState)
+_entry_decoder = msgspec.json.Decoder(JournalEntry)
+
+# a journal longer than this many lines per node is folded into a new snapshot
+_COMPACT_RATIO = 4
 
 
-def decode_state(data: bytes) -> ExecutionState:
-    state = _decoder.decode(data)
+class StateFiles(Protocol):
+    """Where an execution's state lives (the report store)."""
+
+    async def write_state(self, eid: str, data: bytes) -> object:
+        """Atomically replace the snapshot and drop the journal."""
+
+    async def append_journal(self, eid: str, data: bytes) -> object: ...
+
+
+def decode_state(snapshot: bytes, journal: bytes | None = None) -> ExecutionState:
+    """The snapshot with the journal applied; a torn last line (crash) is ignored."""
+    state = _decoder.decode(snapshot)
+    for line in (journal or b"").splitlines():
+        try:
+            entry = _entry_decoder.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("execution %s: unreadable journal line skipped", state.id)
+            continue
+        if entry.job is not None and entry.node in state.nodes:
+            state.nodes[entry.node] = entry.job
+        if entry.finished is not None:
+            state.finished = entry.finished
+        if entry.pods_started is not None:
+            state.pods_started = entry.pods_started
     # node names repeat across the whole history: share one string per node
     state.nodes = {sys.intern(n): j for n, j in state.nodes.items()}
     return state
 
 
 class Execution:
-    """A live execution: the state plus coalesced persistence."""
+    """A live execution: the state plus its persistence.
 
-    def __init__(
-        self,
-        state: ExecutionState,
-        save: Callable[[str, bytes], Awaitable[None]],
-    ) -> None:
+    A change is recorded as one journal line (appended off the event loop,
+    coalesced per node while a write is in flight); the full snapshot is written
+    with an atomic rename when the execution starts, when it ends and whenever
+    the journal grows past a few lines per node. So a change costs O(1), not a
+    rewrite of a 5,000-node document.
+    """
+
+    def __init__(self, state: ExecutionState, files: StateFiles) -> None:
         self.state = state
-        self._save = save
-        self._dirty = False
+        self._files = files
+        self._dirty_nodes: dict[str, None] = {}
+        self._snapshot_due = False
+        self._journal_lines = 0
         self._flush_task: asyncio.Task[None] | None = None
         self._finished = {n: asyncio.Event() for n, j in state.nodes.items()}
         for node, job in state.nodes.items():
             if job.status.terminal:
                 self._finished[node].set()
+        self.finished_jobs = sum(1 for e in self._finished.values() if e.is_set())
 
     @classmethod
     def new(
         cls,
         execution_id: str,
         nodes: Iterable[str],
-        save: Callable[[str, bytes], Awaitable[None]],
+        files: StateFiles,
         *,
         tokens: bool = False,
     ) -> Execution:
         jobs = {
-            sys.intern(n): NodeJob(token=secrets.token_urlsafe(16) if tokens else "")
-            for n in nodes
+            sys.intern(n): NodeJob(token=secrets.token_urlsafe(16) if tokens else "") for n in nodes
         }
-        return cls(ExecutionState(id=execution_id, started=time.time(), nodes=jobs), save)
+        execution = cls(ExecutionState(id=execution_id, started=time.time(), nodes=jobs), files)
+        execution.save_snapshot()
+        return execution
 
     @property
     def id(self) -> str:
@@ -121,8 +164,7 @@ class Execution:
 
     def counts(self) -> tuple[int, int]:
         """(finished, total) jobs."""
-        total = len(self.state.nodes)
-        return sum(1 for j in self.state.nodes.values() if j.status.terminal), total
+        return self.finished_jobs, len(self.state.nodes)
 
     # --- transitions -------------------------------------------------------
     def pod_created(self, node: str, pod: str) -> bool:
@@ -131,7 +173,7 @@ class Execution:
             return False
         job.status, job.pod, job.created = JobStatus.CREATED, pod, time.time()
         self.state.pods_started += 1
-        self.changed()
+        self.changed(node)
         return True
 
     def finish(
@@ -147,7 +189,8 @@ class Execution:
         if start is not None and status is not JobStatus.ABORTED:
             job.duration_ms = round((now - start) * 1000.0, 3)
         self._finished[node].set()
-        self.changed()
+        self.finished_jobs += 1
+        self.changed(node)
         return True
 
     def result_received(self, node: str) -> bool:
@@ -155,36 +198,53 @@ class Execution:
         if job is None or job.result:
             return False
         job.result = True
-        self.changed()
+        self.changed(node)
         return True
 
     def abort(self, reason: str) -> list[str]:
         """Close an unfinished execution (concurrencyPolicy Replace)."""
-        aborted = [
-            n for n in self.state.nodes if self.finish(n, JobStatus.ABORTED, reason)
-        ]
+        aborted = [n for n in self.state.nodes if self.finish(n, JobStatus.ABORTED, reason)]
         self.close()
         return aborted
 
     def close(self) -> None:
         if self.state.finished is None:
             self.state.finished = time.time()
-            self.changed()
+            self.save_snapshot()
 
     async def wait_finished(self, node: str) -> None:
         await self._finished[node].wait()
 
     # --- persistence -------------------------------------------------------
-    def changed(self) -> None:
-        self._dirty = True
+    def changed(self, node: str) -> None:
+        self._dirty_nodes[node] = None
+        self._schedule_flush()
+
+    def save_snapshot(self) -> None:
+        self._snapshot_due = True
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        while self._dirty:
-            self._dirty = False
+        while self._snapshot_due or self._dirty_nodes:
+            if self._journal_lines > _COMPACT_RATIO * max(len(self.state.nodes), 1):
+                self._snapshot_due = True
             try:
-                await self._save(self.id, _encoder.encode(self.state))
+                if self._snapshot_due:
+                    self._snapshot_due, self._dirty_nodes = False, {}
+                    self._journal_lines = 0
+                    await self._files.write_state(self.id, _encoder.encode(self.state))
+                else:
+                    nodes, self._dirty_nodes = self._dirty_nodes, {}
+                    lines = b"".join(
+                        _encoder.encode(JournalEntry(node=n, job=self.state.nodes[n])) + b"\n"
+                        for n in nodes
+                    )
+                    self._journal_lines += len(nodes)
+                    await self._files.append_journal(self.id, lines)
             except OSError:
                 log.exception("cannot persist execution %s", self.id)
 

@@ -161,9 +161,7 @@ def _library_credentials(path: str, context: str, namespace: str | None) -> Cred
 
     async def load() -> client.Configuration:
         cfg = client.Configuration()
-        await config.load_kube_config(
-            config_file=path, context=context, client_configuration=cfg
-        )
+        await config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
         return cfg
 
     cfg = asyncio.run(load()) if not _loop_running() else None
@@ -171,7 +169,7 @@ def _library_credentials(path: str, context: str, namespace: str | None) -> Cred
         raise KubeConfigError("exec/auth-provider kubeconfigs must be loaded before the loop")
     auth = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization") or ""
     return Credentials(
-        server=cfg.host,
+        server=cfg.host or "",
         ca_file=cfg.ssl_ca_cert,
         insecure=not cfg.verify_ssl,
         cert_file=cfg.cert_file,
@@ -206,6 +204,7 @@ class KubeClient:
         self.server = creds.server.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._token = creds.token
         self._token_read_at = 0.0
 
@@ -225,12 +224,15 @@ class KubeClient:
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise aiohttp.ClientConnectionError("the Kubernetes client is closed")
         if self._session is None:
             conn = aiohttp.TCPConnector(ssl=self._ssl(), limit=100)
             self._session = aiohttp.ClientSession(connector=conn, timeout=self._timeout)
         return self._session
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -328,9 +330,7 @@ class KubeClient:
     async def delete(self, path: str, *, propagation: str = "Background") -> bool:
         """Delete; False when it was already gone."""
         try:
-            await self.request(
-                "DELETE", path, body={"propagationPolicy": propagation}
-            )
+            await self.request("DELETE", path, body={"propagationPolicy": propagation})
             return True
         except ApiError as e:
             if e.status == 404:
@@ -365,7 +365,9 @@ class KubeClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
         decoder = msgspec.json.Decoder(type)
         async with self.session.get(
-            self.server + path, params=query, headers=self._headers("application/json", None),
+            self.server + path,
+            params=query,
+            headers=self._headers("application/json", None),
             timeout=timeout,
         ) as resp:
             if resp.status >= 300:

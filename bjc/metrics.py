@@ -5,15 +5,18 @@ surface - dashboards and alerts query them by name, label and help text - and wi
 thousands of nodes and 30 executions of history they are also bjc's largest data
 structure (100,000-300,000 series). A plain aioprometheus `Gauge` keys every series by
 an orjson-encoded label dict and formats every line on every scrape, which costs
-hundreds of MB and about a second per scrape at that size. So the per-execution
-gauges (processing, duration, the configured result gauges, execution progress) live
-in `SeriesFamily`, a fast series store:
+about 1 KB per series and most of a second per scrape at that size. So the
+per-execution gauges (processing, duration, the configured result gauges, execution
+progress) live in `SeriesFamily`, a series store built for this shape of data:
 
-- series are grouped into one block per (metric, execution): a dict from the
-  preformatted, escaped label string to a float; the `executionID` label is written
-  once per block, not stored per series;
-- each block caches its rendered text (bytes) and drops the cache on change, so a
-  scrape joins cached chunks and formats only blocks that changed since the last one;
+- one block per (metric, execution): a dict from the tuple of label values (interned:
+  they repeat across nodes and executions) to a float; `executionID` is written once
+  per block, not stored per series;
+- a block caches its rendered text until it changes, so a scrape formats only the
+  blocks that changed since the previous one;
+- after a scrape, blocks of past executions (not the current one, not "latest") are
+  frozen: only their zlib-compressed text is kept (about 10 bytes per series); a late
+  write thaws the block by parsing that text back;
 - removing an execution drops its blocks: time proportional to that execution's
   series, not to all series.
 
@@ -34,11 +37,15 @@ OpenMetrics, no protobuf. Everything runs on the event loop; nothing here is thr
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
+import operator
 import os
 import re
 import resource
+import sys
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from typing import Any
 
 import aioprometheus
@@ -88,7 +95,6 @@ POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 
 _METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_KEY_PAIR_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _UNESCAPE_RE = re.compile(r"\\(.)")
 _SPECIAL_VALUES = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
 
@@ -110,102 +116,231 @@ def _format_value(value: float) -> str:
 
 
 def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
     return _UNESCAPE_RE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
 
 
-class _Block:
-    """The series of one metric for one execution, with its rendered text cached."""
+class _Packed:
+    """One zlib-compressed piece of a frozen block, and its size inflated."""
 
-    __slots__ = ("series", "text")
+    __slots__ = ("data", "size")
+
+    def __init__(self, text: bytes) -> None:
+        self.data = zlib.compress(text, 1)
+        self.size = len(text)
+
+    def inflate(self) -> bytes:
+        return zlib.decompress(self.data)
+
+
+Chunk = bytes | _Packed
+
+
+def _assemble(chunks: Sequence[Chunk]) -> bytearray:
+    """Join rendered chunks into one buffer, inflating frozen pieces one at a time.
+
+    The buffer is allocated once at its final size, and no more than one inflated
+    piece is alive besides it: a scrape leaves no fragmented heap behind. Safe to run
+    in a thread (the chunks are immutable; zlib releases the GIL).
+    """
+    body = bytearray(_size(chunks))
+    view = memoryview(body)
+    pos = 0
+    for chunk in chunks:
+        data = chunk.inflate() if isinstance(chunk, _Packed) else chunk
+        view[pos : pos + len(data)] = data
+        pos += len(data)
+    return body
+
+
+def _size(chunks: Sequence[Chunk]) -> int:
+    return sum(c.size if isinstance(c, _Packed) else len(c) for c in chunks)
+
+
+_FREEZE_MIN_BYTES = 1024
+_PIECE_LINES = 512
+
+SeriesKey = tuple[str, ...]
+
+
+class _Block:
+    """The series of one metric for one execution.
+
+    Hot: `series` maps the label values (in the family's key order) to the value, and
+    `text` caches the rendered lines until the next change. Frozen (a past execution,
+    after a scrape): only `packed`, the compressed text, is kept; a write thaws it.
+    """
+
+    __slots__ = ("count", "packed", "series", "text")
 
     def __init__(self) -> None:
-        self.series: dict[str, float] = {}
-        self.text: bytes | None = None
+        self.series: dict[SeriesKey, float] | None = {}
+        self.text: list[bytes] | None = None  # rendered pieces
+        self.packed: list[_Packed] | None = None
+        self.count = 0  # series of a frozen block
 
 
 class SeriesFamily(Gauge):
     """A gauge family whose series belong to executions (one `executionID` label).
 
-    `set` takes the label string already formatted by `key_for`; blocks are keyed by
-    execution id. It is an `aioprometheus.Gauge`, so it lives in an aioprometheus
-    `Registry`; `get_all` (used only by aioprometheus' own formatters) rebuilds label
-    dicts from the stored strings and is slow by design - `Metrics.render` does not use it.
+    Series are stored per execution in a `_Block`, keyed by the tuple of their label
+    values in `key_fields` order (`executionID` is not part of the key when it is the
+    last label; it is written once per block). Values are floats. It is an
+    `aioprometheus.Gauge`, so it lives in an aioprometheus `Registry`; `get_all` (used
+    only by aioprometheus' own formatters) is slow by design and not used by
+    `Metrics.render`.
     """
 
-    def __init__(self, name: str, doc: str, label_names: Sequence[str], registry: Registry):
+    def __init__(self, name: str, doc: str, label_names: Sequence[str], registry: Registry) -> None:
         super().__init__(name, doc, registry=registry)
         names = tuple(label_names)
         if EXECUTION_ID not in names:
             raise ValueError(f"metric {name}: label {EXECUTION_ID} is required")
         self.label_names = names
-        # executionID is written once per block when it is the last label.
-        self._execution_last = names[-1] == EXECUTION_ID
-        self.key_fields = names[:-1] if self._execution_last else names
-        self._blocks: dict[str, _Block] = {}
+        self.execution_last = names[-1] == EXECUTION_ID
+        self.key_fields = names[:-1] if self.execution_last else names
+        self.blocks: dict[str, _Block] = {}
         self._head = f"# HELP {name} {_escape_help(doc)}\n# TYPE {name} gauge\n".encode()
-        self._line_start = name + "{"
+        value_re = r'"((?:[^"\\]|\\.)*)"'
+        pairs = [f"{n}={value_re}" for n in self.key_fields]
+        if self.execution_last:
+            pairs.append(f'{EXECUTION_ID}="(?:[^"\\\\]|\\\\.)*"')
+        self._line_re = re.compile(re.escape(name) + r"\{" + ",".join(pairs) + r"\} (\S+)\n")
 
-    def key_template(self, positions: Mapping[str, int]) -> str:
-        """A `str.format` template of the key fields, taking value `positions[label]`."""
-        return ",".join(f'{n}="{{{positions[n]}}}"' for n in self.key_fields)
+    # --- writing ---
 
-    def set(self, execution_id: str, key: str, value: float) -> None:  # type: ignore[override]
-        block = self._blocks.get(execution_id)
-        if block is None:
-            block = self._blocks[execution_id] = _Block()
-        block.series[key] = value
+    def put(self, execution_id: str, key: SeriesKey, value: float) -> None:
+        """Set one series; `key` holds the label values in `key_fields` order."""
+        block = self.blocks.get(execution_id)
+        if block is None or block.series is None:
+            block = self.writable(execution_id)
+        block.series[key] = value  # type: ignore[index]
         block.text = None
+
+    def writable(self, execution_id: str) -> _Block:
+        """The execution's block, created or thawed so that `series` is a dict."""
+        block = self.blocks.get(execution_id)
+        if block is None:
+            block = self.blocks[execution_id] = _Block()
+        elif block.series is None:
+            self._thaw(block)
+        return block
 
     def remove(self, execution_id: str) -> int:
         """Drop every series of the execution; returns how many there were."""
-        block = self._blocks.pop(execution_id, None)
-        return 0 if block is None else len(block.series)
+        block = self.blocks.pop(execution_id, None)
+        if block is None:
+            return 0
+        return block.count if block.series is None else len(block.series)
 
-    def value(self, execution_id: str, key: str) -> float | None:
-        block = self._blocks.get(execution_id)
-        return None if block is None else block.series.get(key)
+    # --- reading ---
 
     def execution_ids(self) -> list[str]:
-        return list(self._blocks)
+        return list(self.blocks)
+
+    def is_frozen(self, execution_id: str) -> bool:
+        block = self.blocks.get(execution_id)
+        return block is not None and block.series is None
 
     def __len__(self) -> int:
-        return sum(len(b.series) for b in self._blocks.values())
+        return sum(b.count if b.series is None else len(b.series) for b in self.blocks.values())
 
-    def render_into(self, out: list[bytes]) -> None:
-        """Append this family's text (header plus every block) to `out`."""
+    def render_into(self, out: list[Chunk], hot: Container[str]) -> None:
+        """Append this family's chunks to `out`; freeze the blocks not in `hot`."""
         first = True
-        for execution_id, block in self._blocks.items():
-            if not block.series:
+        for execution_id, block in self.blocks.items():
+            chunks: Sequence[Chunk]
+            if block.packed is not None:
+                chunks = block.packed
+            elif block.series:
+                pieces = block.text
+                if pieces is None:
+                    pieces = self._render_pieces(execution_id, block.series)
+                if execution_id in hot or sum(map(len, pieces)) < _FREEZE_MIN_BYTES:
+                    chunks = block.text = pieces
+                else:  # freeze: keep the compressed text only
+                    chunks = block.packed = [_Packed(p) for p in pieces]
+                    block.count = len(block.series)
+                    block.series = None
+                    block.text = None
+                    # (the compressed pieces go out, not the plain ones: keeping every
+                    # plain piece of every block alive until the body is joined would
+                    # fragment the heap)
+            else:
                 continue
             if first:
                 out.append(self._head)
                 first = False
-            text = block.text
-            if text is None:
-                text = block.text = self._render_block(execution_id, block)
-            out.append(text)
+            out.extend(chunks)
 
-    def _render_block(self, execution_id: str, block: _Block) -> bytes:
-        start = self._line_start
-        if self._execution_last:
+    def _render_pieces(self, execution_id: str, series: dict[SeriesKey, float]) -> list[bytes]:
+        """The block's lines, in pieces of at most `_PIECE_LINES` lines.
+
+        Pieces keep every transient buffer small (below the allocator's mmap
+        threshold), so a scrape of 100,000 series does not leave a fragmented heap.
+        """
+        start = self.name + "{"
+        if self.execution_last:
             sep = "," if self.key_fields else ""
             end = f'{sep}{EXECUTION_ID}="{escape_label_value(execution_id)}"}} '
         else:
             end = "} "
-        fmt = _format_value
-        return "".join([f"{start}{k}{end}{fmt(v)}\n" for k, v in block.series.items()]).encode()
+        pairs = ",".join(f'{n}="%s"' for n in self.key_fields)
+        template = start + pairs + end.replace("%", "%%")
+        quotes = 2 * (len(self.key_fields) + self.execution_last)
+        finite = all(map(math.isfinite, series.values()))
+        items = iter(series.items())
+        pieces = []
+        while chunk := list(itertools.islice(items, _PIECE_LINES)):
+            # Fast path: raw values, then verify with C-speed scans that nothing needed
+            # escaping (and all values are finite); otherwise format carefully.
+            if finite:
+                text = "".join([template % k + repr(v) + "\n" for k, v in chunk])
+                if (
+                    "\\" not in text
+                    and text.count("\n") == len(chunk)
+                    and text.count('"') == quotes * len(chunk)
+                ):
+                    pieces.append(text.encode())
+                    continue
+            fmt = _format_value
+            esc = escape_label_value
+            text = "".join([template % tuple(map(esc, k)) + fmt(v) + "\n" for k, v in chunk])
+            pieces.append(text.encode())
+        return pieces
+
+    def _series_of(self, block: _Block) -> Iterable[tuple[SeriesKey, float]]:
+        if block.series is not None:
+            return block.series.items()
+        assert block.packed is not None
+        return [
+            (tuple(map(_unescape, g[:-1])), float(g[-1]))
+            for piece in block.packed
+            for g in (m.groups() for m in self._line_re.finditer(piece.inflate().decode()))
+        ]
+
+    def _thaw(self, block: _Block) -> dict[SeriesKey, float]:
+        series = dict(self._series_of(block))
+        block.series = series
+        block.packed = None
+        block.count = 0
+        return series
 
     # --- aioprometheus Collector interface (slow path, not used by Metrics.render) ---
 
-    def set_value(self, labels: Any, value: Any) -> None:
-        raise TypeError(f"{self.name}: set series through bjc.metrics.Metrics, not set_value")
+    def set(self, labels: Any, value: Any) -> None:
+        raise TypeError(f"{self.name}: series are set through bjc.metrics.Metrics")
+
+    set_value = set
 
     def get_all(self) -> list[tuple[dict[str, str], float]]:  # type: ignore[override]
         result = []
-        for execution_id, block in self._blocks.items():
-            for key, value in block.series.items():
-                labels = {k: _unescape(v) for k, v in _KEY_PAIR_RE.findall(key)}
-                if self._execution_last:
+        fields = self.key_fields
+        for execution_id, block in self.blocks.items():
+            for key, value in self._series_of(block):
+                labels = dict(zip(fields, key, strict=True))
+                if self.execution_last:
                     labels[EXECUTION_ID] = execution_id
                 result.append((labels, value))
         return result
@@ -216,7 +351,7 @@ class _ComputedGauge(Gauge):
 
     def __init__(
         self, name: str, doc: str, compute: Callable[[], float | None], registry: Registry
-    ):
+    ) -> None:
         super().__init__(name, doc, registry=registry)
         self._compute = compute
 
@@ -230,7 +365,7 @@ class _ComputedCounter(Counter):
 
     def __init__(
         self, name: str, doc: str, compute: Callable[[], float | None], registry: Registry
-    ):
+    ) -> None:
         super().__init__(name, doc, registry=registry)
         self._compute = compute
 
@@ -333,20 +468,50 @@ def _register_process_metrics(registry: Registry) -> None:
 class _ResultGauge:
     """A configured gauge (`metrics.gauges.<suffix>`): its family and key builder."""
 
-    __slots__ = ("expected", "family", "key_fmt", "latest_fmt", "names")
+    __slots__ = ("blocks", "expected", "family", "latest_separate", "make_key", "names", "size")
 
-    def __init__(self, family: SeriesFamily, names: tuple[str, ...], latest: bool) -> None:
+    def __init__(self, family: SeriesFamily, names: tuple[str, ...]) -> None:
         self.family = family
-        self.names = names  # label names the job reports, configured order
+        self.blocks = family.blocks
+        self.size = len(names)
+        self.names = names  # the label names the job reports, configured order
         self.expected = frozenset(names)
-        n = len(names)
-        # format arguments: the reported values in `names` order, then node, executionID
-        positions = {name: i for i, name in enumerate(names)}
-        positions[NODE] = n
-        positions[EXECUTION_ID] = n + 1
-        self.key_fmt = family.key_template(positions)
-        # Only when executionID sits inside the key does "latest" need its own key.
-        self.latest_fmt = self.key_fmt if latest and EXECUTION_ID in family.key_fields else None
+        fields = family.key_fields
+        # make_key(labels, node, execution_id) -> the series key in `fields` order.
+        # Reported values are interned: they repeat across nodes and executions, and
+        # each decoded callback would otherwise keep its own copies alive.
+        self.make_key: Callable[[Mapping[str, str], str, str], SeriesKey]
+        intern = sys.intern
+        if fields == (*names, NODE):  # the usual layout: configured labels, node, executionID
+            if not names:
+                self.make_key = lambda labels, node, execution_id: (node,)
+            elif len(names) == 1:
+                (a,) = names
+                self.make_key = lambda labels, node, execution_id: (intern(labels[a]), node)
+            elif len(names) == 2:
+                a, b = names
+                self.make_key = lambda labels, node, execution_id: (
+                    intern(labels[a]),
+                    intern(labels[b]),
+                    node,
+                )
+            else:
+                get = operator.itemgetter(*names)
+                self.make_key = lambda labels, node, execution_id: (
+                    *map(intern, get(labels)),
+                    node,
+                )
+        else:  # node and/or executionID placed among the configured labels
+
+            def make_key(labels: Mapping[str, str], node: str, execution_id: str) -> SeriesKey:
+                return tuple(
+                    node if f == NODE else execution_id if f == EXECUTION_ID else intern(labels[f])
+                    for f in fields
+                )
+
+            self.make_key = make_key
+        # Only when executionID is part of the key does "latest" need a key of its own.
+        self.latest_separate = EXECUTION_ID in fields
 
 
 class Metrics:
@@ -364,6 +529,7 @@ class Metrics:
         prefix = config.metrics.prefix
         self.prefix = prefix
         self.latest = bool(config.latest_metrics_label)
+        self._hot: frozenset[str] = frozenset((LATEST,))
 
         def name_for(suffix: str) -> str:
             name = f"{prefix}_{suffix}"
@@ -453,7 +619,7 @@ class Metrics:
             order = labels + [n for n in (NODE, EXECUTION_ID) if n not in labels]
             family = SeriesFamily(name, gauge.help, order, reg)
             reported = tuple(n for n in labels if n not in (NODE, EXECUTION_ID))
-            self._results[suffix] = _ResultGauge(family, reported, self.latest)
+            self._results[suffix] = _ResultGauge(family, reported)
         self.result_suffixes = frozenset(self._results)
 
         self._per_execution: tuple[SeriesFamily, ...] = (
@@ -468,12 +634,16 @@ class Metrics:
     # --- SPEC A6 ---
 
     def set_current_execution(self, execution_id: str) -> None:
-        """`<prefix>_current_execution_id` = the id as a number."""
+        """`<prefix>_current_execution_id` = the id as a number.
+
+        Its blocks stay hot (not frozen at scrapes), as do the "latest" ones.
+        """
         try:
             value = int(execution_id)
         except ValueError:
             raise ValueError(f"execution id {execution_id!r} is not a number") from None
         self._current_execution.set({}, value)
+        self._hot = frozenset((execution_id, LATEST))
 
     def set_pods(self, count: int) -> None:
         """`<prefix>_pods`: pods started in the last execution."""
@@ -481,19 +651,19 @@ class Metrics:
 
     def set_processing(self, execution_id: str, node: str, value: float) -> None:
         """`<prefix>_processing{node,executionID}`: 1 error / 0 ok."""
-        key = f'{NODE}="{escape_label_value(node)}"'
+        key = (node,)
         value = float(value)
-        self._processing.set(execution_id, key, value)
+        self._processing.put(execution_id, key, value)
         if self.latest:
-            self._processing.set(LATEST, key, value)
+            self._processing.put(LATEST, key, value)
 
     def set_duration(self, execution_id: str, node: str, ms: float) -> None:
         """`<prefix>_duration{node,executionID}`: job pod run time in milliseconds."""
-        key = f'{NODE}="{escape_label_value(node)}"'
+        key = (node,)
         ms = float(ms)
-        self._duration.set(execution_id, key, ms)
+        self._duration.put(execution_id, key, ms)
         if self.latest:
-            self._duration.set(LATEST, key, ms)
+            self._duration.put(LATEST, key, ms)
 
     def set_result(
         self,
@@ -508,35 +678,34 @@ class Metrics:
         Raises KeyError for a suffix that is not configured and ValueError when the
         label names are not exactly the configured ones (naming the missing and the
         unexpected ones). `node` and `executionID` always come from the arguments; the
-        same keys in `labels` are ignored, as in the Go controller.
+        same keys in `labels` are ignored, as in the Go controller. Label values must
+        be strings (the callback decodes them as such).
         """
-        gauge = self._results.get(suffix)
-        if gauge is None:
-            raise KeyError(f"{suffix!r} is not a configured gauge (metrics.gauges)")
-        keys = labels.keys()
-        if keys != gauge.expected:
-            self._check_labels(suffix, gauge, keys)
-        esc = escape_label_value
+        # The hot path of every callback: kept flat (SeriesFamily.put is inlined).
         try:
-            args = [esc(labels[n]) for n in gauge.names]
-        except TypeError:
-            bad = [n for n in gauge.names if not isinstance(labels[n], str)]
-            raise ValueError(f"gauge {suffix!r}: label values must be strings: {bad}") from None
-        args.append(esc(node))
-        args.append(esc(execution_id))
-        key = gauge.key_fmt.format(*args)
-        value = float(value)
-        family = gauge.family
-        family.set(execution_id, key, value)
+            gauge = self._results[suffix]
+        except KeyError:
+            raise KeyError(f"{suffix!r} is not a configured gauge (metrics.gauges)") from None
+        if len(labels) != gauge.size:
+            self._check_labels(suffix, gauge, labels)
+        try:
+            key = gauge.make_key(labels, node, execution_id)
+        except KeyError:
+            self._check_labels(suffix, gauge, labels)
+            raise
+        block = gauge.blocks.get(execution_id)
+        if block is None or block.series is None:
+            block = gauge.family.writable(execution_id)
+        block.series[key] = value = float(value)  # type: ignore[index]
+        block.text = None
         if self.latest:
-            if gauge.latest_fmt is not None:
-                args[-1] = LATEST
-                key = gauge.latest_fmt.format(*args)
-            family.set(LATEST, key, value)
+            if gauge.latest_separate:
+                key = gauge.make_key(labels, node, LATEST)
+            gauge.family.put(LATEST, key, value)
 
     @staticmethod
-    def _check_labels(suffix: str, gauge: _ResultGauge, keys: Iterable[str]) -> None:
-        given = set(keys) - {NODE, EXECUTION_ID}
+    def _check_labels(suffix: str, gauge: _ResultGauge, labels: Mapping[str, str]) -> None:
+        given = set(labels) - {NODE, EXECUTION_ID}
         if given == gauge.expected:
             return
         missing = sorted(gauge.expected - given)
@@ -563,14 +732,13 @@ class Metrics:
         """`bjc_execution_finished_nodes`, `bjc_execution_nodes`, `bjc_execution_progress`."""
         if finished < 0 or total < 0:
             raise ValueError(f"progress must not be negative: {finished}/{total}")
-        self._progress_finished.set(execution_id, "", float(finished))
-        self._progress_nodes.set(execution_id, "", float(total))
-        self._progress_ratio.set(execution_id, "", finished / total if total else 1.0)
+        self._progress_finished.put(execution_id, (), float(finished))
+        self._progress_nodes.put(execution_id, (), float(total))
+        self._progress_ratio.put(execution_id, (), finished / total if total else 1.0)
 
     def set_pods_by_phase(self, counts: Mapping[str, int]) -> None:
         """`bjc_job_pods{phase}`: replaces all phases; the five pod phases are always present."""
-        values = self._pods_by_phase.values
-        values.clear()
+        self._pods_by_phase.values.clear()
         for phase in POD_PHASES:
             self._pods_by_phase.set({"phase": phase}, 0)
         for phase, count in counts.items():
@@ -594,30 +762,38 @@ class Metrics:
         """Number of series held in the per-execution store (all executions and latest)."""
         return sum(len(f) for f in self._per_execution)
 
-    def render(self, accept: str | None = None) -> tuple[bytes, str]:
-        """The registry in the format negotiated from `accept`: (body, content type).
+    def render_chunks(self, accept: str | None = None) -> tuple[list[Chunk], str]:
+        """The exposition as chunks (some compressed; see `_assemble`) and content type.
 
-        aioprometheus negotiates the text format 0.0.4 for any Accept header (it is
-        what every Prometheus accepts); should it ever pick another formatter, that
+        Cheap unless blocks changed since the last scrape; blocks of executions other
+        than the current one and "latest" are frozen (kept compressed) afterwards.
+        aioprometheus negotiates the text format 0.0.4 for any Accept header (what
+        every Prometheus accepts); should it ever pick another formatter, that
         formatter renders the registry through the collectors' `get_all`.
         """
         formatter_class = aioprometheus.negotiate([accept] if accept else [])
         if formatter_class is not TextFormatter:  # pragma: no cover - aioprometheus 23.12
             formatter = formatter_class()
-            return formatter.marshall(self.registry), formatter.get_headers()["Content-Type"]
-        out: list[bytes] = []
+            return [formatter.marshall(self.registry)], formatter.get_headers()["Content-Type"]
+        out: list[Chunk] = []
+        hot = self._hot
         for collector in sorted(self.registry.get_all(), key=lambda c: c.name):
             if isinstance(collector, SeriesFamily):
-                collector.render_into(out)
+                collector.render_into(out, hot)
             elif isinstance(collector, (Gauge, Counter)):
                 _render_simple(collector, out)
             else:  # histograms and summaries registered by others
                 lines = TextFormatter().marshall_lines(collector)
                 out.append(("\n".join(lines) + "\n").encode())
-        return b"".join(out), TEXT_CONTENT_TYPE
+        return out, TEXT_CONTENT_TYPE
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The registry in the format negotiated from `accept`: (body, content type)."""
+        chunks, content_type = self.render_chunks(accept)
+        return bytes(_assemble(chunks)), content_type
 
 
-def _render_simple(collector: Gauge | Counter, out: list[bytes]) -> None:
+def _render_simple(collector: Gauge | Counter, out: list[Chunk]) -> None:
     items = collector.get_all()
     if not items:
         return
@@ -638,6 +814,7 @@ def _render_simple(collector: Gauge | Counter, out: list[bytes]) -> None:
 
 METRICS_KEY = web.AppKey("metrics", Metrics)
 _GZIP_MIN_BYTES = 1024
+_THREAD_MIN_BYTES = 256 * 1024
 
 
 def _accepts_gzip(header: str) -> bool:
@@ -655,22 +832,36 @@ def _accepts_gzip(header: str) -> bool:
     return False
 
 
-def _gzip(body: bytes) -> bytes:
+def _gzip(body: bytes | bytearray) -> bytes:
     compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # level 1, gzip container
     return compressor.compress(body) + compressor.flush()
 
 
+def _encode(chunks: list[Chunk], gzip: bool) -> tuple[bytes | bytearray, bool]:
+    """The response body from the chunks, and whether it is gzip-encoded."""
+    body = _assemble(chunks)
+    if gzip and len(body) >= _GZIP_MIN_BYTES:
+        return _gzip(body), True
+    return body, False
+
+
 def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """An aiohttp handler for GET /metrics: negotiated format, gzip when accepted."""
+    """An aiohttp handler for GET /metrics: negotiated format, gzip when accepted.
+
+    The chunks are collected on the event loop (cheap: cached text of unchanged
+    blocks); inflating frozen blocks and gzip run in a thread for large expositions
+    (zlib releases the GIL), so a scrape of 100,000 series does not stall callbacks.
+    """
 
     async def handle_metrics(request: web.Request) -> web.Response:
-        body, content_type = metrics.render(request.headers.get("Accept"))
+        chunks, content_type = metrics.render_chunks(request.headers.get("Accept"))
+        gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
+        if _size(chunks) > _THREAD_MIN_BYTES or any(isinstance(c, _Packed) for c in chunks):
+            body, gzipped = await asyncio.to_thread(_encode, chunks, gzip)
+        else:
+            body, gzipped = _encode(chunks, gzip)
         headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
-        if len(body) >= _GZIP_MIN_BYTES and _accepts_gzip(
-            request.headers.get("Accept-Encoding", "")
-        ):
-            # zlib releases the GIL: compress a large exposition off the event loop
-            body = await asyncio.to_thread(_gzip, body) if len(body) > 65536 else _gzip(body)
+        if gzipped:
             headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, headers=headers)
 

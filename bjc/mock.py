@@ -83,8 +83,12 @@ class DiscardingStore(ReportStore):
     ) -> AsyncIterator[UploadSink]:
         path = self.execution_dir(eid) / self.upload_filename(node, name)
         sink = _DiscardSink(self, path, max_size)
+        seen = _received.get()
+        slot = len(seen) if seen is not None else 0
+        _note("")  # keeps the parts of a multipart body in their order
         yield sink
-        _note(f"file={path.name} bytes={sink.size}")
+        if seen is not None:
+            seen[slot] = f"file={path.name} bytes={sink.size}"
 
 
 class MockTarget:
@@ -139,7 +143,7 @@ async def _log_requests(request: web.Request, handler: Handler) -> web.StreamRes
         raise
     finally:
         _received.reset(token)
-        parts = [request.method, request.path, str(status), *seen]
+        parts = [request.method, request.path, str(status), *filter(None, seen)]
         print(" ".join(parts), flush=True)
 
 

@@ -43,12 +43,14 @@ class PodWatcher:
         self.selector = label_selector
         self.on_pod = on_pod
         self.pods: dict[str, Pod] = {}
+        self.phases: collections.Counter[str] = collections.Counter()  # pods by phase, kept current
         self.synced = asyncio.Event()
         self.resource_version = ""
         self.relists = 0
 
-    def phase_counts(self) -> dict[str, int]:
-        return dict(collections.Counter(p.status.phase or "Unknown" for p in self.pods.values()))
+    @staticmethod
+    def _phase(pod: Pod) -> str:
+        return pod.status.phase or "Unknown"
 
     async def relist(self) -> None:
         items, rv = await self.kube.list(self.path, Pod, {"labelSelector": self.selector})
@@ -56,6 +58,7 @@ class PodWatcher:
         fresh = {p.metadata.name: p for p in items}
         gone = [p for name, p in self.pods.items() if name not in fresh]
         self.pods = fresh
+        self.phases = collections.Counter(self._phase(p) for p in items)
         self.resource_version = rv
         for pod in gone:
             self.on_pod(pod, True)
@@ -70,11 +73,14 @@ class PodWatcher:
         if kind == "BOOKMARK":
             return
         name = pod.metadata.name
+        old = self.pods.pop(name, None)
+        if old is not None:
+            self.phases[self._phase(old)] -= 1
         if kind == "DELETED":
-            self.pods.pop(name, None)
             self.on_pod(pod, True)
         else:
             self.pods[name] = pod
+            self.phases[self._phase(pod)] += 1
             self.on_pod(pod, False)
 
     async def run(self) -> None:
@@ -104,13 +110,15 @@ class PodWatcher:
                     backoff = min(backoff * 2, _BACKOFF_MAX_S)
             except ApiError as e:
                 if e.status == 410:
-                    log.info("pod watch: resourceVersion %s too old, relisting", self.resource_version)
+                    log.info(
+                        "pod watch: resourceVersion %s too old, relisting", self.resource_version
+                    )
                     need_list = True
                     continue
                 log.warning("pod watch failed: %s; retrying in %.1fs", e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            except (TimeoutError, aiohttp.ClientError, ValueError) as e:
                 log.warning("pod watch interrupted: %r; retrying in %.1fs", e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)

@@ -147,7 +147,9 @@ class Runtime:
 
     async def start(self) -> None:
         os.makedirs(self.store.root, exist_ok=True)
-        self.controller.owner = await find_top_owner(self.kube, self.env.namespace, self.env.hostname)
+        self.controller.owner = await find_top_owner(
+            self.kube, self.env.namespace, self.env.hostname
+        )
         await self.controller.load()
         await self._start_servers()
         self.controller.callback_host = await callback_host(self.kube, self.config, self.env)

@@ -31,7 +31,6 @@ import contextlib
 import os
 import re
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -41,6 +40,7 @@ T = TypeVar("T")
 
 LATEST = "latest"
 STATE_FILE = ".bjc-execution.json"
+JOURNAL_FILE = ".bjc-execution.journal"
 _TMP_PREFIX = ".bjc-tmp-"
 _MAX_COMPONENT_BYTES = 255
 # yyyyMMddHHmm, optionally with a numeric suffix for a second execution in one minute.
@@ -48,6 +48,11 @@ _EXECUTION_ID = re.compile(r"^\d{12}(?:-\d+)?$")
 # Upload data is buffered in memory up to this size before it goes to disk; a
 # small upload thus costs one worker-thread hop (open, write, close, rename).
 _BUFFER_BYTES = 1024 * 1024
+
+
+def _temp_name() -> str:
+    """Random, so controller replicas sharing a volume never pick the same name."""
+    return f"{_TMP_PREFIX}{os.urandom(8).hex()}"
 
 
 class UploadTooLarge(Exception):
@@ -105,6 +110,7 @@ class ReportStore:
     def __init__(self, root: Path | str, history: int = 30) -> None:
         self.root = Path(root).absolute()
         self.history = history
+        self._resolved_dirs: dict[str, Path] = {}
 
     # ----------------------------------------------------------------- helpers
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
@@ -115,13 +121,26 @@ class ReportStore:
         return self.root / eid
 
     def _target(self, eid: str, filename: str) -> Path:
-        """The final path of `filename` in execution `eid`, checked to stay inside it."""
+        """The final path of `filename` in execution `eid`, checked to stay inside it.
+
+        Besides the name check, the resolved execution directory must be a direct
+        child of the resolved root, and an existing final path must not be a symlink
+        leading elsewhere (a rename would replace the link, but refuse it anyway).
+        """
         check_name(filename, "file name")
         directory = self.execution_dir(eid)
-        path = directory / filename
-        resolved_dir = directory.resolve()
-        if path.resolve().parent != resolved_dir or path.name != filename:
+        resolved_dir = self._resolved_dirs.get(eid)
+        if resolved_dir is None:
+            resolved_dir = directory.resolve()
+            if resolved_dir.parent != self.root.resolve():
+                raise ValueError(f"execution ID {eid!r} leaves the report directory")
+            if directory.is_dir():  # cache only what exists; pruning removes the entry
+                self._resolved_dirs[eid] = resolved_dir
+        path = resolved_dir / filename
+        if path.parent != resolved_dir or path.name != filename:
             raise ValueError(f"file name {filename!r} leaves the execution directory")
+        if os.path.islink(path) and Path(os.path.realpath(path)).parent != resolved_dir:
+            raise ValueError(f"file name {filename!r} is a link out of the execution directory")
         return path
 
     @staticmethod
@@ -138,10 +157,11 @@ class ReportStore:
 
     def _write_sync(self, eid: str, filename: str, data: bytes) -> Path:
         path = self._target(eid, filename)
-        if not path.parent.is_dir():
-            raise ExecutionNotFound(f"execution {eid} does not exist")
-        tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        tmp = path.parent / _temp_name()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            raise ExecutionNotFound(f"execution {eid} does not exist") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -157,7 +177,7 @@ class ReportStore:
         directory = self.execution_dir(eid)
         directory.mkdir(parents=True, exist_ok=True)
         if link_latest:
-            tmp = self.root / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+            tmp = self.root / _temp_name()
             os.symlink(eid, tmp)  # relative: survives moving/mounting the directory
             try:
                 os.replace(tmp, self.root / LATEST)
@@ -201,6 +221,7 @@ class ReportStore:
         keep = max(keep, 1)
         removed = ids[: max(len(ids) - keep, 0)]
         for eid in removed:
+            self._resolved_dirs.pop(eid, None)
             shutil.rmtree(self.root / eid, ignore_errors=True)
         return removed
 
@@ -220,16 +241,40 @@ class ReportStore:
         """Save `data` as `<root>/<eid>/<filename>` (one checked path component)."""
         return await self._run(self._write_sync, eid, filename, data)
 
-    async def write_state(self, eid: str, data: bytes) -> Path:
-        return await self._run(self._write_sync, eid, STATE_FILE, data)
+    def _write_state_sync(self, eid: str, data: bytes) -> Path:
+        path = self._write_sync(eid, STATE_FILE, data)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.parent / JOURNAL_FILE)  # folded into the snapshot
+        return path
 
-    def _read_state_sync(self, eid: str) -> bytes | None:
+    async def write_state(self, eid: str, data: bytes) -> Path:
+        """Replace the execution's state snapshot atomically; its journal is dropped."""
+        return await self._run(self._write_state_sync, eid, data)
+
+    def _append_journal_sync(self, eid: str, data: bytes) -> None:
+        path = self._target(eid, JOURNAL_FILE)
+        if not path.parent.is_dir():
+            raise ExecutionNotFound(f"execution {eid} does not exist")
+        with open(path, "ab") as f:
+            f.write(data)
+
+    async def append_journal(self, eid: str, data: bytes) -> None:
+        """Append state changes (whole lines) to the execution's journal."""
+        await self._run(self._append_journal_sync, eid, data)
+
+    def _read_state_sync(self, eid: str) -> tuple[bytes, bytes | None] | None:
+        directory = self.execution_dir(eid)
         try:
-            return (self.execution_dir(eid) / STATE_FILE).read_bytes()
+            snapshot = (directory / STATE_FILE).read_bytes()
         except FileNotFoundError:
             return None
+        try:
+            return snapshot, (directory / JOURNAL_FILE).read_bytes()
+        except FileNotFoundError:
+            return snapshot, None
 
-    async def read_state(self, eid: str) -> bytes | None:
+    async def read_state(self, eid: str) -> tuple[bytes, bytes | None] | None:
+        """(snapshot, journal) of an execution, None when it has no state."""
         return await self._run(self._read_state_sync, eid)
 
     async def read_file(self, eid: str, filename: str) -> bytes:
@@ -267,7 +312,7 @@ class UploadSink:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._fd: int | None = None
-        self._tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        self._tmp = path.parent / _temp_name()
 
     async def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -287,9 +332,10 @@ class UploadSink:
 
     def _open_sync(self) -> None:
         if self._fd is None:
-            if not self.path.parent.is_dir():
-                raise ExecutionNotFound(f"execution directory {self.path.parent} does not exist")
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                raise ExecutionNotFound(f"{self.path.parent} does not exist") from None
 
     def _flush_sync(self, data: bytes) -> None:
         self._open_sync()

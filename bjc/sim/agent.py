@@ -228,7 +228,6 @@ class NodeAgent:
         while True:
             try:
                 rv = await self._relist()
-                self.synced.set()
                 backoff = 0.05
                 while True:
                     rv = await self._watch(rv)
@@ -270,6 +269,7 @@ class NodeAgent:
                 raise _Gone()
             if resp.status != 200:
                 raise _HttpError(resp.status, await resp.text(), _retry_after(resp))
+            self.synced.set()  # listed and watching: from here on nothing is missed
             async for line in resp.content:
                 if not line.strip():
                     continue
@@ -483,6 +483,11 @@ class NodeAgent:
             out[2]["reason"] = out[3]["reason"] = reason
         return out
 
+    @staticmethod
+    def _state(**state: Any) -> dict[str, Any]:
+        # null out the other states: the status patch is a strategic merge, as the kubelet's
+        return {k: state.get(k) for k in ("waiting", "running", "terminated")}
+
     def _container_statuses(
         self, pod: _Pod, state: dict[str, Any], ready: bool
     ) -> list[dict[str, Any]]:
@@ -492,7 +497,7 @@ class NodeAgent:
                 "image": c.image,
                 "imageID": "",
                 "ready": ready,
-                "started": "running" in state,
+                "started": state.get("running") is not None,
                 "restartCount": 0,
                 "state": state,
             }
@@ -508,7 +513,7 @@ class NodeAgent:
             "podIPs": [{"ip": pod_ip}],
             "conditions": self._conditions(False, "ContainersNotReady"),
             "containerStatuses": self._container_statuses(
-                pod, {"waiting": {"reason": "ContainerCreating"}}, False
+                pod, self._state(waiting={"reason": "ContainerCreating"}), False
             ),
         }
 
@@ -523,14 +528,14 @@ class NodeAgent:
 
     def _final_status(self, pod: _Pod, since: str, code: int) -> dict[str, Any]:
         reason = "Completed" if code == 0 else "Error"
-        state = {
-            "terminated": {
+        state = self._state(
+            terminated={
                 "exitCode": code,
                 "reason": reason,
                 "startedAt": since,
                 "finishedAt": _now(),
             }
-        }
+        )
         return {
             "phase": "Succeeded" if code == 0 else "Failed",
             "conditions": self._conditions(False, "PodCompleted"),

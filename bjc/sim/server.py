@@ -439,7 +439,18 @@ class SimCluster:
                     }
                 ],
                 "addresses": [{"type": "Hostname", "address": name}],
-                "nodeInfo": {"kubeletVersion": "v1.32.0-bjcsim", "operatingSystem": "linux"},
+                "nodeInfo": {
+                    "architecture": "amd64",
+                    "bootID": name,
+                    "containerRuntimeVersion": "bjcsim://1",
+                    "kernelVersion": "6.0.0",
+                    "kubeProxyVersion": "v1.32.0-bjcsim",
+                    "kubeletVersion": "v1.32.0-bjcsim",
+                    "machineID": name,
+                    "operatingSystem": "linux",
+                    "osImage": "bjc sim",
+                    "systemUUID": name,
+                },
             },
         }
         return self.create(node)
@@ -785,10 +796,10 @@ class SimCluster:
             headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
         )
         resp.enable_chunked_encoding()
-        await resp.prepare(request)
         watcher = Watcher(rt.key)
         store.watchers.add(watcher)
         try:
+            await resp.prepare(request)
             if initial and rv_param in ("", "0"):
                 buf = [line("ADDED", o) for o in store.list(rt, ns) if match is None or match(o)]
                 cursor = store.rv
@@ -796,16 +807,19 @@ class SimCluster:
                     buf.append(bookmark(cursor, True))
                 if buf:
                     await resp.write(b"".join(buf))
+            elif store.too_old(cursor):
+                cursor = -1  # answered with the in-stream 410 below
             next_bookmark = loop.time() + self.bookmark_interval
             while True:
                 changed = store.changed()
                 if watcher.dropped or self._stopping:
                     break
                 if cursor < store.compacted_rv:
+                    shown = rv_param if cursor < 0 else cursor
                     err = ApiError(
                         410,
                         "Expired",
-                        f"too old resource version: {cursor} ({store.compacted_rv + 1})",
+                        f"too old resource version: {shown} ({store.compacted_rv + 1})",
                     )
                     await resp.write(_encode({"type": "ERROR", "object": err.status()}) + b"\n")
                     break

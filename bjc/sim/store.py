@@ -287,6 +287,7 @@ class Store:
             raise ValueError(f"history_size must be >= 1, got {self.history_size}")
         self._events: list[Change] = []
         self._first = 0
+        self.min_watch_rv = 0
         self._changed: asyncio.Event | None = None
         self._rng = random.Random(self.seed)
         self._next_cluster_ip = 10 * 256 + 1
@@ -326,10 +327,18 @@ class Store:
         return change
 
     def expire_history(self) -> None:
+        """Compact everything: a new watch from any resourceVersion handed out so far gets
+        410 (even the current one: the client must relist). Open watches that are caught
+        up keep running, as they do when etcd compacts under a real apiserver."""
         self._events.clear()
         self._first = 0
         self.compacted_rv = self.rv
+        self.min_watch_rv = self.rv + 1
         self._wake()
+
+    def too_old(self, rv: int) -> bool:
+        """Whether a new watch from ``rv`` must be refused with 410."""
+        return rv < self.compacted_rv or rv < self.min_watch_rv
 
     def drop_watches(self) -> int:
         n = len(self.watchers)

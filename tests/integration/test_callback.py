@@ -209,11 +209,12 @@ async def test_seed_result_is_stored_verbatim_and_exposed(make_env: MakeEnv) -> 
     assert (env.root / "latest" / f"{NODE}.json").read_bytes() == body
     series = env.series()
     common = (("executionID", EID), ("node", NODE))
-    assert series[("foo_test", (*common[:1], ("label_a", "AAA"), ("label_b", "BBB"), common[1]))] == 1.0
-    assert (
-        series[("foo_test", (*common[:1], ("label_a", "AAA2"), ("label_b", "BBB2"), common[1]))]
-        == 2.554
-    )
+
+    def test_series(a: str, b: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return ("foo_test", (common[0], ("label_a", a), ("label_b", b), common[1]))
+
+    assert series[test_series("AAA", "BBB")] == 1.0
+    assert series[test_series("AAA2", "BBB2")] == 2.554
     assert series[("foo_processing", common)] == 0.0
     assert env.target.results == [(NODE, EID)]
     assert env.callbacks("result", 200) == 1

@@ -132,10 +132,11 @@ async def renewals(kube: KubeClient, holder: str, count: int) -> dict[str, Any]:
     obj = await read_lease(kube)
     for _ in range(count):
         seen = obj["spec"]["renewTime"]
-        obj = await wait_lease(
-            kube,
-            lambda o, seen=seen: o["spec"]["renewTime"] != seen,  # type: ignore[misc]
-        )
+
+        def renewed(o: dict[str, Any], seen: str = seen) -> bool:
+            return o["spec"]["renewTime"] != seen
+
+        obj = await wait_lease(kube, renewed)
         assert obj["spec"]["holderIdentity"] == holder
     return obj
 

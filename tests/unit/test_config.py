@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from bjc.config import (
-    MiB,
     Config,
     ConfigError,
     Environment,
+    MiB,
     effective_report_directory,
     format_duration,
     load_config,
@@ -121,7 +121,9 @@ def test_parse_size_invalid(value: object) -> None:
 
 
 def test_defaults_of_every_key() -> None:
-    cfg, warnings = load_config("name: foo\ncronExpression: '42 3 * * *'\nreportDirectory: /var/www\n")
+    cfg, warnings = load_config(
+        "name: foo\ncronExpression: '42 3 * * *'\nreportDirectory: /var/www\n"
+    )
     assert warnings == [
         "metrics.prefix is empty: metrics are named '_pods', '_processing', ... "
         "(set a prefix such as 'batch_job')"
@@ -249,6 +251,10 @@ def test_max_upload_size_as_int() -> None:
     assert cfg.max_upload_size == 1000
 
 
+def test_name_with_dots_like_go() -> None:
+    assert load(name="team.batch-1")[0].name == "team.batch-1"
+
+
 def test_report_history_zero_allowed() -> None:
     cfg, _ = load(reportHistory=0)
     assert cfg.report_history == 0
@@ -276,16 +282,14 @@ def test_both_pull_secret_keys_identical_warns() -> None:
 
 
 def test_both_pull_secret_keys_different_is_an_error() -> None:
-    problem = single_problem(
-        jobImagePullSecrets=[{"name": "a"}], imagePullSecrets=[{"name": "b"}]
-    )
+    problem = single_problem(jobImagePullSecrets=[{"name": "a"}], imagePullSecrets=[{"name": "b"}])
     assert "jobImagePullSecrets" in problem and "imagePullSecrets" in problem
     assert '"a"' in problem and '"b"' in problem
 
 
 def test_pull_secret_as_plain_string_is_an_error() -> None:
     problem = single_problem(jobImagePullSecrets=["regcred"])
-    assert problem.startswith("jobImagePullSecrets[0]: invalid value \"regcred\"")
+    assert problem.startswith('jobImagePullSecrets[0]: invalid value "regcred"')
     assert "{name: regcred}" in problem
 
 
@@ -293,7 +297,9 @@ def test_pull_secret_as_plain_string_is_an_error() -> None:
 
 
 def test_unknown_keys_warn_with_suggestion() -> None:
-    cfg, warnings = load(podPoolsize=3, extra=1, metrics={"prefx": "a", "gauges": {"g": {"hepl": "x"}}})
+    cfg, warnings = load(
+        podPoolsize=3, extra=1, metrics={"prefx": "a", "gauges": {"g": {"hepl": "x"}}}
+    )
     assert cfg.pod_pool_size == 1
     text = "\n".join(warnings)
     assert "podPoolsize: unknown key ignored (did you mean 'podPoolSize'?)" in text
@@ -329,6 +335,8 @@ INVALID = [
     ({"name": "foo_bar"}, "name", '"foo_bar"', "lower-case"),
     ({"name": "a" * 64}, "name", "aaaa", "63"),
     ({"name": "-foo"}, "name", '"-foo"', "starting"),
+    ({"name": "foo..bar"}, "name", '"foo..bar"', "lower-case"),
+    ({"name": "foo."}, "name", '"foo."', "lower-case"),
     ({"name": 12}, "name", "12", "expected a string"),
     ({"name": ""}, "name", "", "required"),
     ({"jobServiceAccount": "Bad SA"}, "jobServiceAccount", '"Bad SA"', "ServiceAccount"),
@@ -536,7 +544,9 @@ def test_environment_values() -> None:
     )
 
 
-@pytest.mark.parametrize(("value", "dev"), [("true", True), ("True", True), ("1", False), ("", False)])
+@pytest.mark.parametrize(
+    ("value", "dev"), [("true", True), ("True", True), ("1", False), ("", False)]
+)
 def test_dev_mode_is_case_insensitive_true(value: str, dev: bool) -> None:
     env = load_environment({"NAMESPACE": "ns", "CONFIG_MAP_NAME": "cm", "DEV_MODE": value})
     assert env.dev_mode is dev
@@ -567,7 +577,9 @@ def test_config_map_loads_both_and_applies_env() -> None:
         {"config.yaml": yaml.safe_dump({**BASE, "x": 1}), "pod-template.yaml": POD_TEMPLATE}, env
     )
     assert loaded.config.report_directory == "/r"
-    assert loaded.template.substitute(namespace="n", node_name="a", execution_id="1")["kind"] == "Pod"
+    assert (
+        loaded.template.substitute(namespace="n", node_name="a", execution_id="1")["kind"] == "Pod"
+    )
     assert loaded.warnings == ["config.yaml: x: unknown key ignored"]
 
 
@@ -575,7 +587,10 @@ def test_config_map_reports_problems_of_both_files() -> None:
     bad_template = POD_TEMPLATE.replace("busybox", "busybox:{{ .Image }}")
     with pytest.raises(ConfigError) as info:
         load_config_map(
-            {"config.yaml": yaml.safe_dump({**BASE, "podPoolSize": 0}), "pod-template.yaml": bad_template}
+            {
+                "config.yaml": yaml.safe_dump({**BASE, "podPoolSize": 0}),
+                "pod-template.yaml": bad_template,
+            }
         )
     problems = info.value.problems
     assert len(problems) == 2

@@ -14,8 +14,7 @@ def test_seed_examples_decode() -> None:
     simple = decode_event(b'{"warning": false, "reason": "TestReason", "message": "test message"}')
     assert simple == EventRequest(warning=False, reason="TestReason", message="test message")
     with_args = decode_event(
-        b'{"warning": true, "reason": "TestReason", "message": "test message: %s",'
-        b' "args": ["a1"]}'
+        b'{"warning": true, "reason": "TestReason", "message": "test message: %s", "args": ["a1"]}'
     )
     assert with_args.args == ["a1"] and with_args.warning
 

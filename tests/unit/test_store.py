@@ -14,7 +14,9 @@ E1, E2, E3 = "202401011200", "202401011300", "202401021200"
 
 def files_under(root: Path) -> set[str]:
     return {
-        str(Path(d, f).relative_to(root)) for d, _, fs in os.walk(root, followlinks=False) for f in fs
+        str(Path(d, f).relative_to(root))
+        for d, _, fs in os.walk(root, followlinks=False)
+        for f in fs
     }
 
 
@@ -81,8 +83,21 @@ async def test_result_upload_log_and_state_layout(tmp_path: Path) -> None:
         f"{E1}/node-a-report.txt",
     }
     assert (tmp_path / E1 / "node-a-report.txt").read_bytes() == b"hello world"
-    assert await store.read_state(E1) == b'{"state": 1}'
+    assert await store.read_state(E1) == (b'{"state": 1}', None)
     assert await store.read_state(E2) is None
+
+
+async def test_state_journal_appends_and_is_folded_by_a_snapshot(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path)
+    await store.create_execution(E1)
+    await store.write_state(E1, b"snapshot-1")
+    await store.append_journal(E1, b"change-1\n")
+    await store.append_journal(E1, b"change-2\n")
+    assert await store.read_state(E1) == (b"snapshot-1", b"change-1\nchange-2\n")
+    await store.write_state(E1, b"snapshot-2")
+    assert await store.read_state(E1) == (b"snapshot-2", None)
+    with pytest.raises(FileNotFoundError):
+        await store.append_journal(E2, b"x\n")
 
 
 async def test_write_replaces_atomically_and_leaves_no_temp(tmp_path: Path) -> None:

@@ -1,0 +1,201 @@
+"""A controller under test: bjc.runtime against bjc.sim, everything over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from bjc.config import Environment, load_config_map
+from bjc.kube import KubeClient
+from bjc.kubetypes import Pod
+from bjc.runtime import Runtime
+from bjc.sim import JobBehaviour, NodeAgent, RunningPod, SimCluster
+
+NAMESPACE = "jobs"
+
+BASE_CONFIG: dict[str, Any] = {
+    "name": "batch",
+    "cronExpression": "0 0 1 1 *",  # never fires during a test; tests trigger explicitly
+    "reportDirectory": "/unused",
+    "reportHistory": 5,
+    "podPoolSize": 5,
+    "metrics": {
+        "prefix": "bjc_test",
+        "gauges": {"checks": {"help": "checks by kind", "labels": ["kind"]}},
+    },
+}
+
+POD_TEMPLATE = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  labels:
+    app: job
+spec:
+  containers:
+    - name: main
+      image: busybox
+      env:
+        - name: WHERE
+          value: "{{ .NodeName }}"
+"""
+
+
+async def post_result(pod: RunningPod) -> int:
+    """A well-behaved job: reports one series, then exits 0."""
+    body = {"checks": [{"value": 1.0, "labels": {"kind": pod.node}}]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(pod.env["CALLBACK_SERVICE_RESULT_URL"], json=body) as resp:
+            assert resp.status == 200, await resp.text()
+    return 0
+
+
+def config_data(**overrides: Any) -> dict[str, str]:
+    config = {**BASE_CONFIG, **overrides}
+    return {"config.yaml": yaml.safe_dump(config), "pod-template.yaml": POD_TEMPLATE}
+
+
+class Cluster:
+    """A simulated cluster with nodes and a kubelet agent, plus controllers on it."""
+
+    def __init__(self, sim: SimCluster, tmp: Path) -> None:
+        self.sim = sim
+        self.tmp = tmp
+        self.kube = KubeClient.from_url(sim.url)
+        self.agent: NodeAgent | None = None
+        self.runtimes: list[Runtime] = []
+
+    def add_nodes(self, count: int, prefix: str = "node", **kw: Any) -> list[str]:
+        names = [f"{prefix}-{i:03d}" for i in range(count)]
+        for name in names:
+            self.sim.add_node(name, **kw)
+        return names
+
+    async def start_agent(self, behaviour: JobBehaviour | None = None, **kw: Any) -> NodeAgent:
+        self.agent = NodeAgent(
+            self.sim.url, behaviour=behaviour or JobBehaviour(run=post_result), **kw
+        )
+        await self.agent.start()
+        return self.agent
+
+    async def start_controller(
+        self,
+        *,
+        dev_mode: bool = True,
+        identity: str = "controller-a",
+        report_dir: Path | None = None,
+        lease_timing: tuple[float, float, float] = (2.0, 1.5, 0.2),
+        callback_port: int = 0,
+        **overrides: Any,
+    ) -> Runtime:
+        env = Environment(
+            namespace=NAMESPACE,
+            config_map_name="batch",
+            pod_ip="127.0.0.1",
+            hostname=identity,
+            dev_mode=dev_mode,
+            report_directory=str(report_dir or self.tmp / "reports"),
+        )
+        loaded = load_config_map(config_data(**overrides), env)
+        config = loaded.config
+        config.callback_service_port = callback_port
+        config.health_probe_port = 0
+        config.file_server_port = config.metrics.port = 0
+        runtime = Runtime(
+            config=config,
+            template=loaded.template,
+            env=env,
+            kube=KubeClient.from_url(self.sim.url),  # its own connections, like a process
+            bind_host="127.0.0.1",
+            identity=identity,
+            lease_timing=lease_timing,
+            create_backoff=0.05,
+        )
+        await runtime.start()
+        self.runtimes.append(runtime)
+        return runtime
+
+    async def close(self) -> None:
+        for runtime in self.runtimes:
+            await runtime.stop()
+            await runtime.kube.close()
+        if self.agent is not None:
+            await self.agent.stop()
+        await self.kube.close()
+
+    def job_pods(self) -> list[dict[str, Any]]:
+        return self.sim.list("pods", NAMESPACE)
+
+
+async def crash(runtime: Runtime) -> None:
+    """Stop a runtime the way SIGKILL would: no release, no goodbye."""
+    await runtime.kube.close()  # from now on it cannot reach the cluster
+    for task in runtime._tasks.values():
+        task.cancel()
+    await asyncio.gather(*runtime._tasks.values(), return_exceptions=True)
+    runtime.controller.watcher.synced.clear()
+    if runtime.controller._runner is not None:
+        runtime.controller._runner.cancel()
+        await asyncio.gather(runtime.controller._runner, return_exceptions=True)
+    for runner in runtime.runners.values():
+        await runner.cleanup()
+    runtime.runners.clear()
+    runtime._tasks.clear()
+
+
+@contextlib.asynccontextmanager
+async def cluster(tmp_path: Path, **sim_kw: Any) -> AsyncIterator[Cluster]:
+    sim = SimCluster(**sim_kw)
+    await sim.start()
+    sim.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    c = Cluster(sim, tmp_path)
+    try:
+        yield c
+    finally:
+        await c.close()
+        await sim.stop()
+
+
+class LivePodWatch:
+    """An independent observer: the most job pods alive (not finished) at once."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+        self.live: set[str] = set()
+        self.max_live = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        path = f"/api/v1/namespaces/{NAMESPACE}/pods"
+        _, rv = await self.kube.list(path, Pod)
+        self.ready.set()
+        async for ev in self.kube.watch(path, Pod, resource_version=rv):
+            name = ev.object.metadata.name
+            if ev.type == "DELETED" or ev.object.finished:
+                self.live.discard(name)
+            elif ev.type in ("ADDED", "MODIFIED"):
+                self.live.add(name)
+                self.max_live = max(self.max_live, len(self.live))
+
+    async def __aenter__(self) -> LivePodWatch:
+        self.ready = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+        await self.ready.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def eventually(predicate: Callable[[], bool], wake: Callable[[], Awaitable[Any]]) -> None:
+    """Wait on `wake` until predicate holds (tests only; bounded by pytest's timeout)."""
+    while not predicate():
+        await wake()

@@ -1,0 +1,110 @@
+"""Report file server (SPEC A7, port 8080) and the health probes, over real servers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bjc.store import ReportStore
+from bjc.web import bound_port, serve
+from bjc.web.files import make_file_app
+from bjc.web.health import CHECKS, make_health_app, report_directory_check, runner_check
+
+E1, E2 = "202401011200", "202401011300"
+
+
+async def reports(tmp_path: Path) -> Path:
+    root = tmp_path / "reports"
+    store = ReportStore(root)
+    for eid in (E1, E2):
+        await store.create_execution(eid)
+        await store.write_result(eid, "node-a", f'{{"run": "{eid}"}}'.encode())
+    async with store.upload(E2, "node-a", "report.html") as sink:
+        await sink.write(b"<h1>report</h1>")
+    return root
+
+
+async def test_listing_and_latest(tmp_path: Path, aiohttp_client: Any) -> None:
+    root = await reports(tmp_path)
+    client = await aiohttp_client(make_file_app(root))
+
+    index = await client.get("/")
+    assert index.status == 200
+    html = await index.text()
+    for entry in (f"{E1}/", f"{E2}/", "latest/"):
+        assert f">{entry}<" in html
+
+    latest = await client.get("/latest/node-a.json")
+    assert latest.status == 200
+    assert await latest.text() == f'{{"run": "{E2}"}}'
+    listing = await (await client.get("/latest/")).text()
+    assert "node-a-report.html" in listing and "node-a.json" in listing
+    old = await client.get(f"/{E1}/node-a.json")
+    assert await old.text() == f'{{"run": "{E1}"}}'
+    page = await client.get(f"/{E2}/node-a-report.html")
+    assert page.content_type == "text/html"
+
+
+async def test_read_only_and_confined(tmp_path: Path, aiohttp_client: Any) -> None:
+    root = await reports(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    (root / E1 / "escape").symlink_to(secret)
+    (root / "escape-dir").symlink_to(tmp_path)
+    client = await aiohttp_client(make_file_app(root))
+
+    assert (await client.get(f"/{E1}/escape")).status == 404
+    assert (await client.get("/escape-dir/secret.txt")).status == 404
+    assert (await client.get("/../secret.txt")).status == 404
+    assert (await client.get("/%2e%2e/secret.txt")).status == 404
+    assert (await client.get("/missing.txt")).status == 404
+    assert (await client.post(f"/{E1}/node-a.json", data=b"x")).status == 405
+    assert (await client.put(f"/{E1}/new.txt", data=b"x")).status == 405
+    assert (await client.delete(f"/{E1}/node-a.json")).status == 405
+    assert (root / E1 / "node-a.json").exists()
+
+
+async def test_file_app_creates_missing_root(tmp_path: Path, aiohttp_client: Any) -> None:
+    client = await aiohttp_client(make_file_app(tmp_path / "new"))
+    assert (await client.get("/")).status == 200
+
+
+async def test_health_and_readiness(tmp_path: Path, aiohttp_client: Any) -> None:
+    root = await reports(tmp_path)
+    server = await serve(web.Application(), "127.0.0.1", 0)
+    assert bound_port(server) > 0
+    leader = False
+    app = make_health_app(
+        {"report-directory": report_directory_check(root), "callback-server": runner_check(server)},
+        is_ready=lambda: leader,
+    )
+    client = await aiohttp_client(app)
+    try:
+        healthz = await client.get("/healthz")
+        assert healthz.status == 200
+        readyz = await client.get("/readyz")
+        assert readyz.status == 500
+        assert "[-]leader failed" in await readyz.text()
+
+        leader = True
+        assert (await client.get("/readyz")).status == 200
+
+        shutil.rmtree(root)
+        healthz = await client.get("/healthz")
+        assert healthz.status == 500
+        assert "[-]report-directory failed" in await healthz.text()
+        assert (await client.get("/readyz")).status == 500
+        root.mkdir()
+        assert (await client.get("/healthz")).status == 200
+
+        app[CHECKS]["late-check"] = lambda: False  # registered after start
+        assert (await client.get("/healthz")).status == 500
+        del app[CHECKS]["late-check"]
+    finally:
+        await server.cleanup()
+    healthz = await client.get("/healthz")
+    assert healthz.status == 500
+    assert "[-]callback-server failed" in await healthz.text()

@@ -1,0 +1,127 @@
+"""kubectl against a `bjc sim` process: get, get -w, create -f, logs, delete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+KUBECTL = shutil.which("kubectl")
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+REPO = Path(__file__).resolve().parents[2]
+
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hello
+spec:
+  nodeName: node-1
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox:1.36
+    env:
+    - {name: GREETING, value: howdy}
+    - name: NODE_NAME
+      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+"""
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("kubectl") / "kubeconfig"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bjc.sim",
+            "--port",
+            "0",
+            "--nodes",
+            "2",
+            "--node-labels",
+            "pool=sim",
+            "--kubeconfig-out",
+            str(path),
+            "--job-command",
+            'echo "$GREETING from $NODE_NAME"',
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("bjc sim: serving http://127.0.0.1:"), lines
+        yield path
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+        assert "bjc sim: stopped" in out
+
+
+def kubectl(kubeconfig: Path, *args: str) -> str:
+    done = subprocess.run(
+        [KUBECTL or "kubectl", "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_get_nodes(kubeconfig: Path) -> None:
+    out = kubectl(kubeconfig, "get", "nodes", "-l", "pool=sim")
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0][:2] == ["NAME", "STATUS"]
+    assert [(r[0], r[1]) for r in rows[1:]] == [("node-1", "Ready"), ("node-2", "Ready")]
+
+
+def test_create_watch_logs_delete(kubeconfig: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(POD)
+    watcher = subprocess.Popen(
+        [KUBECTL or "kubectl", "--kubeconfig", str(kubeconfig), "get", "pods", "-w"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "pod/hello created" in kubectl(kubeconfig, "create", "-f", str(manifest))
+        assert watcher.stdout is not None
+        deadline = time.monotonic() + 20
+        seen: list[str] = []
+        while time.monotonic() < deadline:  # bounded: the pod completes within a second or two
+            line = watcher.stdout.readline()
+            seen.append(line)
+            if "Completed" in line:
+                break
+        assert any(line.startswith("hello") and "Completed" in line for line in seen), seen
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+    phase = kubectl(kubeconfig, "get", "pod", "hello", "-o", "jsonpath={.status.phase}")
+    assert phase == "Succeeded"
+    assert kubectl(kubeconfig, "logs", "hello") == "howdy from node-1\n"
+    assert 'pod "hello" deleted' in kubectl(kubeconfig, "delete", "pod", "hello")
+    assert (
+        "No resources found"
+        in subprocess.run(
+            [KUBECTL or "kubectl", "--kubeconfig", str(kubeconfig), "get", "pods"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stderr
+    )

@@ -1,0 +1,142 @@
+"""`bjc mock` as a subprocess, driven by the example job script (examples/job.sh) and curl."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+JOB_SCRIPT = REPO / "examples" / "job.sh"
+CURL = "/usr/bin/curl"
+MOCK = [sys.executable, "-m", "bjc.mock"]
+
+CONFIG = """\
+name: example
+cronExpression: "42 3 * * *"
+reportDirectory: /var/www
+podPoolSize: 2
+metrics:
+  prefix: foo
+  gauges:
+    test:
+      help: help ...
+      labels: [label_a, label_b]
+"""
+
+
+class Mock:
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        self.proc = proc
+        self.url = url
+
+    def stop(self) -> list[str]:
+        """Stop the mock (SIGTERM) and return its stdout lines after the banner."""
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0
+        return out.splitlines()
+
+
+@pytest.fixture
+def mock(tmp_path: Path) -> Iterator[Mock]:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    proc = subprocess.Popen(
+        [*MOCK, "--host", "127.0.0.1", "--port", "0", "--config", str(config)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert banner.startswith("bjc mock: callback API on http://127.0.0.1:"), banner
+        url = banner.split()[5].split("/report/")[0]
+        yield Mock(proc, url)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def job_env(base: str, node: str = "node-a", eid: str = "202401011200") -> dict[str, str]:
+    report = f"{base}/report/{node}/{eid}"
+    return {
+        **os.environ,
+        "NODE_NAME": node,
+        "EXECUTION_ID": eid,
+        "CALLBACK_SERVICE_RESULT_URL": f"{report}/result",
+        "CALLBACK_SERVICE_FILE_URL": f"{report}/file",
+        "CALLBACK_SERVICE_EVENT_URL": f"{report}/event",
+    }
+
+
+def test_example_job_script_against_mock(mock: Mock, tmp_path: Path) -> None:
+    run = subprocess.run(
+        ["/bin/sh", str(JOB_SCRIPT)], env=job_env(mock.url), capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    lines = mock.stop()
+    base = "POST /report/node-a/202401011200"
+    assert len(lines) == 6, lines
+    result, named, disposition, multipart, event, event_args = lines
+    assert result.startswith(f"{base}/result 200 file=node-a.json result=")
+    assert '"label_a":"AAA2"' in result and "2.554" in result
+    summary = "checked on node-a in execution 202401011200\n"  # written by job.sh
+    assert named == f"{base}/file 200 file=node-a-summary.txt bytes={len(summary)}"
+    assert disposition.startswith(f"{base}/file 200 file=node-a-report.html bytes=")
+    assert multipart == f"{base}/file 200 file=node-a-a.log bytes=7 file=node-a-b.log bytes=7"
+    assert event == (
+        f'{base}/event 200 event type=Normal reason=TestReason action=n/a note="test message"'
+    )
+    assert event_args == (
+        f'{base}/event 200 event type=Warning reason=TestReason action=n/a note="test message: a1"'
+    )
+    # Nothing stored: the working directory holds only the config.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def curl(*args: str) -> tuple[int, str]:
+    out = subprocess.run(
+        [CURL, "-sS", "-o", "-", "-w", "\n%{http_code}", *args], capture_output=True, text=True
+    )
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body
+
+
+def test_mock_validates_like_the_controller(mock: Mock) -> None:
+    base = f"{mock.url}/report/any-node/anything"
+    json_header = ["-H", "Content-Type: application/json"]
+    assert curl("-X", "POST", *json_header, "-d", "{}", f"{base}/result")[0] == 400
+    code, body = curl(
+        "-X", "POST", *json_header, "-d", '{"test": [{"value": 1}]}', f"{base}/result"
+    )
+    assert (code, "labels" in body) == (400, True)  # gauges of --config are checked
+    code, body = curl("-X", "POST", "-d", "oops", f"{base}/event")
+    assert (code, body.startswith("error decoding event")) == (400, True)
+    code, _ = curl("-X", "POST", "--data-binary", "x", f"{base}/file?name=../../etc/passwd")
+    assert code == 400
+    lines = mock.stop()
+    assert [line.split()[2] for line in lines] == ["400", "400", "400", "400"]
+    assert 'error="invalid upload' in lines[3]
+
+
+def test_mock_refuses_a_bad_config(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("name: x\ncronExpression: not a cron\n")
+    run = subprocess.run(
+        [*MOCK, "--port", "0", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "cronExpression" in run.stderr

@@ -1,0 +1,173 @@
+"""`bjc check-config`: exit codes and output, called directly and as a process."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bjc.checkconfig import main
+
+CONFIG = """\
+name: bjc
+cronExpression: "42 3 * * *"
+reportDirectory: /var/www
+podPoolSize: 4
+jobNodeSelector: {role: worker}
+metrics:
+  prefix: bjc
+  gauges:
+    test:
+      help: a test gauge
+      labels: [label_a, label_b]
+leaderElectionResourceLock: configmapsleases
+"""
+
+TEMPLATE = """\
+apiVersion: v1
+kind: Pod
+spec:
+  containers:
+    - name: job
+      image: "busybox:{{ .ExecutionID }}"
+"""
+
+
+def write_configmap(tmp_path: Path, config: str = CONFIG, template: str = TEMPLATE) -> Path:
+    path = tmp_path / "configmap.yaml"
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "bjc"},
+        "data": {"config.yaml": config, "pod-template.yaml": template},
+    }
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _no_report_directory_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPORT_DIRECTORY", raising=False)
+
+
+def test_valid_configmap_summary(tmp_path: Path) -> None:
+    code, out, err = run([str(write_configmap(tmp_path))])
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == "configuration is valid"
+    assert "  name:            bjc" in lines
+    assert any(line.startswith("  cron:            42 3 * * * (At 03:42") for line in lines)
+    next_run = next(line for line in lines if line.startswith("  next run:"))
+    assert ":42:00" in next_run
+    assert "  pod pool size:   4" in lines
+    assert "  nodes selector:  role=worker" in lines
+    assert "    bjc_test{label_a, label_b, node, executionID}" in lines
+    assert "  pod template:    uses .ExecutionID" in lines
+    warning_index = lines.index("warnings:")
+    assert "configmapsleases" in lines[warning_index + 1]
+
+
+def test_valid_pair(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        CONFIG.replace("leaderElectionResourceLock: configmapsleases\n", "")
+    )
+    (tmp_path / "pod.yaml").write_text(TEMPLATE)
+    code, out, err = run(
+        ["--config", str(tmp_path / "config.yaml"), "--pod-template", str(tmp_path / "pod.yaml")]
+    )
+    assert (code, err) == (0, "")
+    assert out.startswith("configuration is valid\n")
+    assert "warnings:" not in out
+
+
+def test_every_problem_one_per_line(tmp_path: Path) -> None:
+    config = CONFIG.replace("podPoolSize: 4", "podPoolSize: 0").replace("42 3 * * *", "42 3 * *")
+    template = TEMPLATE.replace("{{ .ExecutionID }}", "{{ .Tag }}")
+    code, out, err = run([str(write_configmap(tmp_path, config, template))])
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert lines == [
+        'config.yaml: cronExpression: invalid value "42 3 * *": expected 5 fields '
+        "(minute hour day-of-month month day-of-week), got 4",
+        "config.yaml: podPoolSize: invalid value 0: must be at least 1",
+        "pod-template.yaml: line 6: unsupported template construct '{{ .Tag }}': unknown field "
+        ".Tag; only {{ .Namespace }}, {{ .ExecutionID }} and {{ .NodeName }} are supported",
+        "configuration is invalid: 3 problems",
+    ]
+
+
+def test_pair_problems_name_the_files(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: bjc\n")
+    pod = tmp_path / "p.yaml"
+    pod.write_text("kind: Deployment\n")
+    code, _, err = run(["--config", str(cfg), "--pod-template", str(pod)])
+    assert code == 1
+    lines = err.splitlines()
+    assert f"{cfg}: cronExpression: required but missing" in lines[0]
+    assert any(line.startswith(f'{pod}: kind: invalid value "Deployment"') for line in lines)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    pod = tmp_path / "p.yaml"
+    pod.write_text(TEMPLATE)
+    code, _, err = run(["--config", str(tmp_path / "nope.yaml"), "--pod-template", str(pod)])
+    assert code == 1
+    assert (
+        err.splitlines()[0] == f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"
+    )
+    code, _, err = run([str(tmp_path / "nope.yaml")])
+    assert code == 1
+
+
+def test_report_directory_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_configmap(tmp_path, CONFIG.replace("reportDirectory: /var/www\n", ""))
+    assert run([str(path)])[0] == 1
+    monkeypatch.setenv("REPORT_DIRECTORY", "/data")
+    code, out, _ = run([str(path)])
+    assert code == 0
+    assert "  report dir:      /data (keeps 30 executions)" in out.splitlines()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["a.yaml", "--config", "c.yaml"],
+        ["--config", "c.yaml"],
+        ["--pod-template", "p.yaml"],
+        ["--bogus"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    code, _, err = run(argv)
+    assert code == 2
+    assert "usage:" in err
+
+
+def test_as_a_process(tmp_path: Path) -> None:
+    good = write_configmap(tmp_path)
+    code = "import sys; from bjc.checkconfig import main; sys.exit(main(sys.argv[1:]))"
+    ok = subprocess.run(
+        [sys.executable, "-c", code, str(good)], capture_output=True, text=True, check=False
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("configuration is valid")
+    bad = write_configmap(tmp_path, CONFIG.replace("podPoolSize: 4", "podPoolSize: -1"))
+    fail = subprocess.run(
+        [sys.executable, "-c", code, str(bad)], capture_output=True, text=True, check=False
+    )
+    assert fail.returncode == 1
+    assert (
+        "config.yaml: podPoolSize: invalid value -1: must be at least 1" in fail.stderr.splitlines()
+    )
