@@ -30,7 +30,14 @@ from bjc import podspec
 from bjc.config import Config
 from bjc.dispatcher import Dispatcher
 from bjc.events import EventRequest, send_event
-from bjc.execution import Execution, ExecutionState, JobStatus, NodeJob, decode_state
+from bjc.execution import (
+    Execution,
+    ExecutionState,
+    JobStatus,
+    NodeJob,
+    RetiredExecution,
+    decode_state,
+)
 from bjc.kube import ApiError, KubeClient
 from bjc.kubetypes import Node, Pod
 from bjc.metrics import Metrics
@@ -110,7 +117,7 @@ class Controller:
         self.callback_host = callback_host
         self.owner = owner
         self.keep = max(config.report_history, 1)
-        self.executions: dict[str, Execution] = {}
+        self.executions: dict[str, Execution | RetiredExecution] = {}
         self.current: Execution | None = None
         self.completed = 0  # executions finished by this process (demo, tests)
         self.execution_done = asyncio.Condition()
@@ -141,8 +148,10 @@ class Controller:
             return await self._load()
 
     async def _load(self) -> list[Execution]:
-        loaded: dict[str, Execution] = {}
-        for eid in await self.store.list_executions():
+        loaded: dict[str, Execution | RetiredExecution] = {}
+        unfinished: list[Execution] = []
+        previous: RetiredExecution | None = None
+        for eid in await self.store.list_executions():  # oldest first: "latest" ends right
             if self.running and self.current is not None and self.current.id == eid:
                 loaded[eid] = self.current  # live: its in-memory state is the newest
                 continue
@@ -154,40 +163,42 @@ class Controller:
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
                 log.warning("execution %s: unreadable state, skipped: %s", eid, e)
                 continue
-            loaded[eid] = Execution(state, self.store)
+            await self._rebuild_metrics(state)
+            if state.done:
+                loaded[eid] = previous = RetiredExecution(state, self.store, previous)
+            else:
+                loaded[eid] = execution = Execution(state, self.store)
+                unfinished.append(execution)
         for eid in set(self.executions) - set(loaded):
             self.metrics.remove_execution(eid)
         self.executions = loaded
-        for execution in loaded.values():
-            await self._rebuild_metrics(execution)
         if loaded:
             newest = max(loaded)
             self.metrics.set_current_execution(newest)
-            self.metrics.set_pods(loaded[newest].state.pods_started)
-        return [e for e in loaded.values() if not e.state.done]
+            self.metrics.set_pods(loaded[newest].pods_started)
+        return unfinished
 
-    async def _rebuild_metrics(self, execution: Execution) -> None:
-        for node, job in execution.nodes.items():
+    async def _rebuild_metrics(self, state: ExecutionState) -> None:
+        for node, job in state.nodes.items():
             if job.status.terminal:
-                self._record_node_metrics(execution, node, job)
-            if job.result:
-                await self._rebuild_result(execution.id, node)
-        finished, total = execution.counts()
-        self.metrics.set_progress(execution.id, finished, total)
+                self._record_node_metrics(state.id, node, job)
+        with_result = [n for n, j in state.nodes.items() if j.result]
+        for node, body in (await self.store.read_results(state.id, with_result)).items():
+            try:
+                apply_result(self.metrics, self.config, state.id, node, result_decoder.decode(body))
+            except msgspec.DecodeError as e:
+                log.warning("execution %s node %s: stored result unreadable: %s", state.id, node, e)
+        finished = sum(1 for j in state.nodes.values() if j.status.terminal)
+        self.metrics.set_progress(state.id, finished, len(state.nodes))
 
-    async def _rebuild_result(self, eid: str, node: str) -> None:
-        try:
-            body = await self.store.read_file(eid, ReportStore.result_filename(node))
-            result = result_decoder.decode(body)
-        except (OSError, msgspec.DecodeError) as e:
-            log.warning("execution %s node %s: stored result unreadable: %s", eid, node, e)
-            return
-        apply_result(self.metrics, self.config, eid, node, result)
-
-    def _record_node_metrics(self, execution: Execution, node: str, job: NodeJob) -> None:
-        self.metrics.set_processing(execution.id, node, 1.0 if job.error else 0.0)
+    def _record_node_metrics(self, eid: str, node: str, job: NodeJob) -> None:
+        self.metrics.set_processing(eid, node, 1.0 if job.error else 0.0)
         if job.duration_ms is not None:
-            self.metrics.set_duration(execution.id, node, job.duration_ms)
+            self.metrics.set_duration(eid, node, job.duration_ms)
+
+    def _newest_retired(self) -> RetiredExecution | None:
+        retired = [e for e in self.executions.values() if isinstance(e, RetiredExecution)]
+        return max(retired, key=lambda e: e.id, default=None)
 
     async def _prune(self) -> None:
         for eid in await self.store.prune(self.keep):
@@ -227,7 +238,7 @@ class Controller:
         if self.current is not None and not self.current.state.done:
             aborted = self.current.abort("replaced by a newer execution")
             for node in aborted:
-                self._record_node_metrics(self.current, node, self.current.nodes[node])
+                self._record_node_metrics(self.current.id, node, self.current.nodes[node])
             log.warning(
                 "execution %s replaced: %d unfinished jobs aborted", self.current.id, len(aborted)
             )
@@ -281,7 +292,10 @@ class Controller:
             execution = Execution.new(
                 eid, names, self.store, tokens=self.config.callback_auth == "token"
             )
+            previous = self.current
             self.executions[eid] = self.current = execution
+            if previous is not None and previous.done and previous.id in self.executions:
+                self.executions[previous.id] = previous.retire(self._newest_retired())
             self.metrics.set_current_execution(eid)
             self.metrics.set_progress(eid, 0, len(names))
             await self._prune()
@@ -345,7 +359,7 @@ class Controller:
         if not execution.finish(node, status, reason, created=created):
             return
         job = execution.nodes[node]
-        self._record_node_metrics(execution, node, job)
+        self._record_node_metrics(execution.id, node, job)
         self.metrics.set_progress(execution.id, *execution.counts())
         if status is JobStatus.FAILED:
             log.info("execution %s node %s failed: %s", execution.id, node, reason or "pod failed")
@@ -356,7 +370,7 @@ class Controller:
         """Level-based: look at the pod as it is now, whatever event brought it."""
         self.metrics.set_pods_by_phase(self.watcher.phases)
         execution = self.executions.get(pod.metadata.labels.get(podspec.EXECUTION_LABEL, ""))
-        if execution is None or execution.state.done:
+        if not isinstance(execution, Execution) or execution.done:
             return
         node = pod.spec.node_name
         job = execution.nodes.get(node)
@@ -397,16 +411,15 @@ class Controller:
             await execution.flushed()
 
     # --- CallbackTarget ----------------------------------------------------------
-    def _job(self, node: str, execution_id: str) -> NodeJob | None:
-        execution = self.executions.get(execution_id)
-        return None if execution is None else execution.nodes.get(node)
-
     def execution_allowed(self, node: str, execution_id: str) -> bool:
-        return self._job(node, execution_id) is not None
+        execution = self.executions.get(execution_id)
+        return execution is not None and execution.has_node(node)
 
     def token_valid(self, node: str, execution_id: str, token: str) -> bool:
-        job = self._job(node, execution_id)
-        return job is not None and bool(job.token) and hmac.compare_digest(job.token, token)
+        if not self.execution_allowed(node, execution_id):
+            return False
+        expected = self.executions[execution_id].token_of(node)
+        return bool(expected) and hmac.compare_digest(expected, token)
 
     async def result_received(self, node: str, execution_id: str) -> None:
         execution = self.executions.get(execution_id)
@@ -414,12 +427,7 @@ class Controller:
             execution.result_received(node)
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
-        job = self._job(node, execution_id)
-        pod = (
-            job.pod
-            if job is not None and job.pod
-            else podspec.job_pod_name(self.config.name, node, execution_id)
-        )
+        pod = podspec.job_pod_name(self.config.name, node, execution_id)
         await send_event(self.kube, self.namespace, pod, self.config.name, event)
 
     # --- waiting (demo, tests) ------------------------------------------------

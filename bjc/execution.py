@@ -70,12 +70,11 @@ class ExecutionState(msgspec.Struct, omit_defaults=True):
 
 
 class JournalEntry(msgspec.Struct, omit_defaults=True):
-    """One line of the journal: a node's new job state, or the execution's end."""
+    """One line of the journal: a node's new job state, or a late result."""
 
     node: str = ""
     job: NodeJob | None = None
-    finished: float | None = None
-    pods_started: int | None = None
+    result: bool = False  # a result arrived after the execution was retired
 
 
 _encoder = msgspec.json.Encoder()
@@ -104,12 +103,12 @@ def decode_state(snapshot: bytes, journal: bytes | None = None) -> ExecutionStat
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("execution %s: unreadable journal line skipped", state.id)
             continue
-        if entry.job is not None and entry.node in state.nodes:
+        if entry.node not in state.nodes:
+            continue
+        if entry.job is not None:
             state.nodes[entry.node] = entry.job
-        if entry.finished is not None:
-            state.finished = entry.finished
-        if entry.pods_started is not None:
-            state.pods_started = entry.pods_started
+        if entry.result:
+            state.nodes[entry.node].result = True
     # node names repeat across the whole history: share one string per node
     state.nodes = {sys.intern(n): j for n, j in state.nodes.items()}
     return state
@@ -132,11 +131,8 @@ class Execution:
         self._snapshot_due = False
         self._journal_lines = 0
         self._flush_task: asyncio.Task[None] | None = None
-        self._finished = {n: asyncio.Event() for n, j in state.nodes.items()}
-        for node, job in state.nodes.items():
-            if job.status.terminal:
-                self._finished[node].set()
-        self.finished_jobs = sum(1 for e in self._finished.values() if e.is_set())
+        self._waiters: dict[str, asyncio.Event] = {}  # only for nodes someone waits on
+        self.finished_jobs = sum(1 for j in state.nodes.values() if j.status.terminal)
 
     @classmethod
     def new(
@@ -188,7 +184,9 @@ class Execution:
         job.status, job.reason, job.finished = status, reason, now
         if start is not None and status is not JobStatus.ABORTED:
             job.duration_ms = round((now - start) * 1000.0, 3)
-        self._finished[node].set()
+        waiter = self._waiters.pop(node, None)
+        if waiter is not None:
+            waiter.set()
         self.finished_jobs += 1
         self.changed(node)
         return True
@@ -213,7 +211,27 @@ class Execution:
             self.save_snapshot()
 
     async def wait_finished(self, node: str) -> None:
-        await self._finished[node].wait()
+        if not self.state.nodes[node].status.terminal:
+            await self._waiters.setdefault(node, asyncio.Event()).wait()
+
+    # --- what callbacks ask (shared with RetiredExecution) -----------------
+    @property
+    def done(self) -> bool:
+        return self.state.done
+
+    @property
+    def pods_started(self) -> int:
+        return self.state.pods_started
+
+    def has_node(self, node: str) -> bool:
+        return node in self.state.nodes
+
+    def token_of(self, node: str) -> str:
+        return self.state.nodes[node].token
+
+    def retire(self, same_nodes: RetiredExecution | None = None) -> RetiredExecution:
+        """The slim form kept for the history once the execution is done."""
+        return RetiredExecution(self.state, self._files, same_nodes)
 
     # --- persistence -------------------------------------------------------
     def changed(self, node: str) -> None:
@@ -250,5 +268,62 @@ class Execution:
 
     async def flushed(self) -> None:
         """Wait until every change so far is on disk (shutdown, tests)."""
+        while self._flush_task is not None and not self._flush_task.done():
+            await asyncio.shield(self._flush_task)
+
+
+class RetiredExecution:
+    """A finished execution of the history, as small as callbacks allow.
+
+    Callbacks for it are still accepted (SPEC A4.7) and its metrics stay exposed,
+    but its per-node job states live only on disk: 30 executions of 5,000 nodes
+    would otherwise hold 150,000 job objects. What remains is the node set
+    (shared with the previous execution when equal, as it usually is), the
+    tokens when callbackAuth needs them, and a journal for late results.
+    """
+
+    def __init__(
+        self,
+        state: ExecutionState,
+        files: StateFiles,
+        same_nodes: RetiredExecution | None = None,
+    ) -> None:
+        self.id = state.id
+        self.nodes: frozenset[str]
+        nodes: frozenset[str] = frozenset(state.nodes)
+        if same_nodes is not None and same_nodes.nodes == nodes:
+            nodes = same_nodes.nodes
+        self.nodes = nodes
+        self.tokens = {n: j.token for n, j in state.nodes.items() if j.token} or None
+        self.pods_started = state.pods_started
+        self._files = files
+        self._pending: list[bytes] = []
+        self._flush_task: asyncio.Task[None] | None = None
+
+    done = True
+
+    def has_node(self, node: str) -> bool:
+        return node in self.nodes
+
+    def token_of(self, node: str) -> str:
+        return (self.tokens or {}).get(node, "")
+
+    def result_received(self, node: str) -> bool:
+        if node not in self.nodes:
+            return False
+        self._pending.append(_encoder.encode(JournalEntry(node=node, result=True)) + b"\n")
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+        return True
+
+    async def _flush(self) -> None:
+        while self._pending:
+            lines, self._pending = b"".join(self._pending), []
+            try:
+                await self._files.append_journal(self.id, lines)
+            except OSError:
+                log.exception("cannot persist a late result of execution %s", self.id)
+
+    async def flushed(self) -> None:
         while self._flush_task is not None and not self._flush_task.done():
             await asyncio.shield(self._flush_task)

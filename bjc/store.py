@@ -277,6 +277,19 @@ class ReportStore:
         """(snapshot, journal) of an execution, None when it has no state."""
         return await self._run(self._read_state_sync, eid)
 
+    def _read_results_sync(self, eid: str, nodes: list[str]) -> dict[str, bytes]:
+        out = {}
+        for node in nodes:
+            try:
+                out[node] = self._target(eid, self.result_filename(node)).read_bytes()
+            except (OSError, ValueError):
+                continue  # a missing or unsafe name: nothing to restore
+        return out
+
+    async def read_results(self, eid: str, nodes: list[str]) -> dict[str, bytes]:
+        """The stored result bodies of `nodes` (one thread hop for all of them)."""
+        return await self._run(self._read_results_sync, eid, nodes)
+
     async def read_file(self, eid: str, filename: str) -> bytes:
         return await self._run(lambda: self._target(eid, filename).read_bytes())
 

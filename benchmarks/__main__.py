@@ -1,0 +1,122 @@
+"""`nox -s bench` / `python -m benchmarks`: run every benchmark, print a table,
+write benchmarks/results.json, and append the callback numbers to their history.
+
+Targets (issue 5) are printed next to the numbers; nothing is asserted here or
+in the tests: a slow, shared machine must not turn the test suite red.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import bench_callbacks, bench_controller, bench_metrics, bench_sim
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results.json"
+HISTORY = HERE / "callback_history.json"
+
+
+def _row(name: str, value: str, target: str = "", ok: bool | None = None) -> str:
+    mark = "" if ok is None else ("met" if ok else "MISSED")
+    return f"| {name} | {value} | {target} | {mark} |"
+
+
+def table(r: dict[str, Any]) -> str:
+    m = r["metrics_100k"]
+    mk = r["makespan_1000"]
+    rows = [
+        "| measure | value | target | |",
+        "|---|---|---|---|",
+        _row(
+            "metrics, 100k series: memory bjc / aioprometheus",
+            f"{m['bjc_mb']:.1f} MB / {m['aioprometheus_mb']:.1f} MB",
+            "≤ 1/6",
+            m["bjc_mb"] <= m["aioprometheus_mb"] / 6,
+        ),
+        _row(
+            "metrics, 100k series: set bjc / aioprometheus",
+            f"{m['bjc_set_s']:.3f} s / {m['aioprometheus_set_s']:.3f} s",
+            "≤ 1/5",
+            m["bjc_set_s"] <= m["aioprometheus_set_s"] / 5,
+        ),
+        _row(
+            "metrics, 100k series: render bjc / aioprometheus",
+            f"{m['bjc_render_s']:.3f} s / {m['aioprometheus_render_s']:.3f} s",
+            "≤ 1/4",
+            m["bjc_render_s"] <= m["aioprometheus_render_s"] / 4,
+        ),
+        _row(
+            "pod watch events processed (recorded stream)",
+            f"{r['watch_events_per_s']:,.0f} /s",
+            "≥ 10,000 /s",
+            r["watch_events_per_s"] >= 10_000,
+        ),
+        _row("`bjc run` RSS, idle", f"{r['idle_rss_mb']:.1f} MB", "≤ 80 MB", r["idle_rss_mb"] <= 80),
+        _row(
+            "`bjc run` RSS, 5,000 nodes, 30 executions",
+            f"{r['rss_5000_nodes_30_exec_mb']:.1f} MB",
+            "≤ 150 MB",
+            r["rss_5000_nodes_30_exec_mb"] <= 150,
+        ),
+        _row(
+            "makespan, 1,000 nodes, pool 10: bjc / floor",
+            f"{mk['bjc_s']:.2f} s / {mk['floor_s']:.2f} s ({mk['bjc_s'] / mk['floor_s']:.2f}×)",
+            "≤ 1.2×",
+            mk["bjc_s"] <= 1.2 * mk["floor_s"],
+        ),
+        _row(
+            "result callbacks, 10 series, 50 clients",
+            f"{r['callbacks_per_s']:,.0f} req/s, p99 {r['callback_p99_ms']:.1f} ms",
+            "no regression",
+        ),
+        _row("simulator: pod creates", f"{r['sim_creates_per_s']:,.0f} /s"),
+        _row("simulator: watch events", f"{r['sim_watch_events_per_s']:,.0f} /s"),
+    ]
+    return "\n".join(rows)
+
+
+def main(argv: list[str]) -> int:
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    for name, bench in [
+        ("metrics", bench_metrics),
+        ("controller", bench_controller),
+        ("callbacks", bench_callbacks),
+        ("sim", bench_sim),
+    ]:
+        t = time.perf_counter()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        results.update(bench.run())
+        print(f"bench: {name} done in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    results["machine"] = {"python": platform.python_version(), "cpus": _cpus()}
+    results["measured_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    results["bench_seconds"] = round(time.perf_counter() - started, 1)
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    history = json.loads(HISTORY.read_text()) if HISTORY.exists() else []
+    history.append(
+        {
+            "at": results["measured_at"],
+            "callbacks_per_s": round(results["callbacks_per_s"], 1),
+            "callback_p99_ms": round(results["callback_p99_ms"], 2),
+        }
+    )
+    HISTORY.write_text(json.dumps(history, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten {RESULTS.relative_to(HERE.parent)} in {results['bench_seconds']}s")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
