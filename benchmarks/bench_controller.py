@@ -434,7 +434,11 @@ def bench_history_rss(nodes: int = 5000, history: int = 30) -> dict[str, float]:
             asyncio.run(_wait_ready(ports["healthProbePort"], proc))
             ready = time.perf_counter() - start
             asyncio.run(
-                _wait_metric(metrics_port, r'^bjc_execution_progress\{executionID="(?!2026010100)\d+"\} 1(\.0)?$', 600)
+                _wait_metric(
+                    metrics_port,
+                    r'^bjc_execution_progress\{executionID="(?!2026010100)\d+"\} 1(\.0)?$',
+                    600,
+                )
             )
             return {
                 "rss_mb": rss_mb(proc.pid),

@@ -192,8 +192,12 @@ async def run_demo(args: argparse.Namespace, config_text: str, template_text: st
 
 
 async def _run_executions(runtime: Runtime, count: int) -> None:
-    """Run `count` executions back to back (the first is the start-up run)."""
+    """Run `count` executions back to back (the first is the start-up run, if configured)."""
     controller = runtime.controller
+    if runtime.elector is not None:
+        await runtime.elector.wait_leading()
+    if not runtime.config.run_on_startup:
+        await controller.trigger("demo")
     await controller.wait_completed(1)
     while controller.completed < count:
         await controller.trigger("demo")

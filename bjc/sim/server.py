@@ -856,9 +856,8 @@ class SimCluster:
                     wait = min(wait, max(0.0, next_bookmark - now))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), timeout=wait)
-        except (ConnectionResetError, asyncio.CancelledError):
-            store.watchers.discard(watcher)
-            raise
+        except ConnectionResetError:
+            return resp  # the client went away: nothing more to say
         finally:
             store.watchers.discard(watcher)
         with contextlib.suppress(ConnectionResetError):

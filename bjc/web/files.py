@@ -7,6 +7,9 @@ resolved path (symlinks included) must stay inside the root: the relative `lates
 link to a sibling execution directory is served, a link pointing anywhere outside the
 root answers 404.
 
+Hidden files (names starting with `.`: bjc's execution state, which holds the
+callback tokens, its journal and in-flight temporary files) are never served.
+
 Deliberately not here: uploads or any write access, and authentication (the Go
 controller had none either; put it behind the cluster's network policy).
 """
@@ -16,12 +19,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+
+
+@web.middleware
+async def _no_hidden_files(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if any(part.startswith(".") for part in request.match_info.get("filename", "").split("/")):
+        raise web.HTTPNotFound()
+    return await handler(request)
 
 
 def make_file_app(root: Path | str) -> web.Application:
     """Serve `root` (created if missing) read-only with directory listings."""
     directory = Path(root)
     directory.mkdir(parents=True, exist_ok=True)
-    app = web.Application()
+    app = web.Application(middlewares=[_no_hidden_files])
     app.router.add_static("/", directory, show_index=True, follow_symlinks=False)
     return app

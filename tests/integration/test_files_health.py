@@ -67,6 +67,17 @@ async def test_read_only_and_confined(tmp_path: Path, aiohttp_client: Any) -> No
     assert (root / E1 / "node-a.json").exists()
 
 
+async def test_hidden_files_are_never_served(tmp_path: Path, aiohttp_client: Any) -> None:
+    root = await reports(tmp_path)
+    await ReportStore(root).write_state(E2, b'{"nodes": {"node-a": {"token": "secret"}}}')
+    await ReportStore(root).append_journal(E2, b'{"node": "node-a"}\n')
+    client = await aiohttp_client(make_file_app(root))
+    for path in (f"/{E2}/.bjc-execution.json", "/latest/.bjc-execution.journal",
+                 f"/{E2}/%2Ebjc-execution.json", "/.hidden/x"):  # fmt: skip
+        assert (await client.get(path)).status == 404, path
+    assert (await client.get(f"/{E2}/node-a.json")).status == 200
+
+
 async def test_file_app_creates_missing_root(tmp_path: Path, aiohttp_client: Any) -> None:
     client = await aiohttp_client(make_file_app(tmp_path / "new"))
     assert (await client.get("/")).status == 200

@@ -617,6 +617,34 @@ async def test_handler_gzip_and_large_bodies(aiohttp_client: Any) -> None:
     assert stable(theirs) == stable(parse(m))
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "identity"])
+async def test_large_bodies_stream_in_pieces(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    import bjc.metrics
+
+    monkeypatch.setattr(bjc.metrics, "_STREAM_PIECE_BYTES", 4096)  # many pieces
+    m = big_metrics()
+    m.render()  # freeze the past execution: the stream inflates it piece by piece
+    client = await aiohttp_client(make_metrics_app(m))
+    resp = await client.get(
+        "/metrics", headers={"Accept-Encoding": encoding}, auto_decompress=False
+    )
+    assert resp.status == 200
+    raw = await resp.read()
+    if encoding == "gzip":
+        assert resp.headers["Content-Encoding"] == "gzip"
+        raw = gzip.decompress(raw)
+    else:
+        assert "Content-Encoding" not in resp.headers
+
+    def steady(text: bytes) -> list[bytes]:  # process_* values move between two renders
+        return [line for line in text.splitlines() if b"process_" not in line]
+
+    assert steady(raw) == steady(m.render()[0])
+    assert len(raw) > 10 * 4096
+
+
 async def test_handler_methods(aiohttp_client: Any) -> None:
     client = await aiohttp_client(make_metrics_app(Metrics(make_config())))
     assert (await client.head("/metrics")).status == 200

@@ -1,0 +1,117 @@
+"""`bjc demo` end to end, as a user runs it: a process, its report history, job scripts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bjc.execution import decode_state
+
+ROOT = Path(__file__).resolve().parents[2]
+A3_VARS = [
+    "EXECUTION_ID",
+    "NAMESPACE",
+    "NODE_NAME",
+    "CALLBACK_SERVICE_NAME",
+    "CALLBACK_SERVICE_PORT",
+    "CALLBACK_SERVICE_RESULT_URL",
+    "CALLBACK_SERVICE_FILE_URL",
+    "CALLBACK_SERVICE_EVENT_URL",
+]
+
+
+def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bjc", "demo", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def executions(reports: Path) -> list[Path]:
+    return sorted(p for p in reports.iterdir() if p.name.isdigit())
+
+
+def state(directory: Path):
+    journal = directory / ".bjc-execution.journal"
+    return decode_state(
+        (directory / ".bjc-execution.json").read_bytes(),
+        journal.read_bytes() if journal.exists() else None,
+    )
+
+
+def test_demo_runs_two_executions_and_leaves_a_complete_history(tmp_path):
+    reports = tmp_path / "reports"
+    done = demo("--nodes", "20", "--executions", "2", "--report-dir", str(reports))
+    assert done.returncode == 0, done.stderr
+    assert "reports" in done.stdout and "metrics" in done.stdout
+    dirs = executions(reports)
+    assert len(dirs) == 2
+    assert (reports / "latest").resolve() == dirs[-1].resolve()
+    for directory in dirs:
+        st = state(directory)
+        assert st.done and len(st.nodes) == 20
+        assert all(j.status in ("succeeded", "failed") for j in st.nodes.values())
+        for node, job in st.nodes.items():
+            if job.result:
+                result = json.loads((directory / f"{node}.json").read_text())
+                assert set(result) == {"disk_used_ratio", "failed_checks"}
+                assert (directory / f"{node}-report.txt").is_file()
+            assert (directory / f"{node}-container-check.log").is_file()  # savePodLog
+        assert sum(j.result for j in st.nodes.values()) >= 15  # ~5% of demo jobs crash
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_job_command_gets_the_pod_environment_and_its_curl_calls_work(tmp_path):
+    reports, envs = tmp_path / "reports", tmp_path / "envs"
+    envs.mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "name: seed\n"
+        'cronExpression: "42 3 * * *"\n'
+        "podPoolSize: 2\n"
+        "reportDirectory: /unused\n"
+        "callbackAuth: token\n"
+        "metrics:\n"
+        "  prefix: foo\n"
+        "  gauges:\n"
+        "    test:\n"
+        "      help: help ...\n"
+        "      labels: [label_a, label_b]\n"
+    )
+    command = f'env > "{envs}/$NODE_NAME.env" && sh {ROOT / "examples/job.sh"}'
+    done = demo(
+        "--nodes", "3", "--executions", "1", "--config", str(config),
+        "--report-dir", str(reports), "--job-command", command,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (directory,) = executions(reports)
+    eid = directory.name
+    st = state(directory)
+    assert sorted(st.nodes) == ["demo-node-001", "demo-node-002", "demo-node-003"]
+    for node, job in st.nodes.items():
+        assert job.status == "succeeded" and job.result, (node, job)  # every curl got 2xx
+        env = dict(
+            line.split("=", 1) for line in (envs / f"{node}.env").read_text().splitlines()
+            if "=" in line
+        )  # fmt: skip
+        assert all(var in env for var in A3_VARS)
+        assert env["NODE_NAME"] == node and env["EXECUTION_ID"] == eid
+        assert env["NAMESPACE"] == "bjc-demo"
+        base = f"http://{env['CALLBACK_SERVICE_NAME']}:{env['CALLBACK_SERVICE_PORT']}"
+        for route in ("result", "file", "event"):
+            url = env[f"CALLBACK_SERVICE_{route.upper()}_URL"]
+            assert url == f"{base}/report/{node}/{eid}/{route}?token={job.token}"
+        result = json.loads((directory / f"{node}.json").read_text())
+        assert [e["value"] for e in result["test"]] == [1.0, 2.554]
+        for name in ("summary.txt", "report.html", "a.log", "b.log"):
+            assert (directory / f"{node}-{name}").is_file(), name
+        assert node in (directory / f"{node}-summary.txt").read_text()
