@@ -1,4 +1,4 @@
-"""Developer sessions: `nox` runs lint and tests; bench and e2e are separate, longer sessions."""
+"""Developer sessions: `nox` runs lint and tests; `nox -s bench` is the separate, longer one."""
 
 import nox
 
@@ -12,6 +12,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "bjc", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "bjc", "tests", "benchmarks", "noxfile.py")
     session.run("mypy", "bjc")
+    session.run("hadolint", "Dockerfile")
 
 
 @nox.session
@@ -24,9 +25,3 @@ def tests(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks", *session.posargs)
-
-
-@nox.session
-def e2e(session: nox.Session) -> None:
-    session.install("-e", ".[test]")
-    session.run("pytest", "-q", "-m", "e2e", "tests/e2e", *session.posargs)
