@@ -230,7 +230,7 @@ class Controller:
             newest = max([*self.executions, *seen], default=None) or None
             eid = next_execution_id(dt.datetime.now(), newest)
             log.info("execution %s triggered (%s)", eid, reason)
-            self._runner = asyncio.create_task(self._start(eid), name=f"execution-{eid}")
+            self._runner = asyncio.create_task(self._logged(self._start(eid), eid))
             return True
 
     async def _replace_current(self) -> None:
@@ -272,9 +272,16 @@ class Controller:
         log.info("execution %s resumed (%d/%d jobs finished)", execution.id, *execution.counts())
         async with self._trigger_lock:
             self._runner = asyncio.create_task(
-                self._dispatch(execution), name=f"execution-{execution.id}"
+                self._logged(self._dispatch(execution), execution.id)
             )
         return True
+
+    @staticmethod
+    async def _logged(run: Awaitable[None], eid: str) -> None:
+        try:
+            await run
+        except Exception:
+            log.exception("execution %s stopped by an error", eid)
 
     async def _start(self, eid: str) -> None:
         nodes, _ = await self.kube.list(
@@ -360,7 +367,10 @@ class Controller:
             return
         job = execution.nodes[node]
         self._record_node_metrics(execution.id, node, job)
-        self.metrics.set_progress(execution.id, *execution.counts())
+        finished, total = execution.counts()
+        self.metrics.set_progress(execution.id, finished, total)
+        if finished * 10 // total != (finished - 1) * 10 // total:  # every tenth
+            log.info("execution %s: %d/%d jobs finished", execution.id, finished, total)
         if status is JobStatus.FAILED:
             log.info("execution %s node %s failed: %s", execution.id, node, reason or "pod failed")
         if self.config.save_pod_log and pod is not None:

@@ -180,7 +180,7 @@ class Execution:
         if job is None or job.status.terminal:
             return False
         now = time.time()
-        start = created if created is not None else job.created
+        start = job.created if job.created is not None else created
         job.status, job.reason, job.finished = status, reason, now
         if start is not None and status is not JobStatus.ABORTED:
             job.duration_ms = round((now - start) * 1000.0, 3)

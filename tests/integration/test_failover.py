@@ -51,6 +51,12 @@ async def test_only_the_leader_triggers_and_graceful_handover(tmp_path):
             await leader.controller.wait_completed(1)
         assert standby.controller.completed == 0 and not standby.controller.running
         assert not standby.leading
+        # only the leader is ready, so the Service sends callbacks to it
+        async with aiohttp.ClientSession() as http:
+            for runtime, status in ((leader, 200), (standby, 500)):
+                url = f"http://127.0.0.1:{runtime.ports['health']}/readyz"
+                async with http.get(url) as r:
+                    assert r.status == status, runtime.identity
 
         log: list = []
         leadership_log(standby, log)
