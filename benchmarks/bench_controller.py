@@ -324,9 +324,7 @@ def write_history(root: Path, nodes: list[str], executions: int) -> None:
             (d / f"{node}.json").write_bytes(
                 enc.encode({"check": [{"value": 1.0, "labels": {"kind": "disk"}}]})
             )
-        state = ExecutionState(
-            id=eid, started=1.0, nodes=jobs, finished=3.0, pods_started=len(nodes)
-        )
+        state = ExecutionState(id=eid, started=1.0, nodes=jobs, finished=3.0)
         (d / ".bjc-execution.json").write_bytes(enc.encode(state))
 
 

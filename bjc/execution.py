@@ -62,11 +62,15 @@ class ExecutionState(msgspec.Struct, omit_defaults=True):
     started: float
     nodes: dict[str, NodeJob]
     finished: float | None = None
-    pods_started: int = 0
 
     @property
     def done(self) -> bool:
         return self.finished is not None
+
+    @property
+    def pods_started(self) -> int:
+        """Job pods created (a job has its pod name once its pod exists)."""
+        return sum(1 for j in self.nodes.values() if j.pod)
 
 
 class JournalEntry(msgspec.Struct, omit_defaults=True):
@@ -114,7 +118,25 @@ def decode_state(snapshot: bytes, journal: bytes | None = None) -> ExecutionStat
     return state
 
 
-class Execution:
+class _Persisted:
+    """Coalesced writes: at most one flush task at a time, which drains what is pending."""
+
+    _flush_task: asyncio.Task[None] | None = None
+
+    def _schedule_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        raise NotImplementedError
+
+    async def flushed(self) -> None:
+        """Wait until every change so far is on disk (shutdown, tests)."""
+        while self._flush_task is not None and not self._flush_task.done():
+            await asyncio.shield(self._flush_task)
+
+
+class Execution(_Persisted):
     """A live execution: the state plus its persistence.
 
     A change is recorded as one journal line (appended off the event loop,
@@ -130,7 +152,6 @@ class Execution:
         self._dirty_nodes: dict[str, None] = {}
         self._snapshot_due = False
         self._journal_lines = 0
-        self._flush_task: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Event] = {}  # only for nodes someone waits on
         self.finished_jobs = sum(1 for j in state.nodes.values() if j.status.terminal)
 
@@ -168,7 +189,6 @@ class Execution:
         if job.status is not JobStatus.PENDING:
             return False
         job.status, job.pod, job.created = JobStatus.CREATED, pod, time.time()
-        self.state.pods_started += 1
         self.changed(node)
         return True
 
@@ -242,10 +262,6 @@ class Execution:
         self._snapshot_due = True
         self._schedule_flush()
 
-    def _schedule_flush(self) -> None:
-        if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
-
     async def _flush(self) -> None:
         while self._snapshot_due or self._dirty_nodes:
             if self._journal_lines > _COMPACT_RATIO * max(len(self.state.nodes), 1):
@@ -266,13 +282,8 @@ class Execution:
             except OSError:
                 log.exception("cannot persist execution %s", self.id)
 
-    async def flushed(self) -> None:
-        """Wait until every change so far is on disk (shutdown, tests)."""
-        while self._flush_task is not None and not self._flush_task.done():
-            await asyncio.shield(self._flush_task)
 
-
-class RetiredExecution:
+class RetiredExecution(_Persisted):
     """A finished execution of the history, as small as callbacks allow.
 
     Callbacks for it are still accepted (SPEC A4.7) and its metrics stay exposed,
@@ -298,7 +309,6 @@ class RetiredExecution:
         self.pods_started = state.pods_started
         self._files = files
         self._pending: list[bytes] = []
-        self._flush_task: asyncio.Task[None] | None = None
 
     done = True
 
@@ -312,8 +322,7 @@ class RetiredExecution:
         if node not in self.nodes:
             return False
         self._pending.append(_encoder.encode(JournalEntry(node=node, result=True)) + b"\n")
-        if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+        self._schedule_flush()
         return True
 
     async def _flush(self) -> None:
@@ -323,7 +332,3 @@ class RetiredExecution:
                 await self._files.append_journal(self.id, lines)
             except OSError:
                 log.exception("cannot persist a late result of execution %s", self.id)
-
-    async def flushed(self) -> None:
-        while self._flush_task is not None and not self._flush_task.done():
-            await asyncio.shield(self._flush_task)

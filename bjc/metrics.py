@@ -346,32 +346,26 @@ class SeriesFamily(Gauge):
         return result
 
 
-class _ComputedGauge(Gauge):
-    """A label-less gauge whose value is computed at scrape time (None: no series)."""
+class _Computed:
+    """A label-less series whose value is computed at scrape time (None: no series)."""
 
     def __init__(
         self, name: str, doc: str, compute: Callable[[], float | None], registry: Registry
     ) -> None:
-        super().__init__(name, doc, registry=registry)
+        super().__init__(name, doc, registry=registry)  # type: ignore[call-arg]
         self._compute = compute
 
-    def get_all(self) -> list[tuple[dict[str, str], float]]:  # type: ignore[override]
+    def get_all(self) -> list[tuple[dict[str, str], float]]:
         value = self._compute()
         return [] if value is None else [({}, value)]
 
 
-class _ComputedCounter(Counter):
-    """A label-less counter whose value is computed at scrape time."""
+class _ComputedGauge(_Computed, Gauge):  # type: ignore[misc]
+    pass
 
-    def __init__(
-        self, name: str, doc: str, compute: Callable[[], float | None], registry: Registry
-    ) -> None:
-        super().__init__(name, doc, registry=registry)
-        self._compute = compute
 
-    def get_all(self) -> list[tuple[dict[str, str], float]]:  # type: ignore[override]
-        value = self._compute()
-        return [] if value is None else [({}, value)]
+class _ComputedCounter(_Computed, Counter):  # type: ignore[misc]
+    pass
 
 
 class _ProcessStats:

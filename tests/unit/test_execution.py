@@ -1,0 +1,145 @@
+"""Execution state machine, its journal on disk, retirement, ids and node selection."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from bjc.controller import next_execution_id, select_nodes
+from bjc.execution import Execution, JobStatus, RetiredExecution, decode_state
+from bjc.kubetypes import Node, NodeCondition, NodeSpec, NodeStatus, ObjectMeta
+from bjc.store import JOURNAL_FILE, STATE_FILE, ReportStore
+
+EID = "202611270101"
+
+
+async def new_execution(
+    tmp_path: Path, nodes=("a", "b", "c"), **kw
+) -> tuple[Execution, ReportStore]:
+    store = ReportStore(tmp_path)
+    await store.create_execution(EID)
+    execution = Execution.new(EID, nodes, store, **kw)
+    await execution.flushed()
+    return execution, store
+
+
+async def on_disk(store: ReportStore):
+    snapshot, journal = await store.read_state(EID)
+    return decode_state(snapshot, journal)
+
+
+async def test_a_job_ends_exactly_once(tmp_path):
+    ex, _ = await new_execution(tmp_path)
+    assert ex.pod_created("a", "pod-a")
+    assert not ex.pod_created("a", "pod-a")
+    assert ex.finish("a", JobStatus.SUCCEEDED)
+    assert not ex.finish("a", JobStatus.FAILED, "late duplicate")
+    assert ex.nodes["a"].status is JobStatus.SUCCEEDED
+    assert not ex.finish("unknown-node", JobStatus.FAILED)
+    assert ex.counts() == (1, 3)
+    assert ex.nodes["a"].duration_ms is not None and ex.nodes["a"].duration_ms >= 0
+
+
+async def test_error_means_not_succeeded_or_no_result(tmp_path):
+    ex, _ = await new_execution(tmp_path)
+    ex.finish("a", JobStatus.SUCCEEDED)
+    ex.result_received("b")
+    ex.finish("b", JobStatus.SUCCEEDED)
+    ex.result_received("c")
+    ex.finish("c", JobStatus.FAILED)
+    assert [ex.nodes[n].error for n in "abc"] == [True, False, True]
+
+
+async def test_wait_finished_wakes_on_finish(tmp_path):
+    import asyncio
+
+    ex, _ = await new_execution(tmp_path)
+    waiter = asyncio.ensure_future(ex.wait_finished("a"))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    ex.finish("a", JobStatus.FAILED, "gone")
+    await asyncio.wait_for(waiter, 5)
+    await asyncio.wait_for(ex.wait_finished("a"), 5)  # already finished: returns at once
+
+
+async def test_changes_are_journaled_and_replayed(tmp_path):
+    ex, store = await new_execution(tmp_path, tokens=True)
+    ex.pod_created("a", "pod-a")
+    ex.result_received("a")
+    ex.finish("a", JobStatus.SUCCEEDED)
+    ex.finish("b", JobStatus.FAILED, "pod deleted")
+    await ex.flushed()
+    assert (tmp_path / EID / JOURNAL_FILE).is_file()
+    state = await on_disk(store)
+    assert state.nodes == ex.nodes
+    assert state.pods_started == 1 and not state.done
+    assert state.nodes["a"].token and state.nodes["a"].token != state.nodes["b"].token
+
+
+async def test_a_torn_journal_line_is_ignored(tmp_path):
+    ex, store = await new_execution(tmp_path)
+    ex.finish("a", JobStatus.SUCCEEDED)
+    await ex.flushed()
+    await store.append_journal(EID, b'{"node": "b", "job": {"stat')  # crash mid-write
+    state = await on_disk(store)
+    assert state.nodes["a"].status is JobStatus.SUCCEEDED
+    assert state.nodes["b"].status is JobStatus.PENDING
+
+
+async def test_long_journals_are_folded_into_a_snapshot(tmp_path):
+    ex, store = await new_execution(tmp_path, nodes=("a",))
+    for _ in range(6):  # more lines than 4 per node
+        ex.changed("a")
+        await ex.flushed()
+    assert not (tmp_path / EID / JOURNAL_FILE).exists()
+    ex.finish("a", JobStatus.SUCCEEDED)
+    ex.close()
+    await ex.flushed()
+    state = await on_disk(store)
+    assert state.done and state.nodes["a"].status is JobStatus.SUCCEEDED
+    assert (tmp_path / EID / STATE_FILE).is_file()
+
+
+async def test_abort_closes_every_unfinished_job(tmp_path):
+    ex, store = await new_execution(tmp_path)
+    ex.finish("a", JobStatus.SUCCEEDED)
+    assert ex.abort("replaced") == ["b", "c"]
+    assert ex.done and ex.nodes["b"].status is JobStatus.ABORTED
+    await ex.flushed()
+    assert (await on_disk(store)).done
+
+
+async def test_retired_execution_keeps_callbacks_working(tmp_path):
+    ex, store = await new_execution(tmp_path, tokens=True)
+    ex.abort("done")
+    await ex.flushed()
+    retired = ex.retire()
+    again = RetiredExecution(await on_disk(store), store, retired)
+    assert again.nodes is retired.nodes  # equal node sets are shared across the history
+    assert retired.has_node("a") and not retired.has_node("z")
+    assert retired.token_of("a") == ex.nodes["a"].token
+    assert retired.result_received("b") and not retired.result_received("z")
+    await retired.flushed()
+    assert (await on_disk(store)).nodes["b"].result
+
+
+def test_execution_ids_never_repeat():
+    t = dt.datetime(2026, 11, 27, 3, 4, 59)
+    assert next_execution_id(t, None) == "202611270304"
+    assert next_execution_id(t, "202611270303") == "202611270304"
+    assert next_execution_id(t, "202611270304") == "202611270305"  # same minute
+    assert next_execution_id(t, "202611270359") == "202611270400"  # ahead: after it
+    assert next_execution_id(t, "202612312359") == "202701010000"
+
+
+def test_node_selection():
+    def node(name, ready=True, unschedulable=False):
+        return Node(
+            metadata=ObjectMeta(name=name),
+            spec=NodeSpec(unschedulable=unschedulable),
+            status=NodeStatus(conditions=[NodeCondition("Ready", "True" if ready else "False")]),
+        )
+
+    nodes = [node("b"), node("a"), node("down", ready=False), node("cordoned", unschedulable=True)]
+    assert select_nodes(nodes, run_on_unscheduled=False) == ["a", "b"]
+    assert select_nodes(nodes, run_on_unscheduled=True) == ["a", "b", "cordoned"]
