@@ -15,7 +15,8 @@ from aiohttp import web
 
 async def serve(app: web.Application, host: str | None, port: int) -> web.AppRunner:
     """Start `app` on host:port (port 0 picks a free one); the caller owns the runner."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # in-flight requests get 5 s to finish on shutdown (SIGTERM must exit within seconds)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:

@@ -299,3 +299,30 @@ async def test_history_is_pruned_with_its_metrics(tmp_path):
             async with http.post(url, json=body) as r:
                 assert r.status == 406
                 assert (await r.text()).startswith("node / execution ID not allowed")
+
+
+async def test_job_events_become_kubernetes_events_regarding_the_job_pod(tmp_path):
+    async def job(pod: RunningPod) -> int:
+        event = {"warning": True, "reason": "DiskFull", "message": "disk %s at %d%%",
+                 "args": ["/var", "91"]}  # fmt: skip
+        async with aiohttp.ClientSession() as http:
+            async with http.post(pod.env["CALLBACK_SERVICE_EVENT_URL"], json=event) as r:
+                assert r.status == 200, await r.text()
+        return await post_result(pod)
+
+    async with cluster(tmp_path) as c:
+        c.add_nodes(2)
+        await c.start_agent(JobBehaviour(run=job))
+        runtime = await c.start_controller(dev_mode=False)
+        await run_one(runtime)
+        jobs = runtime.controller.current.nodes
+        events = c.sim.list("events.events.k8s.io", NAMESPACE)
+        assert sorted(e["regarding"]["name"] for e in events) == sorted(
+            j.pod for j in jobs.values()
+        )
+        for event in events:
+            pod = c.sim.get("pods", NAMESPACE, event["regarding"]["name"])
+            assert event["regarding"]["uid"] == pod["metadata"]["uid"]
+            assert event["type"] == "Warning" and event["reason"] == "DiskFull"
+            assert event["note"] == "disk /var at 91%"
+            assert event["action"] == "n/a" and event["reportingController"] == "batch"

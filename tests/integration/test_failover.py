@@ -100,6 +100,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def post_result_retrying(pod: RunningPod) -> int:
+    """Report like a job script with `curl --retry`: the controller may be down a while."""
+    body = {"checks": [{"value": 2.0, "labels": {"kind": "disk"}}]}
+    url = pod.env["CALLBACK_SERVICE_RESULT_URL"]
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.post(url, json=body) as r:
+                    if r.status == 200:
+                        return 0
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    return 1
+
+
 async def test_controller_killed_mid_execution_resumes_without_losing_results(tmp_path):
     crashed, six_started = asyncio.Event(), asyncio.Event()
     started: list[str] = []
@@ -110,18 +126,7 @@ async def test_controller_killed_mid_execution_resumes_without_losing_results(tm
             six_started.set()
         if len(started) > 4:
             await crashed.wait()  # these run on while no controller is up
-        body = {"checks": [{"value": 2.0, "labels": {"kind": "disk"}}]}
-        url = pod.env["CALLBACK_SERVICE_RESULT_URL"]
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):  # like a job script's curl --retry
-                try:
-                    async with http.post(url, json=body) as r:
-                        if r.status == 200:
-                            return 0
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        return 1
+        return await post_result_retrying(pod)
 
     async with cluster(tmp_path) as c:
         nodes = c.add_nodes(10)
@@ -161,3 +166,41 @@ async def test_controller_killed_mid_execution_resumes_without_losing_results(tm
         for node in nodes:  # rebuilt from disk for the early ones, live for the rest
             assert samples[("bjc_test_checks", node)] == 2.0, node
             assert samples[("bjc_test_processing", node)] == 0.0, node
+
+
+async def test_pods_that_vanish_while_no_controller_runs_are_failures(tmp_path):
+    gate, all_started = asyncio.Event(), asyncio.Event()
+    started: list[str] = []
+
+    async def job(pod: RunningPod) -> int:
+        started.append(pod.node)
+        if len(started) == 3:
+            all_started.set()
+        await gate.wait()
+        return await post_result_retrying(pod)
+
+    async with cluster(tmp_path) as c:
+        c.add_nodes(3)
+        await c.start_agent(JobBehaviour(run=job))
+        port, reports = free_port(), tmp_path / "reports"
+        first = await c.start_controller(podPoolSize=3, callback_port=port, report_dir=reports)
+        await first.controller.trigger("test")
+        async with asyncio.timeout(BOUND):
+            await all_started.wait()
+        execution = first.controller.current
+        await execution.flushed()
+        assert all(j.status is JobStatus.CREATED for j in execution.nodes.values())
+        eid, vanished = execution.id, execution.nodes["node-000"].pod
+        await crash(first)
+        c.runtimes.remove(first)
+        await c.kube.delete(f"/api/v1/namespaces/jobs/pods/{vanished}")
+        gate.set()
+
+        second = await c.start_controller(podPoolSize=3, callback_port=port, report_dir=reports)
+        async with asyncio.timeout(BOUND):
+            await second.controller.wait_completed(1)
+        jobs = second.controller.executions[eid].nodes
+        assert jobs["node-000"].status is JobStatus.FAILED
+        assert "vanished" in jobs["node-000"].reason
+        assert jobs["node-001"].status is JobStatus.SUCCEEDED and jobs["node-001"].result
+        assert jobs["node-002"].status is JobStatus.SUCCEEDED and jobs["node-002"].result
