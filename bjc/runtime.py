@@ -140,6 +140,12 @@ class Runtime:
         self.ports: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._started_once = False
+        self._history_current = False
+
+    @property
+    def serving(self) -> bool:
+        """Ready for callbacks: leading, with the history reloaded and resumed."""
+        return self.leading and self._history_current
 
     @property
     def leading(self) -> bool:
@@ -174,7 +180,7 @@ class Runtime:
         c.callback_service_port = self.ports["callback"]
         checks = {"report-directory": report_directory_check(self.store.root)}
         checks.update({f"{n}-server": runner_check(r) for n, r in self.runners.items()})
-        health = make_health_app(checks, is_ready=lambda: self.leading)
+        health = make_health_app(checks, is_ready=lambda: self.serving)
         self.runners["health"] = await serve(health, self.bind_host, c.health_probe_port)
         self.ports["health"] = bound_port(self.runners["health"])
 
@@ -195,6 +201,7 @@ class Runtime:
     def _on_leadership(self, leading: bool) -> None:
         """Synchronous, so a lost Lease stops triggering before anything else runs."""
         self.metrics.set_leader(leading)
+        self._history_current = False
         if leading:
             log.info("leading as %s", self.identity)
             self._spawn("lead", self._lead())
@@ -211,6 +218,7 @@ class Runtime:
             await step_down
         # another leader may have written the (shared) report directory meanwhile
         resumed = await self.controller.resume(await self.controller.load())
+        self._history_current = True  # now callbacks of every kept execution are known
         startup = None
         if self.config.run_on_startup and not self._started_once and not resumed:
             startup = self.config.startup_delay
