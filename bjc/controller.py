@@ -43,7 +43,7 @@ from bjc.kubetypes import Node, Pod
 from bjc.metrics import Metrics
 from bjc.reconciler import PodWatcher
 from bjc.store import ReportStore
-from bjc.web.callback import ResultEntry, result_decoder
+from bjc.web.callback import apply_result, result_decoder
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +71,6 @@ def select_nodes(nodes: list[Node], run_on_unscheduled: bool) -> list[str]:
         for n in nodes
         if n.ready and (run_on_unscheduled or not n.spec.unschedulable)
     )
-
-
-def apply_result(
-    metrics: Metrics, config: Config, eid: str, node: str, result: dict[str, list[ResultEntry]]
-) -> None:
-    """Set the configured gauges of a stored result (names not configured expose nothing)."""
-    for suffix, entries in result.items():
-        if suffix in config.metrics.gauges:
-            for entry in entries:
-                try:
-                    metrics.set_result(eid, node, suffix, entry.labels, entry.value)
-                except (KeyError, ValueError) as e:
-                    log.warning(
-                        "execution %s node %s: result %s not restored: %s", eid, node, suffix, e
-                    )
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -186,8 +171,9 @@ class Controller:
         for node, body in (await self.store.read_results(state.id, with_result)).items():
             try:
                 apply_result(self.metrics, self.config, state.id, node, result_decoder.decode(body))
-            except msgspec.DecodeError as e:
-                log.warning("execution %s node %s: stored result unreadable: %s", state.id, node, e)
+            except (msgspec.DecodeError, KeyError, ValueError) as e:
+                # e.g. a gauge's labels changed in the config since the result was stored
+                log.warning("execution %s node %s: result not restored: %s", state.id, node, e)
         finished = sum(1 for j in state.nodes.values() if j.status.terminal)
         self.metrics.set_progress(state.id, finished, len(state.nodes))
 

@@ -146,6 +146,20 @@ def _check_result(config: Config, result: dict[str, list[ResultEntry]]) -> None:
                 )
 
 
+def apply_result(
+    metrics: CallbackMetrics,
+    config: Config,
+    eid: str,
+    node: str,
+    result: dict[str, list[ResultEntry]],
+) -> None:
+    """Set the configured gauges of a result; suffixes not configured expose nothing."""
+    for suffix, entries in result.items():
+        if suffix in config.metrics.gauges:
+            for entry in entries:
+                metrics.set_result(eid, node, suffix, entry.labels, entry.value)
+
+
 async def post_result(request: web.Request) -> web.Response:
     node, eid = await _admit(request)
     app = request.app
@@ -164,14 +178,10 @@ async def post_result(request: web.Request) -> web.Response:
     except ExecutionNotFound:
         return _text(406, NOT_ALLOWED)
     metrics = app[METRICS]
-    for suffix, entries in result.items():
-        if suffix not in config.metrics.gauges:
-            continue
-        for entry in entries:
-            try:
-                metrics.set_result(eid, node, suffix, entry.labels, entry.value)
-            except (KeyError, ValueError) as e:
-                return _text(400, f"invalid result: {suffix}: {e}")
+    try:
+        apply_result(metrics, config, eid, node, result)
+    except (KeyError, ValueError) as e:
+        return _text(400, f"invalid result: {e}")
     metrics.set_processing(eid, node, 0)
     await app[TARGET].result_received(node, eid)
     return web.Response(status=200)
