@@ -462,14 +462,13 @@ def _register_process_metrics(registry: Registry) -> None:
 class _ResultGauge:
     """A configured gauge (`metrics.gauges.<suffix>`): its family and key builder."""
 
-    __slots__ = ("blocks", "expected", "family", "latest_separate", "make_key", "names", "size")
+    __slots__ = ("blocks", "family", "latest_separate", "make_key", "names", "size")
 
     def __init__(self, family: SeriesFamily, names: tuple[str, ...]) -> None:
         self.family = family
         self.blocks = family.blocks
         self.size = len(names)
         self.names = names  # the label names the job reports, configured order
-        self.expected = frozenset(names)
         fields = family.key_fields
         # make_key(labels, node, execution_id) -> the series key in `fields` order.
         # Reported values are interned: they repeat across nodes and executions, and
@@ -506,6 +505,11 @@ class _ResultGauge:
             self.make_key = make_key
         # Only when executionID is part of the key does "latest" need a key of its own.
         self.latest_separate = EXECUTION_ID in fields
+
+
+    def conform(self, labels: Mapping[str, str]) -> dict[str, str]:
+        """The configured labels only, a missing one as "" (the Go controller's rule)."""
+        return {name: labels.get(name, "") for name in self.names}
 
 
 class Metrics:
@@ -669,11 +673,11 @@ class Metrics:
     ) -> None:
         """Set `<prefix>_<suffix>{<configured labels>,node,executionID}`.
 
-        Raises KeyError for a suffix that is not configured and ValueError when the
-        label names are not exactly the configured ones (naming the missing and the
-        unexpected ones). `node` and `executionID` always come from the arguments; the
-        same keys in `labels` are ignored, as in the Go controller. Label values must
-        be strings (the callback decodes them as such).
+        Raises KeyError for a suffix that is not configured. Labels are taken as the
+        Go controller takes them: a configured label that is missing gets "", labels
+        that are not configured are ignored, and `node` / `executionID` always come
+        from the arguments. Label values must be strings (the callback decodes them
+        as such).
         """
         # The hot path of every callback: kept flat (SeriesFamily.put is inlined).
         try:
@@ -681,12 +685,12 @@ class Metrics:
         except KeyError:
             raise KeyError(f"{suffix!r} is not a configured gauge (metrics.gauges)") from None
         if len(labels) != gauge.size:
-            self._check_labels(suffix, gauge, labels)
+            labels = gauge.conform(labels)
         try:
             key = gauge.make_key(labels, node, execution_id)
         except KeyError:
-            self._check_labels(suffix, gauge, labels)
-            raise
+            labels = gauge.conform(labels)
+            key = gauge.make_key(labels, node, execution_id)
         block = gauge.blocks.get(execution_id)
         if block is None or block.series is None:
             block = gauge.family.writable(execution_id)
@@ -696,20 +700,6 @@ class Metrics:
             if gauge.latest_separate:
                 key = gauge.make_key(labels, node, LATEST)
             gauge.family.put(LATEST, key, value)
-
-    @staticmethod
-    def _check_labels(suffix: str, gauge: _ResultGauge, labels: Mapping[str, str]) -> None:
-        given = set(labels) - {NODE, EXECUTION_ID}
-        if given == gauge.expected:
-            return
-        missing = sorted(gauge.expected - given)
-        unexpected = sorted(given - gauge.expected)
-        parts = []
-        if missing:
-            parts.append(f"missing {missing}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected}")
-        raise ValueError(f"gauge {suffix!r} has labels {list(gauge.names)}: " + ", ".join(parts))
 
     def remove_execution(self, execution_id: str) -> None:
         """Remove every series of the execution from every per-execution metric.

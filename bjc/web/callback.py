@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 NOT_ALLOWED = "node / execution ID not allowed"
 _CHUNK = 256 * 1024
 ROUTES = ("result", "file", "event")
-_URL_LABELS = frozenset({"node", "executionID"})
 
 
 class CallbackTarget(Protocol):
@@ -128,22 +127,10 @@ def _check_result(config: Config, result: dict[str, list[ResultEntry]]) -> None:
     if not result:
         raise ValueError("empty result: at least one metric is required")
     prefix = config.metrics.prefix
-    gauges = config.metrics.gauges
-    for suffix, entries in result.items():
+    for suffix in result:
         name = f"{prefix}_{suffix}" if prefix else suffix
         if not suffix or not is_valid_metric_name(name):
             raise ValueError(f"result key {suffix!r} gives an invalid metric name {name!r}")
-        gauge = gauges.get(suffix)
-        if gauge is None:
-            continue
-        want = set(gauge.labels)
-        for i, entry in enumerate(entries):
-            # node and executionID come from the URL; given as labels they are ignored.
-            if set(entry.labels) - _URL_LABELS != want:
-                raise ValueError(
-                    f"{suffix}[{i}]: labels {sorted(entry.labels)} do not match "
-                    f"the configured labels {sorted(want)}"
-                )
 
 
 def apply_result(
