@@ -430,6 +430,3 @@ class Controller:
     async def wait_completed(self, count: int) -> None:
         async with self.execution_done:
             await self.execution_done.wait_for(lambda: self.completed >= count)
-
-
-__all__ = ["Controller", "ExecutionState", "next_execution_id", "select_nodes"]

@@ -506,7 +506,6 @@ class _ResultGauge:
         # Only when executionID is part of the key does "latest" need a key of its own.
         self.latest_separate = EXECUTION_ID in fields
 
-
     def conform(self, labels: Mapping[str, str]) -> dict[str, str]:
         """The configured labels only, a missing one as "" (the Go controller's rule)."""
         return {name: labels.get(name, "") for name in self.names}
