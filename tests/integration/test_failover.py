@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import aiohttp
@@ -116,7 +117,7 @@ async def post_result_retrying(pod: RunningPod) -> int:
     return 1
 
 
-async def test_controller_killed_mid_execution_resumes_without_losing_results(tmp_path):
+async def test_controller_killed_mid_execution_resumes_without_losing_results(tmp_path, caplog):
     crashed, six_started = asyncio.Event(), asyncio.Event()
     started: list[str] = []
 
@@ -133,20 +134,31 @@ async def test_controller_killed_mid_execution_resumes_without_losing_results(tm
         await c.start_agent(JobBehaviour(run=job))
         port = free_port()
         reports = tmp_path / "reports"
-        first = await c.start_controller(podPoolSize=3, callback_port=port, report_dir=reports)
+        # runOnStartup with a delay no test waits for: only its log line shows it was planned
+        caplog.set_level(logging.INFO)
+        startup = {"runOnStartup": True, "startupDelay": "1h"}
+        first = await c.start_controller(
+            podPoolSize=3, callback_port=port, report_dir=reports, **startup
+        )
         await first.controller.trigger("test")
         async with asyncio.timeout(BOUND):
             await six_started.wait()
+        assert "start-up execution in 3600s" in caplog.text
         eid = first.controller.current.id
         done_before = [n for n, j in first.controller.current.nodes.items() if j.result]
         assert done_before, "some results should have arrived before the crash"
         await crash(first)
         c.runtimes.remove(first)
         crashed.set()
+        caplog.clear()
 
-        second = await c.start_controller(podPoolSize=3, callback_port=port, report_dir=reports)
+        second = await c.start_controller(
+            podPoolSize=3, callback_port=port, report_dir=reports, **startup
+        )
         async with asyncio.timeout(BOUND):
             await second.controller.wait_completed(1)
+        # the resumed execution was the start-up run: none is planned after it
+        assert "resumed" in caplog.text and "start-up execution" not in caplog.text
         execution = second.controller.executions[eid]
         assert execution.state.done
         assert sorted(execution.nodes) == nodes
