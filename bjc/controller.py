@@ -38,7 +38,7 @@ from bjc.execution import (
     RetiredExecution,
     decode_state,
 )
-from bjc.kube import ApiError, KubeClient
+from bjc.kube import ApiError, KubeClient, delete_options
 from bjc.kubetypes import Node, Pod
 from bjc.metrics import Metrics
 from bjc.reconciler import PodWatcher
@@ -322,7 +322,7 @@ class Controller:
                 "DELETE",
                 f"/api/v1/namespaces/{self.namespace}/pods",
                 params={"labelSelector": selector},
-                body={"propagationPolicy": "Background"},
+                body=delete_options("Background"),
             )
         except (ApiError, aiohttp.ClientError) as e:
             log.warning("cannot delete earlier job pods: %s", e)

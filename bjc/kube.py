@@ -330,7 +330,7 @@ class KubeClient:
     async def delete(self, path: str, *, propagation: str = "Background") -> bool:
         """Delete; False when it was already gone."""
         try:
-            await self.request("DELETE", path, body={"propagationPolicy": propagation})
+            await self.request("DELETE", path, body=delete_options(propagation))
             return True
         except ApiError as e:
             if e.status == 404:
@@ -383,6 +383,11 @@ class KubeClient:
                         yield _decode_event(line, decoder)
             if buf.strip():
                 yield _decode_event(buf, decoder)
+
+
+def delete_options(propagation: str = "Background") -> dict[str, str]:
+    """The DeleteOptions body of a delete or deletecollection."""
+    return {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
 
 
 def _decode_event(line: bytes, decoder: msgspec.json.Decoder[T]) -> WatchEvent[T]:
