@@ -1,4 +1,4 @@
-"""Developer sessions: `nox` runs lint and tests; `nox -s bench` is the separate, longer one."""
+"""Developer sessions: `nox` runs lint and tests; `nox -s bench` and `nox -s e2e` are separate."""
 
 import nox
 
@@ -25,3 +25,13 @@ def tests(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """Against a real kube-apiserver + etcd (KUBEBUILDER_ASSETS, else built into a cache)."""
+    session.install("-e", ".[test]")
+    # a failed build is not a failed session: the tests then skip, saying why
+    session.run("bash", "tests/e2e/build_binaries.sh", external=True, success_codes=[0, 1])
+    env = {"BJC_E2E": "1", "BJC_E2E_NO_BUILD": "1"}
+    session.run("pytest", "-q", "-rs", "tests/e2e", *session.posargs, env=env)

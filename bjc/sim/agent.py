@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -176,8 +177,12 @@ class NodeAgent:
         job_command: str | None = None,
         namespace: str | None = None,
         max_retries: int = 20,
+        headers: dict[str, str] | None = None,
+        ssl: bool | _ssl.SSLContext | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self.headers = dict(headers or {})  # e.g. Authorization for a real apiserver
+        self.ssl = ssl  # None: aiohttp's default verification
         self.node_names = set(node_names) if node_names is not None else None
         self.behaviour = behaviour or JobBehaviour()
         self.job_command = job_command
@@ -193,8 +198,12 @@ class NodeAgent:
     # --- lifecycle ---
 
     async def start(self) -> None:
+        connector = aiohttp.TCPConnector(ssl=self.ssl) if self.ssl is not None else None
         self._session = aiohttp.ClientSession(
-            read_bufsize=1 << 20, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
+            connector=connector,
+            headers=self.headers,
+            read_bufsize=1 << 20,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
         self._loop_task = asyncio.create_task(self._run(), name="bjc-sim-agent-watch")
 
