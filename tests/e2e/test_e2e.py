@@ -24,10 +24,11 @@ import aiohttp
 import pytest
 import yaml
 
-from bjc.execution import JobStatus, decode_state
+from bjc.execution import JobStatus
 from bjc.kube import Credentials, KubeClient
 from bjc.podspec import EXECUTION_LABEL, OWNER_LABEL
 from bjc.sim import JobBehaviour, NodeAgent, RunningPod
+from tests.report_files import execution_dirs, state
 
 from .conftest import ApiServer, free_port
 
@@ -175,20 +176,6 @@ async def create_ready_nodes(kube: KubeClient) -> None:
             "lastTransitionTime": now,
         }
         await kube.patch(f"/api/v1/nodes/{name}/status", {"status": {"conditions": [ready]}})
-
-
-def execution_dirs(reports: Path) -> list[Path]:
-    if not reports.is_dir():
-        return []
-    return sorted(p for p in reports.iterdir() if p.name.isdigit())
-
-
-def state(directory: Path):
-    journal = directory / ".bjc-execution.journal"
-    return decode_state(
-        (directory / ".bjc-execution.json").read_bytes(),
-        journal.read_bytes() if journal.exists() else None,
-    )
 
 
 def completed_state(reports: Path):

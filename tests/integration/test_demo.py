@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bjc.execution import decode_state
+from tests.report_files import execution_dirs, state
 
 ROOT = Path(__file__).resolve().parents[2]
 A3_VARS = [
@@ -36,24 +36,12 @@ def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
-def executions(reports: Path) -> list[Path]:
-    return sorted(p for p in reports.iterdir() if p.name.isdigit())
-
-
-def state(directory: Path):
-    journal = directory / ".bjc-execution.journal"
-    return decode_state(
-        (directory / ".bjc-execution.json").read_bytes(),
-        journal.read_bytes() if journal.exists() else None,
-    )
-
-
 def test_demo_runs_two_executions_and_leaves_a_complete_history(tmp_path):
     reports = tmp_path / "reports"
     done = demo("--nodes", "20", "--executions", "2", "--report-dir", str(reports))
     assert done.returncode == 0, done.stderr
     assert "reports" in done.stdout and "metrics" in done.stdout
-    dirs = executions(reports)
+    dirs = execution_dirs(reports)
     assert len(dirs) == 2
     assert (reports / "latest").resolve() == dirs[-1].resolve()
     for directory in dirs:
@@ -93,7 +81,7 @@ def test_job_command_gets_the_pod_environment_and_its_curl_calls_work(tmp_path):
         "--report-dir", str(reports), "--job-command", command,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    (directory,) = executions(reports)
+    (directory,) = execution_dirs(reports)
     eid = directory.name
     st = state(directory)
     assert sorted(st.nodes) == ["demo-node-001", "demo-node-002", "demo-node-003"]
