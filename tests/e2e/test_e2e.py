@@ -1,4 +1,5 @@
-"""bjc against a real kube-apiserver: the shipped manifests, their RBAC, one execution.
+"""bjc against a real kube-apiserver: the shipped manifests, their RBAC, one execution,
+and a leader failover between two controller processes.
 
 kubectl applies `manifests/base` into a fresh namespace; the Deployment never runs
 (no scheduler, no kubelet), so `bjc run` runs here as a process with a kubeconfig
@@ -15,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,12 +87,15 @@ def apply_manifests(api: ApiServer, tmp: Path) -> None:
     api.kubectl("apply", "-k", str(overlay))
 
 
-def override_config_map(api: ApiServer, ports: dict[str, int]) -> dict[str, Any]:
-    """The shipped ConfigMap with loopback ports and an immediate start-up run."""
+def override_config_map(
+    api: ApiServer, ports: dict[str, int], target: str = "bjc", run_on_startup: bool = True
+) -> dict[str, Any]:
+    """The shipped ConfigMap, written as `target`, with loopback ports and (by default)
+    an immediate start-up run. `name:` is kept, so every copy shares one Lease."""
     cm = yaml.safe_load(api.kubectl("get", "configmap", "bjc", "-n", NAMESPACE, "-o", "yaml"))
     config = yaml.safe_load(cm["data"]["config.yaml"])
     config.update(
-        runOnStartup=True,
+        runOnStartup=run_on_startup,
         startupDelay="1s",
         callbackServiceName="",
         callbackServicePort=ports["callback"],
@@ -100,10 +105,28 @@ def override_config_map(api: ApiServer, ports: dict[str, int]) -> dict[str, Any]
     config["metrics"]["port"] = ports["metrics"]
     assert "failed_checks" in config["metrics"]["gauges"]  # what post_result_and_event posts
     cm["data"]["config.yaml"] = yaml.safe_dump(config)
+    cm["metadata"]["name"] = target
     for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "annotations"):
         cm["metadata"].pop(key, None)
     api.kubectl("apply", "-f", "-", input=yaml.safe_dump(cm))
     return config
+
+
+def lease_path(config: dict[str, Any]) -> str:
+    """The Lease every controller with this config's `name:` elects its leader on."""
+    return (
+        f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/"
+        f"{config['name']}-leader-election"
+    )
+
+
+async def readyz_status(http: aiohttp.ClientSession, port: int) -> int | None:
+    """The status of a controller's /readyz, or None when nothing answers."""
+    try:
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+            return resp.status
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return None
 
 
 async def create_controller_pod(kube: KubeClient) -> dict[str, Any]:
@@ -202,27 +225,37 @@ class ControllerProcess:
 
 
 async def start_controller(
-    api: ApiServer, tmp: Path, reports: Path, config_map: str = "bjc"
+    api: ApiServer,
+    tmp: Path,
+    reports: Path,
+    config_map: str = "bjc",
+    hostname: str = CONTROLLER_POD,
 ) -> ControllerProcess:
     token = api.kubectl("create", "token", "bjc", "-n", NAMESPACE, "--duration", "1h").strip()
-    kubeconfig = api.write_kubeconfig(tmp / "bjc.kubeconfig", token, NAMESPACE)
+    kubeconfig = api.write_kubeconfig(tmp / f"{hostname}.kubeconfig", token, NAMESPACE)
     drop = ("NAMESPACE", "CONFIG_MAP_NAME", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
     environ = {k: v for k, v in os.environ.items() if k not in drop}
     environ.update(
         KUBECONFIG=str(kubeconfig),
         NAMESPACE=NAMESPACE,
         CONFIG_MAP_NAME=config_map,
-        HOSTNAME=CONTROLLER_POD,
+        HOSTNAME=hostname,
         POD_IP="127.0.0.1",
         REPORT_DIRECTORY=str(reports),
     )
-    log = tmp / "bjc.log"
+    log = tmp / f"{hostname}.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bjc", "run",
             cwd=ROOT, env=environ, stdout=out, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
     return ControllerProcess(proc, log)
+
+
+async def stop_controller(controller: ControllerProcess) -> int:
+    """SIGTERM and the exit code, bounded by BOUND."""
+    controller.proc.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(controller.proc.wait(), BOUND)
 
 
 @pytest.fixture
@@ -308,11 +341,7 @@ async def test_execution_on_real_apiserver_under_manifest_rbac(
                 )
 
             # the Lease, as client-go writes it
-            lease_path = (
-                f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/"
-                f"{config['name']}-leader-election"
-            )
-            lease = await kube.get(lease_path, dict)
+            lease = await kube.get(lease_path(config), dict)
             spec = lease["spec"]
             assert spec["holderIdentity"] == CONTROLLER_POD
             assert (
@@ -335,13 +364,97 @@ async def test_execution_on_real_apiserver_under_manifest_rbac(
                 assert event["type"] == "Normal"
 
             # SIGTERM: exit 0 and hand the Lease back
-            controller.proc.send_signal(signal.SIGTERM)
-            rc = await asyncio.wait_for(controller.proc.wait(), BOUND)
+            rc = await stop_controller(controller)
             stopped = True
             assert rc == 0, controller.output()[-5000:]
-            lease = await kube.get(lease_path, dict)
+            lease = await kube.get(lease_path(config), dict)
             assert lease["spec"].get("holderIdentity", "") == "", lease["spec"]
         finally:
             if not stopped and controller.proc.returncode is None:
                 controller.proc.kill()
                 await controller.proc.wait()
+
+
+async def test_leader_failover_between_two_controllers(apiserver: ApiServer, tmp_path) -> None:
+    """Two `bjc run` on one Lease and one report directory: SIGTERM hands over in ~1 retry."""
+    if not apiserver.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found").strip():
+        apply_manifests(apiserver, tmp_path)  # run alone (-k)
+    # one ConfigMap each (the ports come from it), one `name:` and so one Lease
+    ports = {
+        host: {k: free_port() for k in ("callback", "files", "health", "metrics")}
+        for host in ("bjc-failover-a", "bjc-failover-b")
+    }
+    configs = {
+        host: override_config_map(apiserver, p, target=host, run_on_startup=False)
+        for host, p in ports.items()
+    }
+    assert len({c["name"] for c in configs.values()}) == 1  # hence one Lease
+    path = lease_path(configs["bjc-failover-a"])
+    reports = tmp_path / "reports"  # shared, like the Deployment's volume
+    controllers: dict[str, ControllerProcess] = {}
+
+    def output(host: str) -> str:
+        return f"--- {host}:\n{controllers[host].output()[-3000:]}"
+
+    async def settled(kube: KubeClient, http: aiohttp.ClientSession) -> tuple[str, dict[str, Any]]:
+        """Exactly one leads: holds the Lease and is ready, while every other one is not."""
+        while True:
+            for host, c in controllers.items():
+                assert c.proc.returncode is None, output(host)
+            lease = await kube.get_or_none(path, dict)  # none until the first one acquires
+            spec = lease["spec"] if lease else {}
+            holder = spec.get("holderIdentity") or ""
+            if holder in controllers:
+                status = {h: await readyz_status(http, ports[h]["health"]) for h in controllers}
+                others = [s for h, s in status.items() if h != holder]
+                if status[holder] == 200 and all(s is not None and s != 200 for s in others):
+                    return holder, spec
+            await asyncio.sleep(0.05)
+
+    async with (
+        admin_client(apiserver) as kube,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+    ):
+        try:
+            for host in ports:
+                controllers[host] = await start_controller(
+                    apiserver, tmp_path, reports, config_map=host, hostname=host
+                )
+            try:
+                leader, before = await asyncio.wait_for(settled(kube, http), BOUND)
+            except TimeoutError:
+                pytest.fail("no single leader:\n" + "\n".join(map(output, controllers)))
+            (standby,) = set(controllers) - {leader}
+
+            # SIGTERM the leader: exit 0, and the standby takes over within a retry period
+            sent = time.monotonic()
+            assert await stop_controller(controllers[leader]) == 0, output(leader)
+            exited = time.monotonic() - sent
+            del controllers[leader]
+            try:
+                holder, after = await asyncio.wait_for(settled(kube, http), BOUND)
+            except TimeoutError:
+                pytest.fail(f"{standby} did not take over:\n{output(standby)}")
+            handover = time.monotonic() - sent
+            print(
+                f"handover {leader} -> {standby}: {handover:.2f}s after SIGTERM "
+                f"(the leader exited after {exited:.2f}s)"
+            )
+            assert holder == standby
+            assert handover < 10, handover  # a correctness bound: retry period 2 s, expect ~2 s
+            assert after.get("leaseTransitions", 0) == before.get("leaseTransitions", 0) + 1
+            assert (
+                MICRO_TIME.match(after["acquireTime"])
+                and after["acquireTime"] != before["acquireTime"]
+            )
+
+            # SIGTERM the second: exit 0 and the Lease released
+            assert await stop_controller(controllers[standby]) == 0, output(standby)
+            del controllers[standby]
+            spec = (await kube.get(path, dict))["spec"]
+            assert spec.get("holderIdentity", "") == "", spec
+        finally:
+            for c in controllers.values():
+                if c.proc.returncode is None:
+                    c.proc.kill()
+                    await c.proc.wait()
