@@ -156,8 +156,8 @@ class Runtime:
         self.controller.owner = await find_top_owner(
             self.kube, self.env.namespace, self.env.hostname
         )
-        await self.controller.load()
-        await self._start_servers()
+        await self._start_servers()  # probes answer while the history loads
+        await self.controller.load()  # a standby exposes the history's metrics too
         self.controller.callback_host = await callback_host(self.kube, self.config, self.env)
         self._spawn("pod-watch", self.controller.watcher.run())
         if self.elector is None:
