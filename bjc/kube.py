@@ -164,9 +164,9 @@ def _library_credentials(path: str, context: str, namespace: str | None) -> Cred
         await config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
         return cfg
 
-    cfg = asyncio.run(load()) if not _loop_running() else None
-    if cfg is None:
+    if _loop_running():
         raise KubeConfigError("exec/auth-provider kubeconfigs must be loaded before the loop")
+    cfg = asyncio.run(load())
     auth = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization") or ""
     return Credentials(
         server=cfg.host or "",

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bjc.config import Config, Environment
+from bjc.config import Config, Environment, effective_report_directory
 from bjc.controller import Controller
 from bjc.cron import parse_cron
 from bjc.kube import ApiError, KubeClient
@@ -109,8 +109,9 @@ class Runtime:
         self.kube = kube
         self.bind_host = bind_host
         self.identity = identity or env.hostname or socket.gethostname()
-        report_dir = env.report_directory or config.report_directory
-        self.store = ReportStore(Path(report_dir), config.report_history)
+        self.store = ReportStore(
+            Path(effective_report_directory(config, env)), config.report_history
+        )
         self.metrics = Metrics(config)
         self.cron = parse_cron(config.cron_expression)
         self.controller = Controller(
