@@ -55,15 +55,21 @@ def setup_logging(human: bool) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-async def wait_for_signal() -> None:
-    """Return on SIGTERM or SIGINT."""
+async def wait_for_signal(failed: asyncio.Event | None = None) -> bool:
+    """Return on SIGTERM or SIGINT (True), or once `failed` is set (False)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    waits = [asyncio.ensure_future(stop.wait())]
+    if failed is not None:
+        waits.append(asyncio.ensure_future(failed.wait()))
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        return stop.is_set()
     finally:
+        for wait in waits:
+            wait.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
@@ -115,10 +121,10 @@ async def _run(env: Environment, creds: Credentials) -> int:
         runtime = Runtime(config=loaded.config, template=loaded.template, env=env, kube=kube)
         await runtime.start()
         log.info("bjc %s started: ports %s", loaded.config.name, runtime.ports)
-        await wait_for_signal()
-        log.info("shutting down")
+        signalled = await wait_for_signal(runtime.failed)
+        log.info("shutting down" if signalled else f"exiting: {runtime.supervisor.reason}")
         await runtime.stop()
-    return 0
+    return 0 if signalled else 1
 
 
 def main(argv: list[str] | None = None) -> int:

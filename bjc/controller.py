@@ -20,7 +20,7 @@ import datetime as dt
 import hmac
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -43,6 +43,7 @@ from bjc.kubetypes import Node, Pod
 from bjc.metrics import Metrics
 from bjc.reconciler import PodWatcher
 from bjc.store import ReportStore
+from bjc.supervisor import SideWork
 from bjc.web.callback import apply_result, result_decoder
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,11 @@ class Controller:
         self.completed = 0  # executions finished by this process (demo, tests)
         self.execution_done = asyncio.Condition()
         self._runner: asyncio.Task[None] | None = None
-        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self.side_work = SideWork()  # pod log fetches
+        # what the loaded history was read from (see ReportStore.signature)
+        self._signatures: dict[str, tuple[int, ...]] = {}
+        # called when an execution's dispatch dies of an unexpected error
+        self.on_failure: Callable[[str], None] = lambda reason: None
         self._trigger_lock = asyncio.Lock()
         self._history_lock = asyncio.Lock()  # loading vs. adding/pruning executions
         self.watcher = PodWatcher(
@@ -133,29 +138,28 @@ class Controller:
             return await self._load()
 
     async def _load(self) -> list[Execution]:
+        """Read what changed on disk since the last load; unchanged executions stay."""
         loaded: dict[str, Execution | RetiredExecution] = {}
         unfinished: list[Execution] = []
         previous: RetiredExecution | None = None
         for eid in await self.store.list_executions():  # oldest first: "latest" ends right
-            if self.running and self.current is not None and self.current.id == eid:
-                loaded[eid] = self.current  # live: its in-memory state is the newest
-                continue
-            data = await self.store.read_state(eid)
-            if data is None:
-                continue
-            try:
-                state = decode_state(*data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                log.warning("execution %s: unreadable state, skipped: %s", eid, e)
-                continue
-            await self._rebuild_metrics(state)
-            if state.done:
-                loaded[eid] = previous = RetiredExecution(state, self.store, previous)
-            else:
-                loaded[eid] = execution = Execution(state, self.store)
-                unfinished.append(execution)
+            signature = await self.store.signature(eid)  # before reading: a later change shows
+            known = self.executions.get(eid)
+            if known is None or self._signatures.get(eid) != signature:
+                if known is not None:
+                    self.metrics.remove_execution(eid)
+                known = await self._read_execution(eid, previous)
+                if known is None:
+                    continue
+                self._signatures[eid] = signature
+            loaded[eid] = known
+            if isinstance(known, RetiredExecution):
+                previous = known
+            elif not known.done:
+                unfinished.append(known)
         for eid in set(self.executions) - set(loaded):
             self.metrics.remove_execution(eid)
+            self._signatures.pop(eid, None)
         self.executions = loaded
         if loaded:
             newest = max(loaded)
@@ -163,12 +167,29 @@ class Controller:
             self.metrics.set_pods(loaded[newest].pods_started)
         return unfinished
 
-    async def _rebuild_metrics(self, state: ExecutionState) -> None:
+    async def _read_execution(
+        self, eid: str, previous: RetiredExecution | None
+    ) -> Execution | RetiredExecution | None:
+        data = await self.store.read_state(eid)
+        if data is None:
+            return None
+        try:
+            state = decode_state(*data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            log.warning("execution %s: unreadable state, skipped: %s", eid, e)
+            return None
+        results = await self.store.read_results(eid, state.nodes)
+        state.note_results(results)
+        self._rebuild_metrics(state, results)
+        if state.done:
+            return RetiredExecution(state, previous)
+        return Execution(state, self.store)
+
+    def _rebuild_metrics(self, state: ExecutionState, results: dict[str, bytes]) -> None:
         for node, job in state.nodes.items():
             if job.status.terminal:
                 self._record_node_metrics(state.id, node, job)
-        with_result = [n for n, j in state.nodes.items() if j.result]
-        for node, body in (await self.store.read_results(state.id, with_result)).items():
+        for node, body in results.items():
             try:
                 apply_result(self.metrics, self.config, state.id, node, result_decoder.decode(body))
             except (msgspec.DecodeError, KeyError, ValueError) as e:
@@ -233,8 +254,7 @@ class Controller:
         """Stop dispatching (replacement, lost leadership, shutdown); state stays."""
         if self._runner is not None:
             self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+            await asyncio.wait([self._runner])  # our own cancellation still propagates
             self._runner = None
 
     async def resume(self, unfinished: list[Execution]) -> bool:
@@ -262,24 +282,28 @@ class Controller:
             )
         return True
 
-    @staticmethod
-    async def _logged(run: Awaitable[None], eid: str) -> None:
+    async def _logged(self, run: Awaitable[None], eid: str) -> None:
         try:
             await run
-        except Exception:
+        except Exception as e:
             log.exception("execution %s stopped by an error", eid)
+            self.on_failure(f"execution {eid} stopped by an error: {e!r}")
+
+    async def _selected_nodes(self) -> list[str]:
+        """The nodes to run on; an unreachable API delays the execution, never skips it."""
+        selector = ",".join(f"{k}={v}" for k, v in self.config.job_node_selector.items())
+        delay = 0.5
+        while True:
+            try:
+                nodes, _ = await self.kube.list("/api/v1/nodes", Node, {"labelSelector": selector})
+                return select_nodes(nodes, self.config.run_on_unscheduled_nodes)
+            except (ApiError, aiohttp.ClientError, TimeoutError) as e:
+                log.warning("cannot list nodes: %s; retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _start(self, eid: str) -> None:
-        nodes, _ = await self.kube.list(
-            "/api/v1/nodes",
-            Node,
-            {
-                "labelSelector": ",".join(
-                    f"{k}={v}" for k, v in self.config.job_node_selector.items()
-                )
-            },
-        )
-        names = select_nodes(nodes, self.config.run_on_unscheduled_nodes)
+        names = await self._selected_nodes()
         async with self._history_lock:
             await self.store.create_execution(eid)
             execution = Execution.new(
@@ -360,7 +384,9 @@ class Controller:
         if status is JobStatus.FAILED:
             log.info("execution %s node %s failed: %s", execution.id, node, reason or "pod failed")
         if self.config.save_pod_log and pod is not None:
-            self._spawn(self._save_logs(execution.id, node, pod))
+            eid = execution.id
+            if not self.side_work.submit(lambda: self._save_logs(eid, node, pod)):
+                log.warning("too many pod logs waiting: log of %s not saved", pod.metadata.name)
 
     def _on_pod(self, pod: Pod, deleted: bool) -> None:
         """Level-based: look at the pod as it is now, whatever event brought it."""
@@ -393,16 +419,13 @@ class Controller:
                 continue
             await self.store.write_log(eid, node, container.name, text)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
-
-    async def close(self) -> None:
-        """Stop dispatching and finish side work (logs, state writes)."""
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop dispatching, give side work (pod logs) `grace` seconds, flush state."""
         await self.stop_running()
-        if self._side_tasks:
-            await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.side_work.drain()
+        await self.side_work.close()
         for execution in self.executions.values():
             await execution.flushed()
 

@@ -19,7 +19,7 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
 import msgspec
@@ -72,13 +72,25 @@ class ExecutionState(msgspec.Struct, omit_defaults=True):
         """Job pods created (a job has its pod name once its pod exists)."""
         return sum(1 for j in self.nodes.values() if j.pod)
 
+    def note_results(self, nodes: Collection[str]) -> None:
+        """Mark the jobs of `nodes`, whose result files exist, as having reported.
+
+        The file is the record of a result: the callback API answers 200 only once
+        the file is renamed into place, and nothing else is written for it. So a
+        result acknowledged the instant before the process died is never lost.
+        """
+        for node in nodes:
+            job = self.nodes.get(node)
+            if job is not None:
+                job.result = True
+
 
 class JournalEntry(msgspec.Struct, omit_defaults=True):
-    """One line of the journal: a node's new job state, or a late result."""
+    """One line of the journal: a node's new job state."""
 
     node: str = ""
     job: NodeJob | None = None
-    result: bool = False  # a result arrived after the execution was retired
+    result: bool = False  # written by 0.1.0 for late results; still read
 
 
 _encoder = msgspec.json.Encoder()
@@ -118,25 +130,7 @@ def decode_state(snapshot: bytes, journal: bytes | None = None) -> ExecutionStat
     return state
 
 
-class _Persisted:
-    """Coalesced writes: at most one flush task at a time, which drains what is pending."""
-
-    _flush_task: asyncio.Task[None] | None = None
-
-    def _schedule_flush(self) -> None:
-        if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        raise NotImplementedError
-
-    async def flushed(self) -> None:
-        """Wait until every change so far is on disk (shutdown, tests)."""
-        while self._flush_task is not None and not self._flush_task.done():
-            await asyncio.shield(self._flush_task)
-
-
-class Execution(_Persisted):
+class Execution:
     """A live execution: the state plus its persistence.
 
     A change is recorded as one journal line (appended off the event loop,
@@ -153,6 +147,7 @@ class Execution(_Persisted):
         self._snapshot_due = False
         self._journal_lines = 0
         self._waiters: dict[str, asyncio.Event] = {}  # only for nodes someone waits on
+        self._flush_task: asyncio.Task[None] | None = None  # at most one, draining what is due
         self.finished_jobs = sum(1 for j in state.nodes.values() if j.status.terminal)
 
     @classmethod
@@ -212,11 +207,11 @@ class Execution(_Persisted):
         return True
 
     def result_received(self, node: str) -> bool:
+        """Note a result in memory. Its file is the durable record (see decode_state)."""
         job = self.state.nodes.get(node)
         if job is None or job.result:
             return False
         job.result = True
-        self.changed(node)
         return True
 
     def abort(self, reason: str) -> list[str]:
@@ -251,7 +246,7 @@ class Execution(_Persisted):
 
     def retire(self, same_nodes: RetiredExecution | None = None) -> RetiredExecution:
         """The slim form kept for the history once the execution is done."""
-        return RetiredExecution(self.state, self._files, same_nodes)
+        return RetiredExecution(self.state, same_nodes)
 
     # --- persistence -------------------------------------------------------
     def changed(self, node: str) -> None:
@@ -261,6 +256,15 @@ class Execution(_Persisted):
     def save_snapshot(self) -> None:
         self._snapshot_due = True
         self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def flushed(self) -> None:
+        """Wait until every change so far is on disk (shutdown, tests)."""
+        while self._flush_task is not None and not self._flush_task.done():
+            await asyncio.shield(self._flush_task)
 
     async def _flush(self) -> None:
         while self._snapshot_due or self._dirty_nodes:
@@ -279,24 +283,24 @@ class Execution(_Persisted):
                     )
                     self._journal_lines += len(nodes)
                     await self._files.append_journal(self.id, lines)
-            except OSError:
-                log.exception("cannot persist execution %s", self.id)
+            except OSError as e:  # NotLeading too: the process is on its way out
+                log.error("cannot persist execution %s: %r", self.id, e)
 
 
-class RetiredExecution(_Persisted):
+class RetiredExecution:
     """A finished execution of the history, as small as callbacks allow.
 
-    Callbacks for it are still accepted (SPEC A4.7) and its metrics stay exposed,
-    but its per-node job states live only on disk: 30 executions of 5,000 nodes
-    would otherwise hold 150,000 job objects. What remains is the node set
-    (shared with the previous execution when equal, as it usually is), the
-    tokens when callbackAuth needs them, and a journal for late results.
+    Callbacks for it are still accepted (until it is pruned) and its metrics stay
+    exposed, but its per-node job states live only on disk: 30 executions of 5,000
+    nodes would otherwise hold 150,000 job objects. What remains is the node set
+    (shared with the previous execution when equal, as it usually is) and the
+    tokens when callbackAuth needs them. A late result needs no state write: its
+    file is the record.
     """
 
     def __init__(
         self,
         state: ExecutionState,
-        files: StateFiles,
         same_nodes: RetiredExecution | None = None,
     ) -> None:
         self.id = state.id
@@ -307,8 +311,6 @@ class RetiredExecution(_Persisted):
         self.nodes = nodes
         self.tokens = {n: j.token for n, j in state.nodes.items() if j.token} or None
         self.pods_started = state.pods_started
-        self._files = files
-        self._pending: list[bytes] = []
 
     done = True
 
@@ -319,16 +321,7 @@ class RetiredExecution(_Persisted):
         return (self.tokens or {}).get(node, "")
 
     def result_received(self, node: str) -> bool:
-        if node not in self.nodes:
-            return False
-        self._pending.append(_encoder.encode(JournalEntry(node=node, result=True)) + b"\n")
-        self._schedule_flush()
-        return True
+        return node in self.nodes
 
-    async def _flush(self) -> None:
-        while self._pending:
-            lines, self._pending = b"".join(self._pending), []
-            try:
-                await self._files.append_journal(self.id, lines)
-            except OSError:
-                log.exception("cannot persist a late result of execution %s", self.id)
+    async def flushed(self) -> None:
+        """Nothing is ever pending."""

@@ -39,6 +39,7 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -138,6 +139,8 @@ class LeaderElector:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0  # loop (monotonic) time the observed record last changed
         self._renewed_at = 0.0  # loop time an attempt that renewed/acquired was started
+        # time.monotonic() until which our last renewal keeps others out (see holds_lease)
+        self._valid_until = 0.0
         self._lost_to: str | None = None  # holder seen in our place by the last attempt
         self.conflicts = 0  # writes refused with 409: another contender wrote first
 
@@ -146,6 +149,15 @@ class LeaderElector:
     @property
     def is_leader(self) -> bool:
         return self._leading
+
+    def holds_lease(self) -> bool:
+        """Leading, and renewed recently enough that nobody else can lead yet.
+
+        Safe to call from any thread: the report store asks it right before every
+        write, so a replica whose event loop stalls past its renew deadline stops
+        writing on time even though its elector could not step down yet.
+        """
+        return self._leading and time.monotonic() < self._valid_until
 
     @property
     def holder(self) -> str:
@@ -225,14 +237,16 @@ class LeaderElector:
     # -- the loop ---------------------------------------------------------------
 
     async def _acquire_round(self, started: float) -> None:
+        wall = time.monotonic()
         if await self._attempt(started + self.renew_deadline):
-            self._renewed_at = started
+            self._renewed(started, wall)
             self._set_leading(True, "acquired the lease")
 
     async def _renew_round(self, started: float) -> None:
         deadline = self._renewed_at + self.renew_deadline
+        wall = time.monotonic()
         if started < deadline and await self._attempt(deadline):
-            self._renewed_at = started
+            self._renewed(started, wall)
             return
         loop = asyncio.get_running_loop()
         if self._lost_to is not None:
@@ -240,13 +254,24 @@ class LeaderElector:
         elif loop.time() >= deadline:
             self._set_leading(False, f"not renewed for {self.renew_deadline}s")
 
+    def _renewed(self, started: float, wall: float) -> None:
+        """An attempt begun at loop time `started` (monotonic `wall`) renewed the lease."""
+        self._renewed_at = started
+        self._valid_until = wall + self.renew_deadline
+
     def _next_wake(self, started: float) -> float:
         if self._leading:
             # Renew on the retry period, but wake at the renew deadline at the
             # latest so a leader that cannot renew steps down on time.
             return min(started + self.retry_period, self._renewed_at + self.renew_deadline)
-        # Standbys spread their attempts a little; always within one retry period.
-        return started + self.retry_period * random.uniform(0.8, 1.0)
+        # Standbys spread their attempts a little; always within one retry period,
+        # and right at the moment a silent holder's lease expires in our eyes.
+        wake = started + self.retry_period * random.uniform(0.8, 1.0)
+        if self._observed is not None and self._observed[0]:
+            seconds = self._observed[1]
+            if isinstance(seconds, int | float) and self._observed_at + seconds > started:
+                wake = min(wake, self._observed_at + seconds + 0.01)
+        return wake
 
     async def _pause(self, delay: float) -> None:
         if delay <= 0:

@@ -47,6 +47,7 @@ class PodWatcher:
         self.synced = asyncio.Event()
         self.resource_version = ""
         self.relists = 0
+        self.last_contact = 0.0  # loop time of the last list, event or clean end of a stream
 
     @staticmethod
     def _phase(pod: Pod) -> str:
@@ -60,6 +61,7 @@ class PodWatcher:
         self.pods = fresh
         self.phases = collections.Counter(self._phase(p) for p in items)
         self.resource_version = rv
+        self.last_contact = asyncio.get_running_loop().time()
         for pod in gone:
             self.on_pod(pod, True)
         for pod in items:
@@ -86,6 +88,7 @@ class PodWatcher:
     async def run(self) -> None:
         """List, then watch forever (until cancelled)."""
         loop = asyncio.get_running_loop()
+        self.last_contact = loop.time()  # starting counts: silence is measured from here
         backoff = 0.2
         need_list = True
         while True:
@@ -102,8 +105,10 @@ class PodWatcher:
                     timeout_seconds=_WATCH_TIMEOUT_S,
                 ):
                     self.apply(event.type, event.object)
+                    self.last_contact = loop.time()
                     events += 1
                     backoff = 0.2
+                self.last_contact = loop.time()  # the server ended the stream as asked
                 if events == 0 and loop.time() - started < 1.0:
                     # a server that keeps closing empty streams must not make us spin
                     await asyncio.sleep(backoff)

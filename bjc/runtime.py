@@ -1,10 +1,17 @@
 """One controller process: its servers, its tasks, leadership and shutdown.
 
 `bjc run` and `bjc demo` both come through here, so the demo exercises exactly
-the production wiring. The runtime owns every long-lived task (pod watch, leader
-election, schedule) and every server (callback, metrics, health, files), starts
-them in order and stops them in the order SIGTERM asks for: stop triggering and
-dispatching, release the Lease, let in-flight callbacks finish, flush state.
+the production wiring. The runtime owns every server (callback, metrics, health,
+files) and, through one `Supervisor`, every long-lived task (leader election, and
+while leading: pod watch, schedule, dispatch); a task that dies ends the process.
+
+Leadership is the only licence to write. A standby serves the history as it read
+it from disk and answers callbacks 503; it is Ready all the same (readiness is
+health, so a Deployment can roll). On winning the Lease it starts the pod watch,
+reloads what changed on disk, resumes, and only then accepts callbacks and labels
+its pod for the callback Service. On losing the Lease it exits (the store's fence
+stops its writes even before that). On SIGTERM it stops triggering, finishes the
+callbacks in flight and flushes state while still leading, then releases the Lease.
 
 Deliberately not here: what an execution does (`bjc.controller`) and reading the
 configuration (`bjc.config`).
@@ -13,13 +20,11 @@ configuration (`bjc.config`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -28,12 +33,13 @@ from bjc.config import Config, Environment, effective_report_directory
 from bjc.controller import Controller
 from bjc.cron import parse_cron
 from bjc.kube import ApiError, KubeClient
-from bjc.kubetypes import GenericObject
 from bjc.leader import LeaderElector
 from bjc.metrics import Metrics, make_metrics_app
+from bjc.ownpod import find_top_owner, set_leader_label
 from bjc.podspec import PodTemplate
 from bjc.schedule import Schedule
 from bjc.store import ReportStore
+from bjc.supervisor import Supervisor
 from bjc.web import bound_port, serve
 from bjc.web.callback import make_callback_app
 from bjc.web.files import make_file_app
@@ -41,39 +47,9 @@ from bjc.web.health import make_health_app, report_directory_check, runner_check
 
 log = logging.getLogger(__name__)
 
-# where an owner of each kind lives in the API
-_OWNER_PATHS = {
-    "ReplicaSet": "/apis/apps/v1/namespaces/{ns}/replicasets/{name}",
-    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
-    "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
-    "DaemonSet": "/apis/apps/v1/namespaces/{ns}/daemonsets/{name}",
-    "Job": "/apis/batch/v1/namespaces/{ns}/jobs/{name}",
-    "CronJob": "/apis/batch/v1/namespaces/{ns}/cronjobs/{name}",
-}
-
-
-async def find_top_owner(kube: KubeClient, namespace: str, pod_name: str) -> dict[str, Any] | None:
-    """The controller pod's top-level owner (Pod → ReplicaSet → Deployment), if any."""
-    if not pod_name:
-        return None
-    path = f"/api/v1/namespaces/{namespace}/pods/{pod_name}"
-    top: dict[str, Any] | None = None
-    for _ in range(8):  # owner chains are short; never loop on a cycle
-        try:
-            obj = await kube.get_or_none(path, GenericObject)
-        except (ApiError, aiohttp.ClientError) as e:
-            log.warning("cannot read owner %s: %s", path, e)
-            return top
-        if obj is None or not obj.metadata.owner_references:
-            return top
-        refs = obj.metadata.owner_references
-        ref = next((r for r in refs if r.controller), refs[0])
-        top = {"apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name, "uid": ref.uid}
-        template = _OWNER_PATHS.get(ref.kind)
-        if template is None:
-            return top
-        path = template.format(ns=namespace, name=ref.name)
-    return top
+# /healthz fails when the leader's pod watch has had no list, event or clean end of
+# a stream for this long (a watch stream ends on its own every few minutes)
+WATCH_SILENCE_LIMIT_S = 600.0
 
 
 async def callback_host(kube: KubeClient, config: Config, env: Environment) -> str:
@@ -109,21 +85,7 @@ class Runtime:
         self.kube = kube
         self.bind_host = bind_host
         self.identity = identity or env.hostname or socket.gethostname()
-        self.store = ReportStore(
-            Path(effective_report_directory(config, env)), config.report_history
-        )
-        self.metrics = Metrics(config)
-        self.cron = parse_cron(config.cron_expression)
-        self.controller = Controller(
-            config=config,
-            template=template,
-            namespace=env.namespace,
-            kube=kube,
-            store=self.store,
-            metrics=self.metrics,
-            callback_host="",
-            create_backoff=create_backoff,
-        )
+        self.supervisor = Supervisor()
         self.elector = (
             None
             if env.dev_mode
@@ -137,35 +99,63 @@ class Runtime:
                 retry_period=lease_timing[2],
             )
         )
+        self.store = ReportStore(
+            Path(effective_report_directory(config, env)),
+            config.report_history,
+            may_write=None if self.elector is None else self.elector.holds_lease,
+        )
+        self.metrics = Metrics(config)
+        self.cron = parse_cron(config.cron_expression)
+        self.controller = Controller(
+            config=config,
+            template=template,
+            namespace=env.namespace,
+            kube=kube,
+            store=self.store,
+            metrics=self.metrics,
+            callback_host="",
+            create_backoff=create_backoff,
+        )
+        self.controller.on_failure = self.supervisor.fail
         self.runners: dict[str, web.AppRunner] = {}
         self.ports: dict[str, int] = {}
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self._started_once = False
-        self._history_current = False
+        self.loaded = False  # the history was read once: Ready
+        # leading with the history reloaded: callbacks accepted
+        self.accepting_callbacks = asyncio.Event()
 
     @property
     def serving(self) -> bool:
-        """Ready for callbacks: leading, with the history reloaded and resumed."""
-        return self.leading and self._history_current
+        return self.accepting_callbacks.is_set()
 
     @property
     def leading(self) -> bool:
         return self.elector is None or self.elector.is_leader
 
+    @property
+    def failed(self) -> asyncio.Event:
+        """Set when the process can no longer do its job (`bjc run` exits non-zero)."""
+        return self.supervisor.failed
+
     async def start(self) -> None:
+        """Serve, read the history (read-only), then campaign for the Lease.
+
+        Until it leads, this replica writes nothing: it serves the file server and
+        the metrics of the history as it was on disk, and answers callbacks 503.
+        """
         os.makedirs(self.store.root, exist_ok=True)
         self.controller.owner = await find_top_owner(
             self.kube, self.env.namespace, self.env.hostname
         )
         await self._start_servers()  # probes answer while the history loads
-        await self.controller.load()  # a standby exposes the history's metrics too
+        await self._label_pod(leading=False)  # a restarted ex-leader attracts no callbacks
+        await self.controller.load()
+        self.loaded = True
         self.controller.callback_host = await callback_host(self.kube, self.config, self.env)
-        self._spawn("pod-watch", self.controller.watcher.run())
         if self.elector is None:
-            self._on_leadership(True)
+            self.supervisor.spawn("lead", self._lead(), forever=False)
         else:
             self.elector.on_change(self._on_leadership)
-            self._spawn("leader-election", self.elector.run())
+            self.supervisor.spawn("leader-election", self.elector.run())
 
     async def _start_servers(self) -> None:
         c = self.config
@@ -181,69 +171,82 @@ class Runtime:
         c.callback_service_port = self.ports["callback"]
         checks = {"report-directory": report_directory_check(self.store.root)}
         checks.update({f"{n}-server": runner_check(r) for n, r in self.runners.items()})
-        health = make_health_app(checks, is_ready=lambda: self.serving)
+        checks["pod-watch"] = self._pod_watch_check()
+        health = make_health_app(checks, readiness={"history-loaded": lambda: self.loaded})
         self.runners["health"] = await serve(health, self.bind_host, c.health_probe_port)
         self.ports["health"] = bound_port(self.runners["health"])
 
+    def _pod_watch_check(self) -> Callable[[], bool]:
+        """Failing once the leader's pod watch has heard nothing for too long."""
+        watcher = self.controller.watcher
+
+        def check() -> bool:
+            if self.supervisor.get("pod-watch") is None:
+                return True  # a standby does not watch
+            quiet = asyncio.get_running_loop().time() - watcher.last_contact
+            return quiet < WATCH_SILENCE_LIMIT_S
+
+        return check
+
     def _callback_app(self) -> web.Application:
         return make_callback_app(
-            self.config, self.store, self.metrics, self.controller, dev_mode=self.env.dev_mode
+            self.config,
+            self.store,
+            self.metrics,
+            self.controller,
+            dev_mode=self.env.dev_mode,
+            accepting=lambda: self.serving,
         )
 
-    def _spawn(self, name: str, coro: Any) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks[name] = task
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s crashed", task.get_name(), exc_info=task.exception())
-
     def _on_leadership(self, leading: bool) -> None:
-        """Synchronous, so a lost Lease stops triggering before anything else runs."""
+        """Synchronous: runs inside the elector the moment leadership changes."""
         self.metrics.set_leader(leading)
-        self._history_current = False
         if leading:
-            log.info("leading as %s", self.identity)
-            self._spawn("lead", self._lead())
-        else:
-            for name in ("lead", "schedule"):
-                task = self._tasks.pop(name, None)
-                if task is not None:
-                    task.cancel()
-            self._spawn("step-down", self.controller.stop_running())
+            self.supervisor.spawn("lead", self._lead(), forever=False)
+        elif not self.supervisor.stopping:
+            # Like controller-runtime: a replica that lost its lease ends. The store
+            # already refuses writes (its fence is the Lease); a restart begins as a
+            # standby that reloads what the new leader writes.
+            self.accepting_callbacks.clear()
+            self.supervisor.fail("lost the lease")
 
     async def _lead(self) -> None:
-        step_down = self._tasks.get("step-down")
-        if step_down is not None:
-            await step_down
-        # another leader may have written the (shared) report directory meanwhile
+        """Become the acting leader: watch, reload, resume, then accept and schedule."""
+        log.info("leading as %s", self.identity)
+        self.supervisor.spawn("pod-watch", self.controller.watcher.run())
+        # what the previous leader wrote to the (shared) report directory since we read it
         resumed = await self.controller.resume(await self.controller.load())
-        self._history_current = True  # now callbacks of every kept execution are known
-        startup = None
-        if self.config.run_on_startup and not self._started_once and not resumed:
-            startup = self.config.startup_delay
-        self._started_once = True
-        self._spawn("schedule", Schedule(self.cron, self.controller.trigger).run(startup))
+        self.accepting_callbacks.set()  # only now: a callback must not race the reload
+        await self._label_pod(leading=True)
+        startup = self.config.startup_delay if self.config.run_on_startup and not resumed else None
+        self.supervisor.spawn("schedule", Schedule(self.cron, self.controller.trigger).run(startup))
+
+    async def _label_pod(self, *, leading: bool) -> None:
+        await set_leader_label(
+            self.kube, self.env.namespace, self.env.hostname, self.config.name, leading
+        )
 
     async def stop(self) -> None:
-        """Graceful shutdown (SIGTERM)."""
-        for name in ("schedule", "lead"):
-            task = self._tasks.pop(name, None)
-            if task is not None:
-                task.cancel()
+        """Graceful shutdown (SIGTERM): hand over without losing an acknowledgement.
+
+        New callbacks are refused (503: the job retries and reaches the next leader);
+        triggering and dispatching stop; callbacks in flight finish and the state is
+        flushed while this replica still holds the Lease; then the label goes and the
+        Lease is released, so a standby takes over at once.
+        """
+        self.supervisor.stopping = True
+        self.accepting_callbacks.clear()
+        await self.supervisor.cancel("schedule", "lead")
         await self.controller.stop_running()
-        election = self._tasks.pop("leader-election", None)
-        if election is not None:
-            election.cancel()  # the elector releases the Lease on cancel
-            with contextlib.suppress(asyncio.CancelledError):
-                await election
-        for name in ("callback", "health", "metrics", "files"):
+        callback = self.runners.pop("callback", None)
+        if callback is not None:
+            await callback.cleanup()  # waits for in-flight requests (bounded)
+        await self.controller.close()
+        if self.leading and self.elector is not None:
+            await self._label_pod(leading=False)
+        await self.supervisor.cancel("leader-election")  # the elector releases the Lease
+        for name in ("health", "metrics", "files"):
             runner = self.runners.pop(name, None)
             if runner is not None:
-                await runner.cleanup()  # waits for in-flight requests
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        self._tasks.clear()
-        await self.controller.close()
+                await runner.cleanup()
+        await self.supervisor.stop()

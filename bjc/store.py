@@ -11,8 +11,18 @@ Layout (SPEC A4, compatible with the Go controller)::
 
 Every write goes to a temporary file in the same directory and is then renamed over
 the final name, so readers (the file server, a restarted controller) never see half a
-file. All blocking disk I/O runs in worker threads: doing it on the event loop costs
-about 3x in callback throughput.
+file. All blocking disk I/O runs off the event loop: the small writes that a callback
+or a state change waits for (results, state snapshots, journal lines) go through one
+writer thread that takes whatever is queued as one batch and settles the whole batch
+with a single wake-up of the loop; bulk work (uploads, pruning, reads) uses the
+default thread pool. A write has returned only once the file is renamed into place,
+so what a caller acknowledges after it survives the process being killed (no fsync:
+a SIGKILL cannot lose what the kernel already has; a power cut can).
+
+Fencing: a store built with `may_write` asks it, in the thread, right before every
+write. The runtime passes "this replica holds the Lease and renewed it within the
+renew deadline", so a replica that lost its lease stops writing even if its event
+loop is stalled, before another replica can lead. A refused write raises NotLeading.
 
 Names coming from job pods (node names, upload names) are checked here, not only in
 the HTTP layer: anything that is not one plain path component is refused with
@@ -27,13 +37,15 @@ controller), metrics, and any HTTP concerns.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 T = TypeVar("T")
@@ -65,6 +77,70 @@ class UploadTooLarge(Exception):
 
 class ExecutionNotFound(FileNotFoundError):
     """The execution directory does not exist (never created, or pruned)."""
+
+
+class NotLeading(PermissionError):
+    """This replica may not write: it does not hold the Lease (or no longer in time)."""
+
+
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+class _Writer:
+    """One thread running small blocking writes in batches (see the module docstring).
+
+    The thread starts with the first write and ends after a few idle seconds, so a
+    store that is not written to holds no thread.
+    """
+
+    _IDLE_S = 5.0
+
+    def __init__(self) -> None:
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._running = False
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._cond:
+            self._queue.append((fn, args, future))
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._work, name="bjc-writer", daemon=True).start()
+            self._cond.notify()
+        return await future
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue:
+                    self._cond.wait(self._IDLE_S)
+                if not self._queue:
+                    self._running = False
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            settled: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
+            for fn, args, future in batch:
+                try:
+                    outcome: tuple[Any, ...] = (future, fn(*args), None)
+                except BaseException as e:  # handed to the awaiting coroutine
+                    outcome = (future, None, e)
+                settled.setdefault(future.get_loop(), []).append(outcome)
+            for loop, outcomes in settled.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _settle(outcomes: list[tuple[Any, ...]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # the waiter was cancelled
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 def is_execution_id(name: str) -> bool:
@@ -107,14 +183,26 @@ def check_name(name: str, what: str = "name") -> str:
 class ReportStore:
     """Files of the report directory; async methods run their disk work in threads."""
 
-    def __init__(self, root: Path | str, history: int = 30) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        history: int = 30,
+        *,
+        may_write: Callable[[], bool] | None = None,
+    ) -> None:
         self.root = Path(root).absolute()
         self.history = history
+        self.may_write = may_write
         self._resolved_dirs: dict[str, Path] = {}
+        self._writer = _Writer()
 
     # ----------------------------------------------------------------- helpers
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(fn, *args)
+
+    def _check_writable(self) -> None:
+        if self.may_write is not None and not self.may_write():
+            raise NotLeading("this replica is not the leader: it must not write")
 
     def execution_dir(self, eid: str) -> Path:
         check_name(eid, "execution ID")
@@ -157,6 +245,7 @@ class ReportStore:
 
     def _write_sync(self, eid: str, filename: str, data: bytes) -> Path:
         path = self._target(eid, filename)
+        self._check_writable()
         tmp = path.parent / _temp_name()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -175,6 +264,7 @@ class ReportStore:
     # ------------------------------------------------------------- executions
     def _create_execution_sync(self, eid: str, link_latest: bool) -> Path:
         directory = self.execution_dir(eid)
+        self._check_writable()
         directory.mkdir(parents=True, exist_ok=True)
         if link_latest:
             tmp = self.root / _temp_name()
@@ -217,6 +307,7 @@ class ReportStore:
             return None
 
     def _prune_sync(self, keep: int) -> list[str]:
+        self._check_writable()
         ids = self._list_sync()
         keep = max(keep, 1)
         removed = ids[: max(len(ids) - keep, 0)]
@@ -231,8 +322,8 @@ class ReportStore:
 
     # ------------------------------------------------------------------ files
     async def write_result(self, eid: str, node: str, data: bytes) -> Path:
-        """Save a result body verbatim as `<node>.json`."""
-        return await self._run(self._write_sync, eid, self.result_filename(node), data)
+        """Save a result body verbatim as `<node>.json`; on return it is in place."""
+        return await self._writer.run(self._write_sync, eid, self.result_filename(node), data)
 
     async def write_log(self, eid: str, node: str, container: str, data: bytes) -> Path:
         return await self._run(self._write_sync, eid, self.log_filename(node, container), data)
@@ -249,10 +340,11 @@ class ReportStore:
 
     async def write_state(self, eid: str, data: bytes) -> Path:
         """Replace the execution's state snapshot atomically; its journal is dropped."""
-        return await self._run(self._write_state_sync, eid, data)
+        return await self._writer.run(self._write_state_sync, eid, data)
 
     def _append_journal_sync(self, eid: str, data: bytes) -> None:
         path = self._target(eid, JOURNAL_FILE)
+        self._check_writable()
         if not path.parent.is_dir():
             raise ExecutionNotFound(f"execution {eid} does not exist")
         with open(path, "ab") as f:
@@ -260,7 +352,7 @@ class ReportStore:
 
     async def append_journal(self, eid: str, data: bytes) -> None:
         """Append state changes (whole lines) to the execution's journal."""
-        await self._run(self._append_journal_sync, eid, data)
+        await self._writer.run(self._append_journal_sync, eid, data)
 
     def _read_state_sync(self, eid: str) -> tuple[bytes, bytes | None] | None:
         directory = self.execution_dir(eid)
@@ -277,21 +369,49 @@ class ReportStore:
         """(snapshot, journal) of an execution, None when it has no state."""
         return await self._run(self._read_state_sync, eid)
 
-    def _read_results_sync(self, eid: str, nodes: list[str]) -> dict[str, bytes]:
-        out = {}
-        for node in nodes:
+    def _read_results_sync(self, eid: str, nodes: Collection[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        try:
+            entries = list(os.scandir(self.execution_dir(eid)))
+        except FileNotFoundError:
+            return out
+        for entry in entries:
+            node = entry.name.removesuffix(".json")
+            if node == entry.name or node not in nodes:
+                continue
             try:
-                out[node] = self._target(eid, self.result_filename(node)).read_bytes()
+                out[node] = self._target(eid, entry.name).read_bytes()
             except (OSError, ValueError):
-                continue  # a missing or unsafe name: nothing to restore
+                continue  # vanished, or an unsafe link: nothing to restore
         return out
 
-    async def read_results(self, eid: str, nodes: list[str]) -> dict[str, bytes]:
-        """The stored result bodies of `nodes` (one thread hop for all of them)."""
+    async def read_results(self, eid: str, nodes: Collection[str]) -> dict[str, bytes]:
+        """The stored result bodies (`<node>.json`) of those of `nodes` that have one.
+
+        The files are the record of which results arrived: a result is acknowledged
+        only once its file is in place, so nothing else needs to be written for it.
+        """
         return await self._run(self._read_results_sync, eid, nodes)
 
-    async def read_file(self, eid: str, filename: str) -> bytes:
-        return await self._run(lambda: self._target(eid, filename).read_bytes())
+    def _signature_sync(self, eid: str) -> tuple[int, ...]:
+        directory = self.execution_dir(eid)
+        out: list[int] = []
+        for path in (directory, directory / STATE_FILE, directory / JOURNAL_FILE):
+            try:
+                st = path.stat()
+                out += (st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                out += (0, 0)
+        return tuple(out)
+
+    async def signature(self, eid: str) -> tuple[int, ...]:
+        """Changes whenever the execution's state, journal or set of files changes.
+
+        A result (a rename into the directory) changes the directory's mtime; a
+        journal append changes the journal's size. A new leader reloads only the
+        executions whose signature differs from what it loaded as a standby.
+        """
+        return await self._run(self._signature_sync, eid)
 
     @contextlib.asynccontextmanager
     async def upload(
@@ -362,6 +482,7 @@ class UploadSink:
         assert self._fd is not None
         os.close(self._fd)
         self._fd = None
+        self._store._check_writable()
         os.replace(self._tmp, self.path)
 
     async def _commit(self) -> None:

@@ -30,7 +30,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 
 from bjc.config import Config, is_valid_metric_name
 from bjc.events import EventRequest, PodNotFound, decode_event
-from bjc.store import ExecutionNotFound, ReportStore, UploadTooLarge, check_name
+from bjc.store import ExecutionNotFound, NotLeading, ReportStore, UploadTooLarge, check_name
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ STORE = web.AppKey("store", ReportStore)
 METRICS = web.AppKey("metrics", CallbackMetrics)
 TARGET = web.AppKey("target", CallbackTarget)
 DEV_MODE = web.AppKey("dev_mode", bool)
+ACCEPTING: web.AppKey[Callable[[], bool]] = web.AppKey("accepting")
+
+NOT_LEADING = "not the leader: retry (the callback Service sends you to the leader)"
 
 
 def _text(status: int, text: str) -> web.Response:
@@ -88,6 +91,8 @@ class _Refused(Exception):
     def __init__(self, status: int, text: str) -> None:
         super().__init__(text)
         self.response = _text(status, text)
+        if status == 503:
+            self.response.headers[hdrs.RETRY_AFTER] = "1"
 
 
 def _bearer(request: web.Request) -> str:
@@ -102,6 +107,8 @@ def _bearer(request: web.Request) -> str:
 async def _admit(request: web.Request) -> tuple[str, str]:
     """(node, execution id) of an acceptable request, else _Refused with 406/401/400."""
     app = request.app
+    if not app[ACCEPTING]():
+        raise _Refused(503, NOT_LEADING)
     node = request.match_info["node"]
     eid = request.match_info["executionID"]
     target = app[TARGET]
@@ -161,9 +168,11 @@ async def post_result(request: web.Request) -> web.Response:
     except ValueError as e:
         return _text(400, f"invalid result: {e}")
     try:
-        await app[STORE].write_result(eid, node, body)
+        await app[STORE].write_result(eid, node, body)  # in place on return: durable
     except ExecutionNotFound:
         return _text(406, NOT_ALLOWED)
+    except NotLeading:
+        raise _Refused(503, NOT_LEADING) from None
     metrics = app[METRICS]
     try:
         apply_result(metrics, config, eid, node, result)
@@ -247,6 +256,8 @@ async def post_file(request: web.Request) -> web.Response:
         return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
     except ExecutionNotFound:
         return _text(406, NOT_ALLOWED)
+    except NotLeading:
+        raise _Refused(503, NOT_LEADING) from None
     except ValueError as e:
         return _text(400, f"invalid upload: {e}")
     return _text(200, "\n".join(saved))
@@ -301,8 +312,13 @@ def make_callback_app(
     target: CallbackTarget,
     *,
     dev_mode: bool,
+    accepting: Callable[[], bool] = lambda: True,
 ) -> web.Application:
-    """The callback API as an aiohttp application (serve it on callbackServicePort)."""
+    """The callback API as an aiohttp application (serve it on callbackServicePort).
+
+    While `accepting()` is false (a standby, or a leader still reloading) every
+    callback is answered 503 with Retry-After: nothing is written.
+    """
     app = web.Application(
         client_max_size=config.max_upload_size, middlewares=[_refusals_and_counting]
     )
@@ -311,6 +327,7 @@ def make_callback_app(
     app[METRICS] = metrics
     app[TARGET] = target
     app[DEV_MODE] = dev_mode
+    app[ACCEPTING] = accepting
     base = "/report/{node}/{executionID}"
     app.router.add_post(f"{base}/result", post_result, name="result")
     app.router.add_post(f"{base}/file", post_file, name="file")

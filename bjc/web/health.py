@@ -1,8 +1,10 @@
 """`/healthz` and `/readyz` on healthProbePort (SPEC A7).
 
-`/healthz` runs every liveness check (report directory present, each server up);
-`/readyz` runs them too and then asks `is_ready()` (the controller passes "leader or
-DEV_MODE"). A failing check answers 500 with the name of each failing check, like
+`/healthz` runs every liveness check (report directory present, each server up,
+the leader's pod watch alive); `/readyz` runs them too plus the readiness checks
+(the runtime passes "history loaded"). Readiness never means leadership: every
+healthy replica is Ready, or a Deployment with two replicas could never roll. A
+failing check answers 500 with the name of each failing check, like
 controller-runtime's healthz handler, so `kubectl describe` shows why.
 
 Deliberately not here: the checks themselves beyond the report directory one; the
@@ -20,7 +22,7 @@ from aiohttp import web
 Check = Callable[[], bool]
 
 CHECKS: web.AppKey[dict[str, Check]] = web.AppKey("checks")
-IS_READY: web.AppKey[Check] = web.AppKey("is_ready")
+READINESS: web.AppKey[dict[str, Check]] = web.AppKey("readiness")
 
 
 def report_directory_check(root: Path | str) -> Check:
@@ -61,19 +63,21 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    liveness: dict[str, Check] = request.app[CHECKS]
-    checks = {**liveness, "leader": request.app[IS_READY]}
+    checks: dict[str, Check] = {**request.app[CHECKS]}
+    checks.update(request.app[READINESS])
     return _answer(_failures(checks), checks)
 
 
-def make_health_app(checks: Mapping[str, Check], is_ready: Check = lambda: True) -> web.Application:
-    """`checks` are liveness checks by name; `is_ready` is the extra readiness condition.
+def make_health_app(
+    checks: Mapping[str, Check], readiness: Mapping[str, Check] | None = None
+) -> web.Application:
+    """`checks` are liveness checks by name; `readiness` the extra ones of /readyz.
 
     Checks may be added later with `app[CHECKS][name] = check` (e.g. once a server runs).
     """
     app = web.Application()
     app[CHECKS] = dict(checks)
-    app[IS_READY] = is_ready
+    app[READINESS] = dict(readiness or {})
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

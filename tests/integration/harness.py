@@ -136,9 +136,7 @@ class Cluster:
 async def crash(runtime: Runtime) -> None:
     """Stop a runtime the way SIGKILL would: no release, no goodbye."""
     await runtime.kube.close()  # from now on it cannot reach the cluster
-    for task in runtime._tasks.values():
-        task.cancel()
-    await asyncio.gather(*runtime._tasks.values(), return_exceptions=True)
+    await runtime.supervisor.stop()
     runtime.controller.watcher.synced.clear()
     if runtime.controller._runner is not None:
         runtime.controller._runner.cancel()
@@ -146,7 +144,6 @@ async def crash(runtime: Runtime) -> None:
     for runner in runtime.runners.values():
         await runner.cleanup()
     runtime.runners.clear()
-    runtime._tasks.clear()
 
 
 @contextlib.asynccontextmanager

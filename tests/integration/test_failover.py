@@ -52,12 +52,18 @@ async def test_only_the_leader_triggers_and_graceful_handover(tmp_path):
             await leader.controller.wait_completed(1)
         assert standby.controller.completed == 0 and not standby.controller.running
         assert not standby.leading
-        # only the leader is ready, so the Service sends callbacks to it
+        eid = leader.controller.current.id
+        # both are Ready (a Deployment can roll); only the leader takes callbacks
         async with aiohttp.ClientSession() as http:
-            for runtime, status in ((leader, 200), (standby, 500)):
+            for runtime in (leader, standby):
                 url = f"http://127.0.0.1:{runtime.ports['health']}/readyz"
                 async with http.get(url) as r:
-                    assert r.status == status, runtime.identity
+                    assert r.status == 200, runtime.identity
+            url = f"http://127.0.0.1:{standby.ports['callback']}/report/node-000/{eid}/result"
+            async with http.post(url, json={"checks": [{"value": 9.0}]}) as r:
+                assert r.status == 503 and r.headers["Retry-After"] == "1"
+                assert "not the leader" in await r.text()
+        assert (shared / eid / "node-000.json").read_bytes() != b'{"checks":[{"value":9.0}]}'
 
         log: list = []
         leadership_log(standby, log)
@@ -71,7 +77,7 @@ async def test_only_the_leader_triggers_and_graceful_handover(tmp_path):
         assert handover < 2.0, f"graceful handover took {handover:.2f}s"
         # the new leader read the shared history: the start-up run is not repeated
         async with asyncio.timeout(BOUND):
-            await standby._tasks["lead"]
+            await standby.accepting_callbacks.wait()
         assert len(standby.controller.executions) == 1
         assert standby.controller.completed == 0
 

@@ -87,10 +87,10 @@ async def test_health_and_readiness(tmp_path: Path, aiohttp_client: Any) -> None
     root = await reports(tmp_path)
     server = await serve(web.Application(), "127.0.0.1", 0)
     assert bound_port(server) > 0
-    leader = False
+    loaded = False
     app = make_health_app(
         {"report-directory": report_directory_check(root), "callback-server": runner_check(server)},
-        is_ready=lambda: leader,
+        readiness={"history-loaded": lambda: loaded},
     )
     client = await aiohttp_client(app)
     try:
@@ -98,9 +98,9 @@ async def test_health_and_readiness(tmp_path: Path, aiohttp_client: Any) -> None
         assert healthz.status == 200
         readyz = await client.get("/readyz")
         assert readyz.status == 500
-        assert "[-]leader failed" in await readyz.text()
+        assert "[-]history-loaded failed" in await readyz.text()
 
-        leader = True
+        loaded = True
         assert (await client.get("/readyz")).status == 200
 
         shutil.rmtree(root)

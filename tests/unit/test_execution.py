@@ -114,13 +114,24 @@ async def test_retired_execution_keeps_callbacks_working(tmp_path):
     ex.abort("done")
     await ex.flushed()
     retired = ex.retire()
-    again = RetiredExecution(await on_disk(store), store, retired)
+    again = RetiredExecution(await on_disk(store), retired)
     assert again.nodes is retired.nodes  # equal node sets are shared across the history
     assert retired.has_node("a") and not retired.has_node("z")
     assert retired.token_of("a") == ex.nodes["a"].token
     assert retired.result_received("b") and not retired.result_received("z")
-    await retired.flushed()
-    assert (await on_disk(store)).nodes["b"].result
+
+
+async def test_a_result_is_recorded_by_its_file_alone(tmp_path):
+    ex, store = await new_execution(tmp_path)
+    ex.finish("b", JobStatus.SUCCEEDED)
+    ex.close()
+    await ex.flushed()
+    await store.write_result(EID, "b", b'{"checks": []}')  # a late result: only its file
+    state = await on_disk(store)
+    assert not state.nodes["b"].result  # nothing in the state says so
+    state.note_results(await store.read_results(EID, state.nodes))
+    assert state.nodes["b"].result and not state.nodes["b"].error
+    assert not state.nodes["a"].result and not state.nodes["c"].result
 
 
 def test_execution_ids_never_repeat():
