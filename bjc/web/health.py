@@ -63,8 +63,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks: dict[str, Check] = {**request.app[CHECKS]}
-    checks.update(request.app[READINESS])
+    liveness: dict[str, Check] = request.app[CHECKS]
+    readiness: dict[str, Check] = request.app[READINESS]
+    checks = {**liveness, **readiness}
     return _answer(_failures(checks), checks)
 
 
