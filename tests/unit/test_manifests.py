@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from bjc.config import load_config_map_manifest
+from bjc.ownpod import LEADER_LABEL
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
@@ -20,6 +21,22 @@ def test_example_config_map_passes_bjc_validation():
     assert loaded.config.name == "node-check"
     assert loaded.config.callback_service_name == "bjc"  # the Service of the base
     assert loaded.warnings == []
+
+
+def test_callbacks_reach_the_leader_and_every_replica_can_be_ready():
+    docs = {
+        d["kind"]: d
+        for f in ("service.yaml", "rbac.yaml", "deployment.yaml")
+        for d in yaml.safe_load_all((MANIFESTS / "base" / f).read_text())
+        if d
+    }
+    name = load_config_map_manifest((MANIFESTS / "base" / "configmap.yaml").read_text()).config.name
+    assert docs["Service"]["spec"]["selector"][LEADER_LABEL] == name
+    pod_rules = [r for r in docs["Role"]["rules"] if "pods" in r["resources"]]
+    assert "patch" in pod_rules[0]["verbs"]  # the leader labels its own pod
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert docs["Deployment"]["spec"]["replicas"] == 2
 
 
 def test_grafana_dashboard_queries_use_bjc_metric_names():
