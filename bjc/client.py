@@ -34,9 +34,13 @@ from typing import IO, Any, Literal
 from urllib.parse import quote, urlsplit
 
 __all__ = [
+    "BACKOFF",
     "EVENT_URL_ENV",
     "FILE_URL_ENV",
+    "MAX_BACKOFF",
     "RESULT_URL_ENV",
+    "RETRIES",
+    "TIMEOUT",
     "CallbackError",
     "Client",
     "NotConfigured",
@@ -52,6 +56,12 @@ log = logging.getLogger(__name__)
 RESULT_URL_ENV = "CALLBACK_SERVICE_RESULT_URL"
 FILE_URL_ENV = "CALLBACK_SERVICE_FILE_URL"
 EVENT_URL_ENV = "CALLBACK_SERVICE_EVENT_URL"
+
+#: defaults of `Client` (and of `bjc report`)
+RETRIES = 6
+BACKOFF = 1.0
+MAX_BACKOFF = 30.0
+TIMEOUT = 30.0
 
 _TOKEN_RE = re.compile(r"([?&]token=)[^&#]*")
 
@@ -130,10 +140,10 @@ class Client:
         event_url: str | None = None,
         *,
         token: str | None = None,
-        retries: int = 6,
-        backoff: float = 1.0,
-        max_backoff: float = 30.0,
-        timeout: float = 30.0,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF,
+        max_backoff: float = MAX_BACKOFF,
+        timeout: float = TIMEOUT,
     ) -> None:
         if retries < 0 or backoff < 0 or max_backoff < 0 or timeout <= 0:
             raise ValueError("retries, backoff and max_backoff must be >= 0, timeout > 0")

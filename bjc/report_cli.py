@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from bjc.client import Client, NotConfigured, Refused, Unreachable
+from bjc.client import BACKOFF, RETRIES, TIMEOUT, Client, NotConfigured, Refused, Unreachable
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad arguments, a missing/invalid callback URL, an unreadable file: nothing sent
@@ -32,18 +32,16 @@ readable: nothing was sent); 3 refused (the server answered 4xx, reason on stder
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--retries", type=int, default=6, help="retries after the first attempt (default 6)"
+        "--retries", type=int, default=RETRIES, help="retries after the first attempt (%(default)s)"
     )
     common.add_argument(
-        "--backoff",
-        type=float,
-        default=1.0,
-        metavar="SECONDS",
-        help="delay before the first retry, doubled for each further one (default 1)",
-    )
+        "--backoff", type=float, default=BACKOFF, metavar="SECONDS",
+        help="delay before the first retry, doubled for each further one (%(default)s)",
+    )  # fmt: skip
     common.add_argument(
-        "--timeout", type=float, default=30.0, metavar="SECONDS", help="per attempt (default 30)"
-    )
+        "--timeout", type=float, default=TIMEOUT, metavar="SECONDS",
+        help="per attempt (%(default)s)",
+    )  # fmt: skip
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="bjc report",
@@ -53,30 +51,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     routes = parser.add_subparsers(dest="route", required=True, metavar="result|file|event")
 
-    result = routes.add_parser(
-        "result", parents=[common], epilog=EPILOG, formatter_class=formatter,
-        help="post a result (JSON) from FILE or stdin",
-        description='post the result: {"<gauge suffix>": [{"value": 1.0, "labels": {...}}]}\n'
+    def route(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return routes.add_parser(
+            name, parents=[common], epilog=EPILOG, formatter_class=formatter,
+            help=summary, description=description,
+        )  # fmt: skip
+
+    result = route(
+        "result",
+        "post a result (JSON) from FILE or stdin",
+        'post the result: {"<gauge suffix>": [{"value": 1.0, "labels": {...}}]}\n'
         "sent as it is: the controller validates it and stores it verbatim",
-    )  # fmt: skip
+    )
     result.add_argument("source", metavar="FILE|-", help="JSON file, or - for stdin")
 
-    upload = routes.add_parser(
-        "file", parents=[common], epilog=EPILOG, formatter_class=formatter,
-        help="upload a file (stored as <node>-<name>)",
-        description="upload a file, stored as <node>-<name> in the execution's report directory;\n"
+    upload = route(
+        "file",
+        "upload a file (stored as <node>-<name>)",
+        "upload a file, stored as <node>-<name> in the execution's report directory;\n"
         "prints the stored names the controller answers",
-    )  # fmt: skip
+    )
     upload.add_argument("source", metavar="PATH|-", help="file to upload, or - for stdin")
     upload.add_argument("--name", help="name to store it under (default: the file's name)")
     upload.add_argument("--content-type", help="default: guessed from the name")
 
-    event = routes.add_parser(
-        "event", parents=[common], epilog=EPILOG, formatter_class=formatter,
-        help="create a Kubernetes Event regarding the job pod",
-        description="create a Kubernetes Event regarding the job pod; MESSAGE is formatted\n"
+    event = route(
+        "event",
+        "create a Kubernetes Event regarding the job pod",
+        "create a Kubernetes Event regarding the job pod; MESSAGE is formatted\n"
         "like Go's fmt.Sprintf with the ARGs (%s, %d, %q, ...)",
-    )  # fmt: skip
+    )
     event.add_argument(
         "reason", metavar="REASON", help="starts with an upper-case letter, e.g. DiskFull"
     )
