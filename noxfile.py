@@ -12,7 +12,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "bjc", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "bjc", "tests", "benchmarks", "noxfile.py")
     session.run("mypy", "bjc")
-    session.run("hadolint", "Dockerfile")
+    session.run("hadolint", "Dockerfile", "examples/job-image/Dockerfile")
 
 
 @nox.session

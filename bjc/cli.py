@@ -1,7 +1,8 @@
-"""The `bjc` command: run | demo | sim | mock | check-config.
+"""The `bjc` command: run | demo | sim | mock | check-config | report.
 
 Each subcommand lives in its own module and is imported only when chosen, so
-`bjc run` does not pay for the simulator and `bjc check-config` starts instantly.
+`bjc run` does not pay for the simulator, `bjc check-config` starts instantly and
+`bjc report` (run in job pods) loads nothing but the standard library.
 This module also owns process-level concerns of `bjc run`: logging format,
 signals, exit codes.
 """
@@ -15,8 +16,6 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-import msgspec
-
 if TYPE_CHECKING:
     from bjc.config import Environment
     from bjc.kube import Credentials
@@ -29,11 +28,14 @@ commands:
   sim            serve a simulated Kubernetes cluster on 127.0.0.1
   mock           serve the callback API for job authors (stores nothing)
   check-config   validate a ConfigMap, or a config.yaml and pod template
+  report         post a result, file or event from a job pod (bjc report -h)
 """
 
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        import msgspec  # here, not at the top: `bjc report` must not load it
+
         entry = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
@@ -151,5 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         from bjc.checkconfig import main as check_main
 
         return check_main(rest)
+    if command == "report":
+        from bjc.report_cli import main as report_main
+
+        return report_main(rest)
     print(f"bjc: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bjc.demo import DEMO_CONFIG
+from tests.integration.bjc_command import path_with_bjc
 from tests.report_files import execution_dirs, state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,3 +106,33 @@ def test_job_command_gets_the_pod_environment_and_its_curl_calls_work(tmp_path):
         for name in ("summary.txt", "report.html", "a.log", "b.log"):
             assert (directory / f"{node}-{name}").is_file(), name
         assert node in (directory / f"{node}-summary.txt").read_text()
+
+
+def test_job_image_script_reports_through_bjc_report(tmp_path):
+    """examples/job-image/job.sh as every job pod, `bjc report` with the standard library only."""
+    reports = tmp_path / "reports"
+    config = tmp_path / "config.yaml"
+    config.write_text(DEMO_CONFIG + "callbackAuth: token\n")
+    env = {**os.environ, "PATH": path_with_bjc(tmp_path), "DISK_LIMIT_PERCENT": "101"}
+    done = demo(
+        "--nodes", "3", "--executions", "1", "--config", str(config),
+        "--report-dir", str(reports), "--job-command", f"sh {ROOT / 'examples/job-image/job.sh'}",
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (directory,) = execution_dirs(reports)
+    st = state(directory)
+    assert len(st.nodes) == 3
+    for node, job in st.nodes.items():
+        log = (directory / f"{node}-container-check.log").read_text()  # savePodLog
+        assert job.status == "succeeded" and job.result, (node, job, log)
+        assert f"checked / on {node} in execution {directory.name}" in log
+        assert "refused" not in log  # the event was created too
+        result = json.loads((directory / f"{node}.json").read_text())
+        assert result["disk_used_ratio"][0]["labels"] == {"mount": "/"}
+        assert {e["labels"]["check"]: e["value"] for e in result["failed_checks"]} == {
+            "disk": 0,
+            "tmp": 0,
+        }
+        assert "Filesystem" in (directory / f"{node}-df.txt").read_text()
+        assert (directory / f"{node}-uname.txt").read_text().strip()

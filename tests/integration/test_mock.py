@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -43,13 +44,14 @@ class Mock:
         return out.splitlines()
 
 
-@pytest.fixture
-def mock(tmp_path: Path) -> Iterator[Mock]:
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
+@contextlib.contextmanager
+def running_mock(cwd: Path, config: str = CONFIG) -> Iterator[Mock]:
+    """`bjc mock --config <config>` on a free loopback port, working directory `cwd`."""
+    path = cwd / "config.yaml"
+    path.write_text(config)
     proc = subprocess.Popen(
-        [*MOCK, "--host", "127.0.0.1", "--port", "0", "--config", str(config)],
-        cwd=tmp_path,
+        [*MOCK, "--host", "127.0.0.1", "--port", "0", "--config", str(path)],
+        cwd=cwd,
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -64,6 +66,12 @@ def mock(tmp_path: Path) -> Iterator[Mock]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def mock(tmp_path: Path) -> Iterator[Mock]:
+    with running_mock(tmp_path) as started:
+        yield started
 
 
 def job_env(base: str, node: str = "node-a", eid: str = "202401011200") -> dict[str, str]:

@@ -1,0 +1,130 @@
+"""`bjc report result|file|event`: the job client (bjc.client) for shell job scripts.
+
+A shell job calls `bjc report ...` where it would hand-write curl calls, and tests
+the exit code. Like bjc.client, this module imports only the standard library and
+bjc.client, so the command starts fast in a job pod and never loads the controller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from bjc.client import BACKOFF, RETRIES, TIMEOUT, Client, NotConfigured, Refused, Unreachable
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad arguments, a missing/invalid callback URL, an unreadable file: nothing sent
+EXIT_REFUSED = 3  # the server answered 4xx: the request is wrong, retrying will not help
+EXIT_UNREACHABLE = 4  # connection errors, timeouts, 5xx or 429 until the retries ran out
+
+EPILOG = """\
+environment: CALLBACK_SERVICE_RESULT_URL, CALLBACK_SERVICE_FILE_URL and
+CALLBACK_SERVICE_EVENT_URL, set by the controller in every job pod.
+
+exit codes: 0 delivered; 2 usage (bad arguments, callback URL not set, file not
+readable: nothing was sent); 3 refused (the server answered 4xx, reason on stderr);
+4 unreachable (connection errors, timeouts, 5xx or 429 until the retries ran out).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--retries", type=int, default=RETRIES, help="retries after the first attempt (%(default)s)"
+    )
+    common.add_argument(
+        "--backoff", type=float, default=BACKOFF, metavar="SECONDS",
+        help="delay before the first retry, doubled for each further one (%(default)s)",
+    )  # fmt: skip
+    common.add_argument(
+        "--timeout", type=float, default=TIMEOUT, metavar="SECONDS",
+        help="per attempt (%(default)s)",
+    )  # fmt: skip
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="bjc report",
+        description="report to the controller's callback API from a job pod",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    routes = parser.add_subparsers(dest="route", required=True, metavar="result|file|event")
+
+    def route(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return routes.add_parser(
+            name, parents=[common], epilog=EPILOG, formatter_class=formatter,
+            help=summary, description=description,
+        )  # fmt: skip
+
+    result = route(
+        "result",
+        "post a result (JSON) from FILE or stdin",
+        'post the result: {"<gauge suffix>": [{"value": 1.0, "labels": {...}}]}\n'
+        "sent as it is: the controller validates it and stores it verbatim",
+    )
+    result.add_argument("source", metavar="FILE|-", help="JSON file, or - for stdin")
+
+    upload = route(
+        "file",
+        "upload a file (stored as <node>-<name>)",
+        "upload a file, stored as <node>-<name> in the execution's report directory;\n"
+        "prints the stored names the controller answers",
+    )
+    upload.add_argument("source", metavar="PATH|-", help="file to upload, or - for stdin")
+    upload.add_argument("--name", help="name to store it under (default: the file's name)")
+    upload.add_argument("--content-type", help="default: guessed from the name")
+
+    event = route(
+        "event",
+        "create a Kubernetes Event regarding the job pod",
+        "create a Kubernetes Event regarding the job pod; MESSAGE is formatted\n"
+        "like Go's fmt.Sprintf with the ARGs (%s, %d, %q, ...)",
+    )
+    event.add_argument(
+        "reason", metavar="REASON", help="starts with an upper-case letter, e.g. DiskFull"
+    )
+    event.add_argument(
+        "message", metavar="MESSAGE", help="the note, e.g. 'disk %%s is %%s%%%% full'"
+    )
+    event.add_argument("args", nargs="*", metavar="ARG", help="values for the message")
+    event.add_argument("--type", choices=("Normal", "Warning"), default="Normal")
+    event.add_argument("--action", help="what was done (default: n/a)")
+    return parser
+
+
+def _send(client: Client, args: argparse.Namespace) -> list[str]:
+    if args.route == "event":
+        client.event(args.reason, args.message, args.args, type=args.type, action=args.action)
+        return []
+    data: Any = sys.stdin.buffer.read() if args.source == "-" else args.source
+    if args.route == "result":
+        if not isinstance(data, bytes):
+            with open(data, "rb") as f:
+                data = f.read()
+        client.report(data)
+        return []
+    return client.upload(data, args.name, content_type=args.content_type)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(format="bjc report: %(message)s", stream=sys.stderr)
+    try:
+        client = Client.from_env(retries=args.retries, backoff=args.backoff, timeout=args.timeout)
+        for name in _send(client, args):
+            print(name)
+    except (ValueError, OSError, NotConfigured) as e:
+        print(f"bjc report: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Refused as e:
+        print(f"bjc report: refused: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    except Unreachable as e:
+        print(f"bjc report: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
