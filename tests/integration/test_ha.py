@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bjc.kube import KubeClient
+from bjc.kubetypes import Pod
 from bjc.ownpod import LEADER_LABEL
 from bjc.sim import JobBehaviour, RunningPod, SimCluster
 from bjc.store import NotLeading
@@ -55,6 +58,27 @@ def leader_labels(sim: SimCluster, *names: str) -> dict[str, str | None]:
     return {n: (pods[n]["metadata"].get("labels") or {}).get(LEADER_LABEL) for n in names}
 
 
+async def until_pods(kube: KubeClient, predicate: Callable[[dict[str, Pod]], bool]) -> None:
+    """List + watch the namespace's pods until `predicate(pods by name)` holds."""
+    path = f"/api/v1/namespaces/{NAMESPACE}/pods"
+    items, rv = await kube.list(path, Pod)
+    pods = {p.metadata.name: p for p in items}
+    async with asyncio.timeout(BOUND):
+        while not predicate(pods):
+            async for ev in kube.watch(path, Pod, resource_version=rv):
+                rv = ev.object.metadata.resource_version or rv
+                if ev.type == "DELETED":
+                    pods.pop(ev.object.metadata.name, None)
+                elif ev.type != "BOOKMARK":
+                    pods[ev.object.metadata.name] = ev.object
+                if predicate(pods):
+                    return
+
+
+def labelled(name: str) -> Callable[[dict[str, Pod]], bool]:
+    return lambda pods: name in pods and LEADER_LABEL in pods[name].metadata.labels
+
+
 async def test_a_standby_writes_nothing_while_jobs_of_a_running_execution_end(tmp_path):
     gate, all_started = asyncio.Event(), asyncio.Event()
     started: list[str] = []
@@ -86,9 +110,12 @@ async def test_a_standby_writes_nothing_while_jobs_of_a_running_execution_end(tm
         before = report_files(shared)
         standby = await c.start_controller(identity="b", **common)
         gate.set()  # the running execution's pods now succeed
-        async with asyncio.timeout(BOUND):
-            while any(p["status"].get("phase") != "Succeeded" for p in c.job_pods()):
-                await asyncio.sleep(0.05)
+        await until_pods(
+            c.kube,
+            lambda pods: all(
+                p.status.phase == "Succeeded" for p in pods.values() if "-job-" in p.metadata.name
+            ),
+        )
         await asyncio.sleep(1.0)  # a window in which a watching standby would have written
         assert report_files(shared) == before
         assert not standby.leading and standby.supervisor.get("pod-watch") is None
@@ -113,27 +140,20 @@ async def test_the_leader_label_follows_the_lease(tmp_path):
         b = await c.start_controller(identity="b", **common)
         leader = await wait_leader(a, b)
         standby = b if leader is a else a
-        async with asyncio.timeout(BOUND):
-            await leader.accepting_callbacks.wait()
-            while leader_labels(c.sim, leader.identity)[leader.identity] is None:
-                await asyncio.sleep(0.02)
+        await until_pods(c.kube, labelled(leader.identity))
         assert leader_labels(c.sim, "a", "b") == {leader.identity: "batch", standby.identity: None}
 
         await crash(leader)  # kill -9: the dead leader's pod keeps its label
         c.runtimes.remove(leader)
-        async with asyncio.timeout(BOUND):
-            await standby.accepting_callbacks.wait()
-            while leader_labels(c.sim, standby.identity)[standby.identity] is None:
-                await asyncio.sleep(0.02)
+        await until_pods(c.kube, labelled(standby.identity))
         assert leader_labels(c.sim, "a", "b") == {leader.identity: None, standby.identity: "batch"}
 
 
 async def test_a_restarted_ex_leader_drops_its_label_before_anything_else(tmp_path):
     async with cluster(tmp_path) as c:
         controller_pod(c.sim, "a")
-        await c.kube.patch(
-            f"/api/v1/namespaces/{NAMESPACE}/pods/a", {"metadata": {"labels": {LEADER_LABEL: "batch"}}}
-        )
+        label = {"metadata": {"labels": {LEADER_LABEL: "batch"}}}
+        await c.kube.patch(f"/api/v1/namespaces/{NAMESPACE}/pods/a", label)
         lease = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -157,7 +177,7 @@ async def test_a_replica_that_loses_its_lease_stops_writing_and_exits(tmp_path):
 
         # a stalled event loop: past the renew deadline, nothing is written any more,
         # even before the elector gets to run and step down
-        time.sleep(LEASE[1] + 0.1)
+        time.sleep(LEASE[1] + 0.1)  # noqa: ASYNC251 - the stall is the point
         with pytest.raises(NotLeading):
             a.store._write_sync("202601010000", "node-x.json", b"{}")
 
