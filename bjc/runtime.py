@@ -119,6 +119,7 @@ class Runtime:
         self.controller.on_failure = self.supervisor.fail
         self.runners: dict[str, web.AppRunner] = {}
         self.ports: dict[str, int] = {}
+        self.watch_silence_limit = WATCH_SILENCE_LIMIT_S
         self.loaded = False  # the history was read once: Ready
         # leading with the history reloaded: callbacks accepted
         self.accepting_callbacks = asyncio.Event()
@@ -184,7 +185,7 @@ class Runtime:
             if self.supervisor.get("pod-watch") is None:
                 return True  # a standby does not watch
             quiet = asyncio.get_running_loop().time() - watcher.last_contact
-            return quiet < WATCH_SILENCE_LIMIT_S
+            return quiet < self.watch_silence_limit
 
         return check
 

@@ -269,3 +269,34 @@ async def test_sigkill_right_after_acknowledged_results_loses_none(sim, tmp_path
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.communicate(), BOUND)
+
+
+async def probe(http: aiohttp.ClientSession, port: int, path: str) -> tuple[int, str]:
+    async with http.get(f"http://127.0.0.1:{port}{path}") as r:
+        return r.status, await r.text()
+
+
+async def test_healthz_fails_while_the_pod_watch_hears_nothing(tmp_path):
+    async with cluster(tmp_path) as c:
+        c.add_nodes(1)
+        runtime = await c.start_controller()
+        runtime.watch_silence_limit = 0.5
+        await runtime.accepting_callbacks.wait()
+        port = runtime.ports["health"]
+        async with aiohttp.ClientSession() as http:
+            assert (await probe(http, port, "/healthz"))[0] == 200
+            c.sim.faults.fail(1.0, status=500, resource="pods")  # the API refuses pod reads
+            c.sim.faults.drop_watches()
+            for _ in range(200):  # a kubelet probing every 50 ms
+                status, text = await probe(http, port, "/healthz")
+                if status == 500:
+                    break
+                await asyncio.sleep(0.05)
+            assert status == 500 and "[-]pod-watch failed" in text
+            c.sim.faults.clear()
+            for _ in range(600):  # the watch backs off up to a few seconds between tries
+                status, text = await probe(http, port, "/healthz")
+                if status == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert status == 200, text
