@@ -222,3 +222,23 @@ async def test_pods_that_vanish_while_no_controller_runs_are_failures(tmp_path):
         assert "vanished" in jobs["node-000"].reason
         assert jobs["node-001"].status is JobStatus.SUCCEEDED and jobs["node-001"].result
         assert jobs["node-002"].status is JobStatus.SUCCEEDED and jobs["node-002"].result
+
+
+async def test_a_standby_takes_a_released_lease_without_waiting_for_its_retry(tmp_path):
+    slow = (20.0, 15.0, 10.0)  # a standby retries only every ~10 s
+    async with cluster(tmp_path) as c:
+        c.add_nodes(1)
+        common = dict(dev_mode=False, report_dir=tmp_path / "shared", lease_timing=slow)
+        a = await c.start_controller(identity="a", **common)
+        await wait_leader(a)
+        b = await c.start_controller(identity="b", **common)
+        await asyncio.sleep(0.5)  # b has made its first attempt and sleeps for ~10 s
+        assert not b.leading
+        loop = asyncio.get_running_loop()
+        released_at = loop.time()
+        await a.stop()
+        c.runtimes.remove(a)
+        await a.kube.close()
+        await wait_leader(b)
+        # the watch woke it: well inside one retry period (a correctness bound)
+        assert loop.time() - released_at < slow[2] / 2
