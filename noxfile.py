@@ -9,8 +9,8 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("-e", ".[lint]")
-    session.run("ruff", "check", "bjc", "tests", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "bjc", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "bjc", "tests", "benchmarks", "tools", "noxfile.py")
+    session.run("ruff", "format", "--check", "bjc", "tests", "benchmarks", "tools", "noxfile.py")
     session.run("mypy", "bjc")
     session.run("hadolint", "Dockerfile", "examples/job-image/Dockerfile")
 
@@ -35,3 +35,10 @@ def e2e(session: nox.Session) -> None:
     session.run("bash", "tests/e2e/build_binaries.sh", external=True, success_codes=[0, 1])
     env = {"BJC_E2E": "1", "BJC_E2E_NO_BUILD": "1"}
     session.run("pytest", "-q", "-rs", "tests/e2e", *session.posargs, env=env)
+
+
+@nox.session
+def kubeproto(session: nox.Session) -> None:
+    """Regenerate bjc/sim/kubeproto.binpb from k8s.io/api's .proto files (needs Go)."""
+    session.install("-e", ".", "grpcio-tools")
+    session.run("python", "tools/gen_kubeproto.py")

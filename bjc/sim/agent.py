@@ -8,7 +8,9 @@ built-in behaviour (delays, exit code, an optional async callable) or a local sh
 command with the container's env (`--job-command`); its output becomes the container
 log, stored through the sim's private `PUT /_sim/logs/...` path (ignored when the
 server does not have it). A pod deleted while running is stopped (its command
-killed); `spec.activeDeadlineSeconds` fails it with reason DeadlineExceeded.
+killed); `spec.activeDeadlineSeconds` fails it with reason DeadlineExceeded. Status
+updates are retried until the API answers (an outage only delays them), and a pod
+the agent has run is never started again, whatever stale view of it arrives later.
 Deliberately not a kubelet: no images, no restarts (restartPolicy is not honoured
 beyond running once), no probes, no node heartbeats, no eviction.
 """
@@ -176,7 +178,7 @@ class NodeAgent:
         behaviour: JobBehaviour | None = None,
         job_command: str | None = None,
         namespace: str | None = None,
-        max_retries: int = 20,
+        max_backoff: float = 2.0,
         headers: dict[str, str] | None = None,
         ssl: bool | _ssl.SSLContext | None = None,
     ) -> None:
@@ -187,11 +189,14 @@ class NodeAgent:
         self.behaviour = behaviour or JobBehaviour()
         self.job_command = job_command
         self.namespace = namespace
-        self.max_retries = max_retries
+        self.max_backoff = max_backoff
         self.completed = 0
         self._session: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._pods: dict[str, asyncio.Task[None]] = {}
+        # uids of pods this agent has run to the end: a stale view of one (a relist or an
+        # event that was on its way) must not run it again
+        self._done: set[str] = set()
         self._ip = 0
         self.synced = asyncio.Event()
 
@@ -245,7 +250,7 @@ class NodeAgent:
             except (aiohttp.ClientError, _HttpError, TimeoutError, msgspec.DecodeError) as exc:
                 delay = getattr(exc, "retry_after", None) or backoff
                 log.debug("agent watch error (%s), retrying in %.2fs", exc, delay)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, self.max_backoff)
                 await asyncio.sleep(delay)
 
     async def _relist(self) -> str:
@@ -262,6 +267,7 @@ class NodeAgent:
             self._observe(pod)
         for uid in [u for u in self._pods if u not in seen]:
             self._pods.pop(uid).cancel()
+        self._done &= seen
         return pods.metadata.resourceVersion
 
     async def _watch(self, rv: str) -> str:
@@ -294,6 +300,7 @@ class NodeAgent:
                 if event.type == "BOOKMARK":
                     continue
                 if event.type == "DELETED":
+                    self._done.discard(pod.metadata.uid)
                     task = self._pods.pop(pod.metadata.uid, None)
                     if task is not None:
                         task.cancel()
@@ -306,7 +313,9 @@ class NodeAgent:
         if not node or (self.node_names is not None and node not in self.node_names):
             return
         uid = pod.metadata.uid
-        if uid in self._pods or pod.status.phase not in ("", "Pending", "Running"):
+        if uid in self._pods or uid in self._done:
+            return
+        if pod.status.phase not in ("", "Pending", "Running"):
             return
         behaviour = self.behaviour.for_node(node)
         if behaviour.stay_pending:
@@ -320,7 +329,10 @@ class NodeAgent:
     def _pod_done(self, uid: str, task: asyncio.Task[None]) -> None:
         if self._pods.get(uid) is task:
             del self._pods[uid]
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return  # deleted, or the agent stops
+        self._done.add(uid)
+        if task.exception() is not None:
             log.warning("simulated pod task failed: %r", task.exception())
 
     # --- running one pod ---
@@ -438,10 +450,11 @@ class NodeAgent:
     # --- HTTP calls ---
 
     async def _request(self, method: str, url: str, data: bytes, ctype: str) -> int:
-        """Send with retries on 429/5xx/connection errors; returns the final status."""
+        """Send until the API answers (retrying 429/5xx/connection errors with capped
+        backoff, however long the outage); returns the final status."""
         assert self._session is not None
         delay = 0.05
-        for attempt in range(self.max_retries):
+        while True:
             try:
                 async with self._session.request(
                     method, url, data=data, headers={"Content-Type": ctype}
@@ -452,10 +465,9 @@ class NodeAgent:
                     wait = _retry_after(resp) or delay
             except aiohttp.ClientError:
                 wait = delay
-            if attempt + 1 < self.max_retries:
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, 2.0)
-        raise _HttpError(503, f"{method} {url}: giving up after {self.max_retries} attempts")
+            log.debug("%s %s failed, retrying in %.2fs", method, url, wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, self.max_backoff)
 
     async def _patch_status(self, pod: _Pod, status: dict[str, Any]) -> None:
         meta = pod.metadata
@@ -470,10 +482,7 @@ class NodeAgent:
     async def _store_log(self, pod: _Pod, container: str, text: str) -> None:
         meta = pod.metadata
         url = f"{self.api_url}/_sim/logs/{meta.namespace}/{meta.name}/{container}"
-        try:
-            await self._request("PUT", url, text.encode(), "text/plain")
-        except _HttpError as exc:
-            log.debug("could not store log: %s", exc)
+        await self._request("PUT", url, text.encode(), "text/plain")  # 404: not a sim, no logs
 
     # --- status documents (what a kubelet reports) ---
 

@@ -22,6 +22,7 @@ class FailureRule:
     retry_after: int
     verb: str | None
     resource: str | None
+    times: int | None = None  # requests left to fail (None: until cleared)
 
 
 class Faults:
@@ -57,17 +58,21 @@ class Faults:
         retry_after: int = 1,
         verb: str | None = None,
         resource: str | None = None,
+        times: int | None = None,
     ) -> None:
         """Answer ``share`` (0..1) of matching requests with ``status`` (500 or 429).
 
         ``verb`` is a Kubernetes verb (get, list, watch, create, update, patch, delete,
-        deletecollection); ``resource`` a plural, optionally with subresource ("pods/status").
+        deletecollection); ``resource`` a plural, optionally with subresource ("pods/status");
+        ``times`` ends the rule after that many failures (an outage of N requests).
         """
         if not 0 <= share <= 1:
             raise ValueError(f"fail share must be within 0..1, got {share}")
         if status not in (500, 429):
             raise ValueError(f"fail status must be 500 or 429, got {status}")
-        self.rules.append(FailureRule(share, status, retry_after, verb, resource))
+        if times is not None and times < 1:
+            raise ValueError(f"fail times must be >= 1, got {times}")
+        self.rules.append(FailureRule(share, status, retry_after, verb, resource, times))
 
     def clear(self) -> None:
         """Remove delays and failure rules."""
@@ -87,6 +92,10 @@ class Faults:
                 continue
             if rule.share >= 1 or self._rng.random() < rule.share:
                 self.injected += 1
+                if rule.times is not None:
+                    rule.times -= 1
+                    if rule.times == 0:
+                        self.rules.remove(rule)
                 return rule
         return None
 

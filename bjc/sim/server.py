@@ -4,10 +4,12 @@ Exists so that bjc, its tests, kubectl and kubernetes_asyncio talk real HTTP to
 something with apiserver semantics (see store.py) and no Kubernetes installation.
 Routing is one catch-all handler that parses Kubernetes paths
 (`/api/v1/namespaces/{ns}/{plural}/{name}/{sub}`, `/apis/{group}/{version}/...`), so
-fault injection sees every request with its verb and resource. Lists and watches
-can be answered as `meta.k8s.io/v1 Table` for kubectl. Deliberately absent:
-authentication/authorization, server-side apply, OpenAPI documents (404, kubectl
-copes), protobuf, the legacy `/api/v1/watch/...` paths, log following.
+fault injection sees every request with its verb and resource. Bodies and answers
+are JSON or Kubernetes protobuf as the client asks (media.py, kubeproto.py), so
+client-go programs work unmodified; lists and watches can be answered as
+`meta.k8s.io/v1 Table` for kubectl. Deliberately absent: authentication/authorization,
+server-side apply (415), OpenAPI beyond the minimal v3 documents kubectl needs,
+aggregated discovery, the legacy `/api/v1/watch/...` paths, log following.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import msgspec
 import yaml
 from aiohttp import web
 
+from bjc.sim import kubeproto, media
 from bjc.sim import patch as patches
 from bjc.sim.faults import Faults
 from bjc.sim.selectors import SelectorError, combine, parse_field_selector, parse_label_selector
@@ -33,17 +36,18 @@ from bjc.sim.store import (
     CANONICAL,
     RESOURCES,
     ApiError,
+    EventEncoder,
     Obj,
     ResourceType,
     Store,
     Watcher,
     bad_request,
+    json_event,
     now_rfc3339,
     to_view,
 )
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
 
 SERVER_VERSION = {
     "major": "1",
@@ -58,6 +62,11 @@ SERVER_VERSION = {
 }
 
 _TABLE_ACCEPT = "as=Table"
+_PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -66,9 +75,24 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
-def _error(err: ApiError) -> web.Response:
+def _media(request: web.Request) -> str:
+    """The media type to answer ``request`` in (ApiError 406 if it accepts none)."""
+    return media.negotiate(request.headers.get("Accept", ""))
+
+
+def _reply(request: web.Request, body: Obj, status: int = 200) -> web.Response:
+    data, ctype = media.encode(body, _media(request))
+    return web.Response(body=data, status=status, content_type=ctype)
+
+
+def _error(request: web.Request, err: ApiError) -> web.Response:
     headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None
-    return _json(err.status(), err.code, headers)
+    try:
+        answer_in = _media(request)
+    except ApiError:
+        answer_in = media.JSON  # the 406 itself
+    data, ctype = media.encode(err.status(), answer_in)
+    return web.Response(body=data, status=err.code, content_type=ctype, headers=headers)
 
 
 def _age(ts: str | None) -> str:
@@ -320,22 +344,6 @@ def _verb(method: str, target: _Target, query: Any) -> str:
     }.get(method, method.lower())
 
 
-async def _read_json(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw:
-        return None
-    try:
-        return _decode(raw)
-    except msgspec.DecodeError as exc:
-        # kubectl and some clients may send YAML for create; accept it as the real server does
-        if request.content_type in ("application/yaml", "application/x-yaml"):
-            try:
-                return yaml.safe_load(raw)
-            except yaml.YAMLError:
-                pass
-        raise bad_request(f"error decoding request body: {exc}") from None
-
-
 class SimCluster:
     """An in-process simulated Kubernetes API server (see the module docstring)."""
 
@@ -515,38 +523,40 @@ class SimCluster:
                 return self._discovery(request)
             return await self._resource(request, target, verb)
         except ApiError as err:
-            return _error(err)
+            return _error(request, err)
 
     def _discovery(self, request: web.Request) -> web.Response:
         path = request.path.rstrip("/") or "/"
         if path == "/version":
             return _json(SERVER_VERSION)
         if path == "/api":
-            return _json(
+            return _reply(
+                request,
                 {
                     "kind": "APIVersions",
                     "versions": ["v1"],
                     "serverAddressByClientCIDRs": [
                         {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}
                     ],
-                }
+                },
             )
         if path == "/api/v1":
-            return _json(_resource_list("", "v1"))
+            return _reply(request, _resource_list("", "v1"))
         groups = _groups()
         if path == "/apis":
-            return _json(
+            return _reply(
+                request,
                 {
                     "kind": "APIGroupList",
                     "apiVersion": "v1",
                     "groups": [_api_group(g, vs) for g, vs in groups.items()],
-                }
+                },
             )
         parts = path.split("/")[1:]
         if len(parts) == 2 and parts[0] == "apis" and parts[1] in groups:
-            return _json(_api_group(parts[1], groups[parts[1]]))
+            return _reply(request, _api_group(parts[1], groups[parts[1]]))
         if len(parts) == 3 and parts[0] == "apis" and parts[2] in groups.get(parts[1], []):
-            return _json(_resource_list(parts[1], parts[2]))
+            return _reply(request, _resource_list(parts[1], parts[2]))
         if path == "/openapi/v3":
             return _json(
                 {
@@ -564,6 +574,7 @@ class SimCluster:
 
     async def _resource(self, request: web.Request, t: _Target, verb: str) -> web.StreamResponse:
         rt, store, q = t.rt, self.store, request.query
+        _media(request)  # a 406 comes before any change
         if verb in ("list", "watch", "deletecollection"):
             try:
                 match = combine(
@@ -576,48 +587,55 @@ class SimCluster:
                 return await self._watch(request, t, match)
             if verb == "list":
                 return self._list(request, t, match)
-            body = await _read_json(request) or {}
+            body = await media.read_body(request, rt.api_version, "DeleteOptions") or {}
             deleted = [
                 store.delete(rt, o["metadata"].get("namespace"), o["metadata"]["name"])
                 for o in store.list(rt, t.namespace)
                 if match is None or match(o)
             ]
-            return _json(self._list_body(rt, [to_view(rt, o) for o in deleted], ""))
+            return _reply(request, self._list_body(rt, [to_view(rt, o) for o in deleted], ""))
         if verb == "create":
-            body = await _read_json(request)
-            return _json(to_view(rt, store.create(rt, t.namespace, body)), 201)
+            body = await media.read_body(request, rt.api_version, rt.kind)
+            return _reply(request, to_view(rt, store.create(rt, t.namespace, body)), 201)
         assert t.name is not None
         if t.sub == "log":
             return self._log(request, t)
         status = t.sub == "status"
         if verb == "get":
-            return _json(to_view(rt, store.get(rt, t.namespace, t.name)))
+            return _reply(request, to_view(rt, store.get(rt, t.namespace, t.name)))
         if verb == "update":
-            body = await _read_json(request)
-            return _json(to_view(rt, store.update(rt, t.namespace, t.name, body, status=status)))
+            body = await media.read_body(request, rt.api_version, rt.kind)
+            updated = store.update(rt, t.namespace, t.name, body, status=status)
+            return _reply(request, to_view(rt, updated))
         if verb == "patch":
-            return _json(to_view(rt, await self._patch(request, t, status)))
+            return _reply(request, to_view(rt, await self._patch(request, t, status)))
         if verb == "delete":
-            body = await _read_json(request) or {}
+            body = await media.read_body(request, rt.api_version, "DeleteOptions") or {}
             if not isinstance(body, dict):
                 raise bad_request("DeleteOptions must be a JSON object")
             gone = store.delete(rt, t.namespace, t.name, body.get("preconditions"))
-            return _json(to_view(rt, gone))
+            return _reply(request, to_view(rt, gone))
         raise ApiError(
             405, "MethodNotAllowed", f"{request.method} is not supported on {request.path}"
         )
 
     async def _patch(self, request: web.Request, t: _Target, status: bool) -> Obj:
         ctype = request.content_type
-        body = await _read_json(request)
         assert t.name is not None
+        if ctype not in _PATCH_TYPES:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types include: "
+                f"{', '.join(_PATCH_TYPES)} (got {ctype!r}; server-side apply is not simulated)",
+            )
+        body = media.parse_json(await request.read())
+        pre: Obj = {}
         if ctype == "application/json-patch+json":
 
             def apply(obj: Obj) -> Obj:
                 return patches.json_patch(obj, body)
-
-            pre: Obj = {}
-        elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        else:
             if not isinstance(body, dict):
                 raise bad_request(f"a {ctype} body must be a JSON object")
             fn = (
@@ -625,22 +643,12 @@ class SimCluster:
                 if ctype == "application/merge-patch+json"
                 else patches.strategic_merge_patch
             )
-            pre = {
-                k: v
-                for k, v in (body.get("metadata") or {}).items()
-                if k in ("resourceVersion", "uid")
-            }
+            meta = body.get("metadata") or {}
+            pre = {k: v for k, v in meta.items() if k in ("resourceVersion", "uid")}
 
             def apply(obj: Obj) -> Obj:
                 return fn(obj, body)
-        else:
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
-                f"the body of the request was in an unknown format - accepted media types include: "
-                f"application/json-patch+json, application/merge-patch+json, "
-                f"application/strategic-merge-patch+json (got {ctype!r})",
-            )
+
         try:
             return self.store.patch(t.rt, t.namespace, t.name, apply, pre, status=status)
         except patches.PatchError as exc:
@@ -730,13 +738,13 @@ class SimCluster:
             if cont:
                 table["metadata"]["continue"] = cont
             return _json(table)
-        if CANONICAL[rt.key] is rt:
+        if _media(request) == media.JSON and CANONICAL[rt.key] is rt:
             head = self._list_body(rt, [], rv, cont)
             # encode items once, splice into the envelope (large lists stay cheap)
             head_bytes = _encode(head)
             body = head_bytes[:-3] + b"[" + b",".join(_encode(o) for o in items) + b"]}"
             return web.Response(body=body, content_type="application/json")
-        return _json(self._list_body(rt, [to_view(rt, o) for o in items], rv, cont))
+        return _reply(request, self._list_body(rt, [to_view(rt, o) for o in items], rv, cont))
 
     async def _watch(self, request: web.Request, t: _Target, match: Any) -> web.StreamResponse:
         rt, store, q = t.rt, self.store, request.query
@@ -761,40 +769,30 @@ class SimCluster:
                 return False
             return match is None or match(obj)
 
+        # plain events (bookmarks, errors) and object events: JSON lines or protobuf frames
+        plain: EventEncoder = json_event
+        ctype = media.JSON
+        if not table and _media(request) == media.PROTOBUF:
+            if kubeproto.message_class(rt.api_version, rt.kind):
+                plain, ctype = kubeproto.watch_frame, f"{media.PROTOBUF};stream=watch"
+
         def line(type_: str, obj: Obj, change: Any = None) -> bytes:
             if table:
-                return (
-                    _encode(
-                        {
-                            "type": type_,
-                            "object": _table(
-                                rt, [to_view(rt, obj)], obj["metadata"]["resourceVersion"]
-                            ),
-                        }
-                    )
-                    + b"\n"
-                )
+                view = to_view(rt, obj)
+                return json_event(type_, _table(rt, [view], obj["metadata"]["resourceVersion"]))
             if change is not None:
-                return change.line(rt, type_)
-            return _encode({"type": type_, "object": to_view(rt, obj)}) + b"\n"
+                return change.event(rt, type_, plain)  # encoded once for all watchers
+            return plain(type_, to_view(rt, obj))
 
         def bookmark(rv: int, end_of_initial: bool = False) -> bytes:
             meta: Obj = {"resourceVersion": str(rv)}
             if end_of_initial:
                 meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-            return (
-                _encode(
-                    {
-                        "type": "BOOKMARK",
-                        "object": {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta},
-                    }
-                )
-                + b"\n"
+            return plain(
+                "BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}
             )
 
-        resp = web.StreamResponse(
-            headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
-        )
+        resp = web.StreamResponse(headers={"Content-Type": ctype, "Cache-Control": "no-cache"})
         resp.enable_chunked_encoding()
         watcher = Watcher(rt.key)
         store.watchers.add(watcher)
@@ -821,7 +819,7 @@ class SimCluster:
                         "Expired",
                         f"too old resource version: {shown} ({store.compacted_rv + 1})",
                     )
-                    await resp.write(_encode({"type": "ERROR", "object": err.status()}) + b"\n")
+                    await resp.write(plain("ERROR", err.status()))
                     break
                 buf = []
                 for ch in store.since(cursor):
@@ -874,7 +872,7 @@ class SimCluster:
             )
             return web.Response(status=204)
         if request.method == "POST" and len(parts) == 2 and parts[0] == "faults":
-            body = await _read_json(request) or {}
+            body = await media.read_body(request) or {}
             if not isinstance(body, dict):
                 raise bad_request("fault options must be a JSON object")
             action = parts[1]
@@ -890,6 +888,7 @@ class SimCluster:
                         int(body.get("retry_after", 1)),
                         body.get("verb"),
                         body.get("resource"),
+                        None if body.get("times") is None else int(body["times"]),
                     )
                 elif action == "clear":
                     self.faults.clear()

@@ -5,15 +5,20 @@ way: create/update/patch/delete with the real server's conflicts and defaults, o
 global monotonically increasing resourceVersion, a bounded history of changes that
 watches replay (older versions are compacted: 410 Gone), and a cheap wake-up for
 watchers. Stored objects are never mutated after commit (every write stores a new
-dict), so the history can share them and each change is JSON-encoded at most once
-per API view. Deliberately not here: graceful deletion and finalizers (delete removes
-at once), garbage collection, admission beyond the defaults clients rely on,
-namespace existence checks (objects may live in namespaces nobody created).
+dict), so the history can share them and each change is encoded at most once per
+API view and wire encoding. Defaults are the few clients rely on (pod and namespace
+status, service ClusterIPs, secret type; a secret's `stringData` is merged into
+`data`), and an empty value counts as unset: protobuf clients send empty specs and
+statuses where JSON clients send nothing. Deliberately not here: graceful deletion
+and finalizers (delete removes at once), garbage collection, admission beyond the
+defaults clients rely on, namespace existence checks (objects may live in namespaces
+nobody created).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import copy
 import random
@@ -174,6 +179,8 @@ RESOURCES: list[ResourceType] = [
     ResourceType("apps", "v1", "ReplicaSet", "replicasets", True, _RW, short_names=("rs",)),
     ResourceType("apps", "v1", "Deployment", "deployments", True, _RW, short_names=("deploy",)),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True, _RW),
+    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True, _RW, short_names=("sa",)),
+    ResourceType("", "v1", "Secret", "secrets", True, _RW),
 ]
 
 BY_PATH: dict[tuple[str, str, str], ResourceType] = {
@@ -234,7 +241,7 @@ def from_view(rt: ResourceType, obj: Obj) -> Obj:
 class Change:
     """One committed write: what a watch event is made of."""
 
-    __slots__ = ("_lines", "key", "obj", "old", "rv", "type")
+    __slots__ = ("_events", "key", "obj", "old", "rv", "type")
 
     def __init__(self, rv: int, key: str, type_: str, obj: Obj, old: Obj | None) -> None:
         self.rv = rv
@@ -242,22 +249,23 @@ class Change:
         self.type = type_
         self.obj = obj
         self.old = old
-        self._lines: dict[tuple[str, str], bytes] = {}
+        self._events: dict[tuple[str, str, EventEncoder], bytes] = {}
 
-    def line(self, rt: ResourceType, type_: str) -> bytes:
-        """The watch event line for this change, encoded once per (view, type)."""
-        ck = (rt.api_version, type_)
-        line = self._lines.get(ck)
-        if line is None:
-            line = (
-                b'{"type":"'
-                + type_.encode()
-                + b'","object":'
-                + _encode(to_view(rt, self.obj))
-                + b"}\n"
-            )
-            self._lines[ck] = line
-        return line
+    def event(self, rt: ResourceType, type_: str, encode: EventEncoder) -> bytes:
+        """The watch event for this change, encoded once per (view, type, encoding)."""
+        ck = (rt.api_version, type_, encode)
+        data = self._events.get(ck)
+        if data is None:
+            data = self._events[ck] = encode(type_, to_view(rt, self.obj))
+        return data
+
+
+EventEncoder = Callable[[str, Obj], bytes]
+
+
+def json_event(type_: str, obj: Obj) -> bytes:
+    """One line of a JSON watch stream."""
+    return b'{"type":"' + type_.encode() + b'","object":' + _encode(obj) + b"}\n"
 
 
 _GEN_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -595,7 +603,7 @@ class Store:
                 image = str(c.get("image", ""))
                 tagged = ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
                 c.setdefault("imagePullPolicy", "IfNotPresent" if tagged else "Always")
-            if "status" not in obj:
+            if not obj.get("status"):
                 obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         elif rt.key == "services":
             spec = obj.setdefault("spec", {})
@@ -608,16 +616,25 @@ class Store:
                 spec["clusterIPs"] = [spec["clusterIP"]]
             for p in spec.get("ports", []):
                 p.setdefault("protocol", "TCP")
-                p.setdefault("targetPort", p.get("port"))
+                if not p.get("targetPort"):  # protobuf clients send 0 for "unset"
+                    p["targetPort"] = p.get("port")
             obj.setdefault("status", {"loadBalancer": {}})
         elif rt.key == "namespaces":
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-            obj.setdefault("status", {"phase": "Active"})
+            # `or`: protobuf clients send empty spec and status where JSON ones send none
+            obj["spec"] = obj.get("spec") or {"finalizers": ["kubernetes"]}
+            obj["status"] = obj.get("status") or {"phase": "Active"}
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj[
                 "metadata"
             ]["name"]
         elif rt.key == "events":
             obj.setdefault("type", "Normal")
+        elif rt.key == "secrets":
+            obj.setdefault("type", "Opaque")
+            string_data = obj.pop("stringData", None)
+            if string_data:  # write-only: merged into data, as the real server does
+                data = obj["data"] = dict(obj.get("data") or {})
+                for k, v in string_data.items():
+                    data[k] = base64.b64encode(str(v).encode()).decode()
         elif rt.key == "nodes":
             obj.setdefault("spec", {})
             obj.setdefault("status", {})

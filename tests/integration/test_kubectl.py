@@ -1,7 +1,9 @@
-"""kubectl against a `bjc sim` process: get, get -w, create -f, logs, delete."""
+"""kubectl against a `bjc sim` process: get, get -w, create -f, logs, delete, and the
+everyday verbs on the built-in kinds, which kubectl (client-go) sends as protobuf."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -125,3 +127,87 @@ def test_create_watch_logs_delete(kubeconfig: Path, tmp_path: Path) -> None:
             timeout=30,
         ).stderr
     )
+
+
+APPLIED = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: applied, namespace: verbs}
+data: {k: VALUE}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: token, namespace: verbs}
+stringData: {token: VALUE}
+"""
+
+
+def test_everyday_verbs_on_builtin_kinds(kubeconfig: Path, tmp_path: Path) -> None:
+    def k(*args: str) -> str:
+        return kubectl(kubeconfig, *args)
+
+    ns = ("-n", "verbs")
+    assert k("create", "namespace", "verbs") == "namespace/verbs created\n"
+    assert k("create", "configmap", "cm", "--from-literal=greeting=hi", *ns) == (
+        "configmap/cm created\n"
+    )
+    assert k("create", "deployment", "web", "--image=nginx:1.27", "--replicas=2", *ns) == (
+        "deployment.apps/web created\n"
+    )
+    assert k("create", "secret", "generic", "s", "--from-literal=password=hunter2", *ns) == (
+        "secret/s created\n"
+    )
+    assert k("create", "serviceaccount", "robot", *ns) == "serviceaccount/robot created\n"
+
+    assert k("get", "namespace", "verbs", "-o", "jsonpath={.status.phase}") == "Active"
+    assert k("get", "cm", "cm", *ns, "-o", "jsonpath={.data.greeting}") == "hi"
+    spec = "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}"
+    assert k("get", "deployment", "web", *ns, "-o", spec) == "2 nginx:1.27"
+    secret = k("get", "secret", "s", *ns, "-o", "jsonpath={.type} {.data.password}").split()
+    assert secret[0] == "Opaque" and base64.b64decode(secret[1]) == b"hunter2"
+    assert sorted(k("get", "cm,deployment,secret,sa", *ns, "-o", "name").split()) == [
+        "configmap/cm",
+        "deployment.apps/web",
+        "secret/s",
+        "serviceaccount/robot",
+    ]
+
+    assert k("label", "cm", "cm", "tier=web", *ns) == "configmap/cm labeled\n"
+    assert k("annotate", "deployment", "web", "note=hello", *ns) == (
+        "deployment.apps/web annotated\n"
+    )
+    assert k("get", "cm", "-l", "tier=web", *ns, "-o", "name") == "configmap/cm\n"
+    described = k("describe", "deployment", "web", *ns)
+    assert "note: hello" in described and "Replicas:           2 desired" in described
+    assert "password:  7 bytes" in k("describe", "secret", "s", *ns)
+    assert "Name:                robot" in k("describe", "serviceaccount", "robot", *ns)
+    assert "Status:       Active" in k("describe", "namespace", "verbs")
+
+    manifest = tmp_path / "applied.yaml"
+    manifest.write_text(APPLIED.replace("VALUE", "one"))
+    assert k("apply", "-f", str(manifest)).split("\n")[:2] == [
+        "configmap/applied created",
+        "secret/token created",
+    ]
+    manifest.write_text(APPLIED.replace("VALUE", "two"))
+    assert "configmap/applied configured" in k("apply", "-f", str(manifest))
+    assert k("get", "cm", "applied", *ns, "-o", "jsonpath={.data.k}") == "two"
+    token = k("get", "secret", "token", *ns, "-o", "jsonpath={.data.token}")
+    assert base64.b64decode(token) == b"two"  # stringData is merged into data
+
+    assert k("delete", "deployment", "web", *ns) == 'deployment.apps "web" deleted\n'
+    assert k("delete", "cm,secret,sa", "--all", *ns).splitlines() == [
+        'configmap "applied" deleted',
+        'configmap "cm" deleted',
+        'secret "s" deleted',
+        'secret "token" deleted',
+        'serviceaccount "robot" deleted',
+    ]
+    assert k("delete", "namespace", "verbs") == 'namespace "verbs" deleted\n'
+    gone = subprocess.run(
+        [KUBECTL or "kubectl", "--kubeconfig", str(kubeconfig), "get", "namespace", "verbs"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert gone.returncode == 1 and 'namespaces "verbs" not found' in gone.stderr

@@ -223,3 +223,33 @@ async def test_agent_survives_dropped_watches_410_and_errors(sim: SimCluster, st
     async with asyncio.timeout(20):
         await all_done.wait()
     assert sim.faults.injected > 0
+
+
+async def test_status_update_outlasts_an_api_outage_and_the_pod_runs_once(
+    sim: SimCluster, start_agent
+) -> None:
+    """The final status update fails 30 times in a row (the agent used to give up after
+    20 and run the pod again) while the agent relists: it keeps retrying, the pod ends
+    Succeeded, and it ran once."""
+    sim.add_node("node-1")
+    runs: list[str] = []
+    succeeded = asyncio.Event()
+
+    async def run(p: RunningPod) -> int:
+        runs.append(p.name)
+        sim.faults.fail(1.0, status=500, verb="patch", resource="pods/status", times=30)
+        sim.faults.expire_history()  # the agent's re-watch gets 410: it relists meanwhile
+        sim.faults.drop_watches()
+        return 0
+
+    def on_commit(change) -> None:
+        if change.key == "pods" and change.obj["status"].get("phase") == "Succeeded":
+            succeeded.set()
+
+    sim.store.on_commit.append(on_commit)
+    await start_agent(["node-1"], behaviour=JobBehaviour(run=run), max_backoff=0.001)
+    sim.create(pod("outage"))
+    async with asyncio.timeout(20):  # a hang bound, not a timing goal
+        await succeeded.wait()
+    assert sim.faults.injected == 30 and not sim.faults.rules
+    assert runs == ["outage"]

@@ -436,7 +436,7 @@ async def test_table_output_for_kubectl(sim: SimCluster) -> None:
 
 def test_direct_api_rejects_unknown_kinds() -> None:
     sim = SimCluster()
-    with pytest.raises(ValueError, match="unsupported apiVersion/kind 'v1'/'Secret'"):
-        sim.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}})
+    with pytest.raises(ValueError, match="unsupported apiVersion/kind 'v1'/'PersistentVolume'"):
+        sim.create({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "s"}})
     with pytest.raises(ValueError, match="history_size must be >= 1"):
         SimCluster(history_size=0)

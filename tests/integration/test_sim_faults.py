@@ -160,3 +160,15 @@ def test_fault_arguments_are_checked() -> None:
         sim.faults.fail(0.1, status=503)
     with pytest.raises(ValueError, match="delay seconds must be >= 0"):
         sim.faults.delay(-1)
+
+
+async def test_fail_times_is_an_outage_of_n_requests(sim: SimCluster) -> None:
+    sim.faults.fail(1.0, status=500, verb="list", resource="nodes", times=2)
+    async with aiohttp.ClientSession() as http:
+        codes = []
+        for _ in range(3):
+            async with http.get(f"{sim.url}/api/v1/nodes") as r:
+                codes.append(r.status)
+    assert codes == [500, 500, 200] and sim.faults.rules == []
+    with pytest.raises(ValueError, match="fail times must be >= 1"):
+        sim.faults.fail(1.0, times=0)
