@@ -333,7 +333,9 @@ class KubeClient:
                 await old.close()  # connections made with the old certificate end
         return issued
 
-    def _headers(self, accept: str, content_type: str | None, issued: Issued | None) -> dict:
+    def _headers(
+        self, accept: str, content_type: str | None, issued: Issued | None
+    ) -> dict[str, str]:
         h = {"Accept": accept, "User-Agent": "bjc"}
         if content_type:
             h["Content-Type"] = content_type
