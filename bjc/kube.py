@@ -396,7 +396,7 @@ class KubeClient:
                         raise err
                     delay = _retry_after(resp.headers.get("Retry-After"), backoff)
             except (aiohttp.ClientConnectionError, TimeoutError) as e:
-                if not read or last:
+                if not read or last or self._closed:
                     raise
                 delay = backoff.next_delay()
                 log.debug("GET %s: %r; retrying in %.2fs", path, e, delay)

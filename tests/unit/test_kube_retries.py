@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 import pytest
@@ -71,3 +72,13 @@ async def test_writes_are_not_retried(aiohttp_server, how):
         with pytest.raises((aiohttp.ClientConnectionError, TimeoutError)):
             await kube.create(PODS, {"metadata": {"name": "p"}})
     assert flaky.requests == ["POST"]
+
+
+async def test_a_closed_client_is_not_retried(aiohttp_server, caplog):
+    kube, flaky = await flaky_client(aiohttp_server, "disconnect", failures=0)
+    await kube.close()
+    caplog.set_level(logging.DEBUG, logger="bjc.kube")
+    with pytest.raises(aiohttp.ClientConnectionError, match="closed"):
+        await kube.list(PODS, Pod)
+    assert [r for r in caplog.records if "retrying" in r.getMessage()] == []
+    assert flaky.requests == []
