@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import ssl
 import sys
 from pathlib import Path
@@ -167,7 +168,7 @@ def test_kubeconfig_files_merge_as_kubectl_merges_them(tmp_path, monkeypatch):
     )
     third = write_doc(tmp_path / "c" / "config", {"current-context": "ctx1"})
     missing = str(tmp_path / "missing")
-    monkeypatch.setenv("KUBECONFIG", ":".join([first, missing, second, first, third]))
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([first, missing, second, first, third]))
 
     # current-context from the first file that sets it; paths relative to their own file
     creds = kubeconfig_credentials()
@@ -181,7 +182,7 @@ def test_kubeconfig_files_merge_as_kubectl_merges_them(tmp_path, monkeypatch):
 
 
 def test_kubeconfig_list_without_an_existing_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("KUBECONFIG", f"{tmp_path}/x:{tmp_path}/y")
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([f"{tmp_path}/x", f"{tmp_path}/y"]))
     with pytest.raises(KubeConfigError, match=r"cannot read kubeconfig .*/x:.*/y: no such file"):
         load_credentials()
 
