@@ -1,10 +1,9 @@
 """A real client.authentication.k8s.io exec plugin for tests.
 
 The plugin is a Python script: its n-th run prints an ExecCredential with token
-`tok-<n>` (or, given `cert,key` file pairs as arguments, the n-th client certificate)
-that expires
-`lifetime` seconds later; it counts its runs and keeps the KUBERNETES_EXEC_INFO it
-was given, both in files beside it.
+`tok-<n>` (or, given `cert,key` file pairs as arguments, the n-th client
+certificate) that expires `lifetime` seconds later; it counts its runs and keeps the
+KUBERNETES_EXEC_INFO it was given, both in files beside it.
 """
 
 from __future__ import annotations
