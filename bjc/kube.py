@@ -4,23 +4,31 @@ bjc talks to a handful of endpoints (pods, nodes, configmaps, leases, events) an
 needs them fast and light: importing kubernetes_asyncio's generated client costs
 ~64 MB of RSS and decodes ~1,600 pod events/s, which alone would break the memory
 budget of `bjc run`. So the hot path is aiohttp + msgspec into the slim structs of
-`bjc.kubetypes`. kubernetes_asyncio is still used, lazily, where it does real work
-bjc should not repeat: kubeconfigs whose users authenticate through exec plugins or
-auth providers are loaded by `kubernetes_asyncio.config`.
+`bjc.kubetypes`.
 
-Deliberately not here: retries of writes and relist logic. Callers decide what a
-failed create means (the dispatcher backs off, the reconciler relists on 410).
+Credentials: the in-cluster service account, else the kubeconfig files named by
+KUBECONFIG (os.pathsep-separated), merged as kubectl merges them, else
+~/.kube/config. Credentials that expire (exec plugins, auth providers, token files)
+come from `bjc.kubeauth`, which renews them before they expire; a request answered
+401 renews them and is sent once more (the apiserver refused it before doing anything,
+so even a write is safe to repeat). When an exec plugin issues a new client
+certificate, the session is replaced and open connections end, as client-go does.
+
+Reads (GET, list pages) are retried a few times with backoff on connection errors,
+timeouts, 429 and 5xx (honouring Retry-After). Deliberately not here: retries of
+writes and relist logic. Callers decide what a failed create means (the dispatcher
+backs off, the reconciler relists on 410).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import ssl
 import tempfile
-import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +37,16 @@ import aiohttp
 import msgspec
 import yaml
 
+from bjc.backoff import Backoff
+from bjc.kubeauth import (
+    AuthProvider,
+    CredentialError,
+    ExecPlugin,
+    Issued,
+    RenewingCredentials,
+    TokenFile,
+    exec_plugin,
+)
 from bjc.kubetypes import ObjectList, RawWatchEvent, Status, WatchEvent
 
 log = logging.getLogger(__name__)
@@ -36,8 +54,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-_TOKEN_REREAD_S = 60.0
-_READ_RETRIES = 4
+_READ_ATTEMPTS = 4
+_READ_BACKOFF_FIRST_S = 0.2
+_READ_BACKOFF_MAX_S = 5.0
 
 _encoder = msgspec.json.Encoder()
 _status_decoder = msgspec.json.Decoder(Status)
@@ -79,6 +98,7 @@ class Credentials(msgspec.Struct, kw_only=True):
     token: str | None = None
     token_file: str | None = None
     namespace: str | None = None
+    plugin: ExecPlugin | AuthProvider | None = None  # credentials that expire
 
 
 def _data_file(data_b64: str, suffix: str) -> str:
@@ -104,26 +124,81 @@ def in_cluster_credentials() -> Credentials | None:
     )
 
 
+# file references in kubeconfig entries, resolved against the file that names them
+_PATH_KEYS = {
+    "clusters": ("certificate-authority",),
+    "users": ("client-certificate", "client-key", "tokenFile"),
+}
+
+
+def _resolved(section: str, entry: dict[str, Any], base: Path) -> dict[str, Any]:
+    entry = dict(entry)
+    for key in _PATH_KEYS.get(section, ()):
+        if entry.get(key):
+            entry[key] = str(base / entry[key])
+    command = (entry.get("exec") or {}).get("command")
+    if command and os.sep in command:  # a bare name is looked up in PATH, as kubectl does
+        entry["exec"] = {**entry["exec"], "command": str(base / command)}
+    return entry
+
+
+def merged_kubeconfig(paths: list[str]) -> dict[str, Any]:
+    """kubectl's merge of kubeconfig files.
+
+    The first file that names a cluster, context or user wins for that name;
+    current-context comes from the first file that sets it; relative file paths are
+    resolved against the file that names them; files that do not exist are skipped
+    (if none exists, that is an error). The result maps each section to {name: entry}.
+    """
+    merged: dict[str, Any] = {"clusters": {}, "contexts": {}, "users": {}, "current-context": ""}
+    found = False
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise KubeConfigError(f"cannot read kubeconfig {path}: {e}") from e
+        try:
+            doc = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise KubeConfigError(f"kubeconfig {path} is not valid YAML: {e}") from e
+        if not isinstance(doc, dict):
+            raise KubeConfigError(f"kubeconfig {path} is not a mapping")
+        found = True
+        base = Path(path).parent
+        for section in ("clusters", "contexts", "users"):
+            for item in doc.get(section) or []:
+                name = item.get("name") if isinstance(item, dict) else None
+                if name is not None and name not in merged[section]:
+                    merged[section][name] = _resolved(section, item.get(section[:-1]) or {}, base)
+        merged["current-context"] = merged["current-context"] or doc.get("current-context") or ""
+    if not found:
+        raise KubeConfigError(f"cannot read kubeconfig {os.pathsep.join(paths)}: no such file")
+    return merged
+
+
+def kubeconfig_paths() -> list[str]:
+    """The files of KUBECONFIG (os.pathsep-separated, duplicates dropped), else ~/.kube/config."""
+    env = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return list(dict.fromkeys(env)) or [str(Path.home() / ".kube" / "config")]
+
+
 def kubeconfig_credentials(path: str | None = None, context: str | None = None) -> Credentials:
-    """Read a kubeconfig (KUBECONFIG's first file, else ~/.kube/config)."""
-    if path is None:
-        env = os.environ.get("KUBECONFIG", "")
-        path = env.split(os.pathsep)[0] if env else str(Path.home() / ".kube" / "config")
-    try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as e:
-        raise KubeConfigError(f"cannot read kubeconfig {path}: {e}") from e
-    base = Path(path).parent
+    """Credentials from a kubeconfig: ``path``, else the files KUBECONFIG names, merged."""
+    paths = [path] if path is not None else kubeconfig_paths()
+    label = os.pathsep.join(paths)
+    doc = merged_kubeconfig(paths)
 
     def named(section: str, name: str) -> dict[str, Any]:
-        for entry in doc.get(section) or []:
-            if entry.get("name") == name:
-                return entry.get(section[:-1]) or {}
-        raise KubeConfigError(f"kubeconfig {path}: {section[:-1]} {name!r} not found")
+        if name not in doc[section]:
+            raise KubeConfigError(f"kubeconfig {label}: {section[:-1]} {name!r} not found")
+        entry: dict[str, Any] = doc[section][name]
+        return entry
 
-    ctx_name = context or doc.get("current-context")
+    ctx_name = context or doc["current-context"]
     if not ctx_name:
-        raise KubeConfigError(f"kubeconfig {path}: no current-context")
+        raise KubeConfigError(f"kubeconfig {label}: no current-context")
     ctx = named("contexts", ctx_name)
     cluster = named("clusters", ctx.get("cluster", ""))
     user = named("users", ctx["user"]) if ctx.get("user") else {}
@@ -131,12 +206,8 @@ def kubeconfig_credentials(path: str | None = None, context: str | None = None) 
     def file_of(key: str, suffix: str, src: dict[str, Any]) -> str | None:
         if src.get(f"{key}-data"):
             return _data_file(src[f"{key}-data"], suffix)
-        if src.get(key):
-            return str(base / src[key])
-        return None
+        return src.get(key) or None
 
-    if user.get("exec") or user.get("auth-provider"):
-        return _library_credentials(path, ctx_name, ctx.get("namespace"))
     creds = Credentials(
         server=cluster.get("server", ""),
         ca_file=file_of("certificate-authority", ".crt", cluster),
@@ -144,51 +215,45 @@ def kubeconfig_credentials(path: str | None = None, context: str | None = None) 
         cert_file=file_of("client-certificate", ".crt", user),
         key_file=file_of("client-key", ".key", user),
         token=user.get("token"),
-        token_file=str(base / user["tokenFile"]) if user.get("tokenFile") else None,
+        token_file=user.get("tokenFile"),
         namespace=ctx.get("namespace"),
     )
     if not creds.server:
-        raise KubeConfigError(f"kubeconfig {path}: cluster has no server")
+        raise KubeConfigError(f"kubeconfig {label}: cluster has no server")
     if user.get("username") and user.get("password"):
         basic = base64.b64encode(f"{user['username']}:{user['password']}".encode()).decode()
         creds.token = f"Basic {basic}"
+    if user.get("exec"):
+        try:
+            creds.plugin = exec_plugin(user["exec"], _exec_cluster_info(cluster))
+        except ValueError as e:
+            raise KubeConfigError(f"kubeconfig {label}: user {ctx['user']!r}: {e}") from None
+    elif user.get("auth-provider"):
+        creds.plugin = AuthProvider(label, ctx_name, ctx["user"])
     return creds
 
 
-def _library_credentials(path: str, context: str, namespace: str | None) -> Credentials:
-    """exec plugins and auth providers: let kubernetes_asyncio do that work."""
-    from kubernetes_asyncio import client, config  # heavy import, only on this path
-
-    async def load() -> client.Configuration:
-        cfg = client.Configuration()
-        await config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
-        return cfg
-
-    if _loop_running():
-        raise KubeConfigError("exec/auth-provider kubeconfigs must be loaded before the loop")
-    cfg = asyncio.run(load())
-    auth = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization") or ""
-    return Credentials(
-        server=cfg.host or "",
-        ca_file=cfg.ssl_ca_cert,
-        insecure=not cfg.verify_ssl,
-        cert_file=cfg.cert_file,
-        key_file=cfg.key_file,
-        token=auth.removeprefix("Bearer ").strip() or None,
-        namespace=namespace,
-    )
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
+def _exec_cluster_info(cluster: dict[str, Any]) -> dict[str, Any]:
+    """What an exec plugin with provideClusterInfo is told about the cluster."""
+    info: dict[str, Any] = {
+        key: cluster[key]
+        for key in ("server", "tls-server-name", "insecure-skip-tls-verify", "proxy-url")
+        if key in cluster
+    }
+    ca = cluster.get("certificate-authority-data")
+    if not ca and cluster.get("certificate-authority"):
+        with contextlib.suppress(OSError):
+            ca = base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
+    if ca:
+        info["certificate-authority-data"] = ca
+    for ext in cluster.get("extensions") or []:
+        if ext.get("name") == "client.authentication.k8s.io/exec":
+            info["config"] = ext.get("extension")
+    return info
 
 
 def load_credentials(kubeconfig: str | None = None) -> Credentials:
-    """In-cluster service account first, else KUBECONFIG / ~/.kube/config (SPEC A1)."""
+    """In-cluster service account first, else KUBECONFIG / ~/.kube/config."""
     if kubeconfig is None:
         creds = in_cluster_credentials()
         if creds is not None:
@@ -205,8 +270,9 @@ class KubeClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._token = creds.token
-        self._token_read_at = 0.0
+        source = creds.plugin or (TokenFile(creds.token_file) if creds.token_file else None)
+        self.renewing = RenewingCredentials(source) if source is not None else None
+        self._plugin_cert: tuple[str, str] | None = None  # PEM pair an exec plugin issued
 
     @classmethod
     def from_url(cls, url: str) -> KubeClient:
@@ -218,7 +284,13 @@ class KubeClient:
         if self.creds.insecure:
             return False
         ctx = ssl.create_default_context(cafile=self.creds.ca_file)
-        if self.creds.cert_file and self.creds.key_file:
+        if self._plugin_cert is not None:
+            with tempfile.TemporaryDirectory(prefix="bjc-kube-") as tmp:
+                cert, key = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+                cert.write_text(self._plugin_cert[0])
+                key.write_text(self._plugin_cert[1])
+                ctx.load_cert_chain(cert, key)
+        elif self.creds.cert_file and self.creds.key_file:
             ctx.load_cert_chain(self.creds.cert_file, self.creds.key_file)
         return ctx
 
@@ -243,17 +315,49 @@ class KubeClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _headers(self, accept: str, content_type: str | None) -> dict[str, str]:
+    async def _renewed(self, rejected: Issued | None = None) -> Issued | None:
+        """The current renewing credentials (renewed first if ``rejected`` was refused)."""
+        if self.renewing is None:
+            return None
+        try:
+            if rejected is None:
+                issued = await self.renewing.current()
+            else:
+                issued = await self.renewing.rejected(rejected)
+        except CredentialError as e:
+            raise ApiError(401, "Unauthorized", f"no credentials: {e}") from e
+        if issued.client_cert != self._plugin_cert:
+            self._plugin_cert = issued.client_cert
+            old, self._session = self._session, None
+            if old is not None:
+                await old.close()  # connections made with the old certificate end
+        return issued
+
+    def _headers(
+        self, accept: str, content_type: str | None, issued: Issued | None
+    ) -> dict[str, str]:
         h = {"Accept": accept, "User-Agent": "bjc"}
         if content_type:
             h["Content-Type"] = content_type
-        if self.creds.token_file and time.monotonic() - self._token_read_at > _TOKEN_REREAD_S:
-            self._token = Path(self.creds.token_file).read_text().strip()
-            self._token_read_at = time.monotonic()
-        if self._token:
-            scheme = "" if self._token.startswith("Basic ") else "Bearer "
-            h["Authorization"] = scheme + self._token
+        token = issued.token if issued is not None else self.creds.token
+        if token:
+            h["Authorization"] = token if token.startswith("Basic ") else f"Bearer {token}"
         return h
+
+    async def _send(
+        self, method: str, path: str, *, accept: str, content_type: str | None = None, **kw: Any
+    ) -> aiohttp.ClientResponse:
+        """Send with the current credentials; after a 401, renew them and send once more."""
+        issued = await self._renewed()
+        for renewed in (False, True):
+            headers = self._headers(accept, content_type, issued)
+            resp = await self.session.request(method, self.server + path, headers=headers, **kw)
+            if resp.status != 401 or renewed or issued is None:
+                return resp
+            resp.release()
+            log.info("%s %s: 401 Unauthorized; renewing credentials", method, path)
+            issued = await self._renewed(rejected=issued)
+        raise AssertionError("unreachable")
 
     async def request(
         self,
@@ -265,24 +369,37 @@ class KubeClient:
         content_type: str = "application/json",
         accept: str = "application/json",
     ) -> bytes:
-        """One request; 2xx → body bytes, else ApiError. Reads retry on 429/5xx."""
+        """One request; 2xx → body bytes, else ApiError.
+
+        Reads retry on 429/5xx, connection errors and timeouts; writes are sent once.
+        """
         data = None if body is None else body if isinstance(body, bytes) else _encoder.encode(body)
-        attempts = _READ_RETRIES if method == "GET" else 1
+        read = method == "GET"
+        attempts = _READ_ATTEMPTS if read else 1
+        backoff = Backoff(_READ_BACKOFF_FIRST_S, _READ_BACKOFF_MAX_S)
         for attempt in range(attempts):
-            async with self.session.request(
-                method,
-                self.server + path,
-                params=params,
-                data=data,
-                headers=self._headers(accept, content_type if data is not None else None),
-            ) as resp:
-                payload = await resp.read()
-                if resp.status < 300:
-                    return payload
-                err = ApiError.from_body(resp.status, payload)
-                if not err.retryable or attempt == attempts - 1:
-                    raise err
-                delay = _retry_after(resp.headers.get("Retry-After"), attempt)
+            last = attempt == attempts - 1
+            try:
+                async with await self._send(
+                    method,
+                    path,
+                    accept=accept,
+                    content_type=content_type if data is not None else None,
+                    params=params,
+                    data=data,
+                ) as resp:
+                    payload = await resp.read()
+                    if resp.status < 300:
+                        return payload
+                    err = ApiError.from_body(resp.status, payload)
+                    if not err.retryable or last:
+                        raise err
+                    delay = _retry_after(resp.headers.get("Retry-After"), backoff)
+            except (aiohttp.ClientConnectionError, TimeoutError) as e:
+                if not read or last or self._closed:
+                    raise
+                delay = backoff.next_delay()
+                log.debug("GET %s: %r; retrying in %.2fs", path, e, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -364,11 +481,8 @@ class KubeClient:
         )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
         decoder = msgspec.json.Decoder(type)
-        async with self.session.get(
-            self.server + path,
-            params=query,
-            headers=self._headers("application/json", None),
-            timeout=timeout,
+        async with await self._send(
+            "GET", path, accept="application/json", params=query, timeout=timeout
         ) as resp:
             if resp.status >= 300:
                 raise ApiError.from_body(resp.status, await resp.read())
@@ -398,8 +512,9 @@ def _decode_event(line: bytes, decoder: msgspec.json.Decoder[T]) -> WatchEvent[T
     return WatchEvent(type=raw.type, object=decoder.decode(raw.object))
 
 
-def _retry_after(header: str | None, attempt: int) -> float:
-    try:
-        return min(float(header), 30.0) if header else min(0.2 * 2**attempt, 5.0)
-    except ValueError:
-        return min(0.2 * 2**attempt, 5.0)
+def _retry_after(header: str | None, backoff: Backoff) -> float:
+    """The server's Retry-After (at most 30 s) if it sent a valid one, else the backoff's."""
+    delay = backoff.next_delay()
+    with contextlib.suppress(ValueError, TypeError):
+        delay = min(float(header), 30.0)  # type: ignore[arg-type]
+    return delay

@@ -4,8 +4,11 @@ It knows nothing of executions. It keeps the current view of every job pod
 (by the owner label) and hands each observed pod state to a callback; the
 callback looks at the state, not at the event type, so a missed or repeated event
 never matters. A resumed watch starts from the last resourceVersion seen; a 410
-Gone relists and reports pods that vanished in between as deleted; any other
-failure reconnects with capped exponential backoff.
+Gone relists and reports pods that vanished in between as deleted. Relists after 410
+and reconnects after any other failure wait a jittered, capped exponential backoff
+(`bjc.backoff`) that starts over once the watch delivers an event, so a storm of
+410s or errors costs a bounded number of requests per second. `last_contact` tells
+a health check when the apiserver last answered.
 
 Deliberately not here: decisions about what a finished pod means (the controller).
 """
@@ -19,6 +22,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+from bjc.backoff import Backoff
 from bjc.kube import ApiError, KubeClient
 from bjc.kubetypes import Pod
 
@@ -27,7 +31,8 @@ log = logging.getLogger(__name__)
 PodCallback = Callable[[Pod, bool], None]  # (pod, deleted)
 
 _WATCH_TIMEOUT_S = 290
-_BACKOFF_MAX_S = 10.0
+RETRY_FIRST_S = 0.2  # backoff of relists and reconnects: first delay ...
+RETRY_MAX_S = 10.0  # ... and cap
 
 
 class PodWatcher:
@@ -47,7 +52,9 @@ class PodWatcher:
         self.synced = asyncio.Event()
         self.resource_version = ""
         self.relists = 0
-        self.last_contact = 0.0  # loop time of the last list, event or clean end of a stream
+        # loop time of the last successful list, watch event or clean end of a watch
+        # stream; from run()'s start until the first list, that start
+        self.last_contact = 0.0
 
     @staticmethod
     def _phase(pod: Pod) -> str:
@@ -56,6 +63,7 @@ class PodWatcher:
     async def relist(self) -> None:
         items, rv = await self.kube.list(self.path, Pod, {"labelSelector": self.selector})
         self.relists += 1
+        self.last_contact = asyncio.get_running_loop().time()
         fresh = {p.metadata.name: p for p in items}
         gone = [p for name, p in self.pods.items() if name not in fresh]
         self.pods = fresh
@@ -89,7 +97,7 @@ class PodWatcher:
         """List, then watch forever (until cancelled)."""
         loop = asyncio.get_running_loop()
         self.last_contact = loop.time()  # starting counts: silence is measured from here
-        backoff = 0.2
+        backoff = Backoff(RETRY_FIRST_S, RETRY_MAX_S)
         need_list = True
         while True:
             try:
@@ -107,23 +115,24 @@ class PodWatcher:
                     self.apply(event.type, event.object)
                     self.last_contact = loop.time()
                     events += 1
-                    backoff = 0.2
+                    backoff.reset()
                 self.last_contact = loop.time()  # the server ended the stream as asked
                 if events == 0 and loop.time() - started < 1.0:
                     # a server that keeps closing empty streams must not make us spin
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                    await asyncio.sleep(backoff.next_delay())
             except ApiError as e:
+                delay = backoff.next_delay()
                 if e.status == 410:
-                    log.info(
-                        "pod watch: resourceVersion %s too old, relisting", self.resource_version
-                    )
                     need_list = True
-                    continue
-                log.warning("pod watch failed: %s; retrying in %.1fs", e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                    log.info(
+                        "pod watch: resourceVersion %s too old; relisting in %.1fs",
+                        self.resource_version,
+                        delay,
+                    )
+                else:
+                    log.warning("pod watch failed: %s; retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
             except (TimeoutError, aiohttp.ClientError, ValueError) as e:
-                log.warning("pod watch interrupted: %r; retrying in %.1fs", e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                delay = backoff.next_delay()
+                log.warning("pod watch interrupted: %r; retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)

@@ -2,7 +2,8 @@
 
 Used by the test suite, `bjc sim` and `bjc demo` so that bjc runs against real HTTP
 with apiserver semantics and no Kubernetes installation. It is a test bed, not a
-Kubernetes: no auth, no scheduler, no garbage collector, no graceful deletion.
+Kubernetes: no authorization (authentication only as an optional bearer-token
+check), no scheduler, no garbage collector, no graceful deletion.
 """
 
 from bjc.sim.agent import JobBehaviour, NodeAgent, RunningPod

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from bjc.sim import kubeproto, media
 from bjc.sim import patch as patches
+from bjc.sim.auth import TokenCheck
 from bjc.sim.faults import Faults
 from bjc.sim.selectors import SelectorError, combine, parse_field_selector, parse_label_selector
 from bjc.sim.store import (
@@ -354,6 +355,7 @@ class SimCluster:
         self.faults = Faults(
             seed=seed, drop=self.store.drop_watches, expire=self.store.expire_history
         )
+        self.auth = TokenCheck()
         self.bookmark_interval = bookmark_interval
         self.url = ""
         self.port = 0
@@ -365,7 +367,7 @@ class SimCluster:
     # --- lifecycle ---
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self.auth.middleware])
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 
