@@ -316,10 +316,19 @@ def _check_port(c: _Collector, key: str, value: Any, default: int) -> int:
 
 
 def _check_duration(c: _Collector, key: str, value: Any) -> float | None:
+    """A duration string, or an integer of nanoseconds.
+
+    The Go controller decodes durations into a Go `time.Duration`, whose only YAML
+    form is an integer of nanoseconds (`startupDelay: 3000000000`); bjc accepts that
+    form too, so one ConfigMap works for both.
+    """
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
-        return 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0 or value != int(value):
+            c.invalid(key, value, "a number is a whole number of nanoseconds, at least 0")
+            return None
+        return int(value) / 1e9
     if not isinstance(value, str):
         c.invalid(key, value, f"expected a duration string, got {_kind(value)}; {_DURATION_HINT}")
         return None

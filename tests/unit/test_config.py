@@ -246,6 +246,11 @@ def test_startup_delay_zero_is_the_go_default_with_a_warning() -> None:
     assert any("startupDelay" in w for w in warnings)
 
 
+def test_durations_as_go_decodes_them_integer_nanoseconds() -> None:
+    cfg, warnings = load(startupDelay=3_000_000_000, jobTimeout=90_000_000_000)
+    assert cfg.startup_delay == 3.0 and cfg.job_timeout == 90.0 and warnings == []
+
+
 def test_max_upload_size_as_int() -> None:
     cfg, _ = load(maxUploadSize=1000)
     assert cfg.max_upload_size == 1000
@@ -361,7 +366,9 @@ INVALID = [
     ({"podPoolSize": 2.5}, "podPoolSize", "2.5", "integer"),
     ({"startupDelay": "10"}, "startupDelay", '"10"', "missing unit"),
     ({"startupDelay": "-5s"}, "startupDelay", '"-5s"', "negative"),
-    ({"startupDelay": 10}, "startupDelay", "10", "duration string"),
+    ({"startupDelay": -10}, "startupDelay", "-10", "nanoseconds"),
+    ({"startupDelay": 1.5}, "startupDelay", "1.5", "nanoseconds"),
+    ({"startupDelay": True}, "startupDelay", "true", "duration string"),
     ({"callbackServiceName": "Bad_Svc"}, "callbackServiceName", '"Bad_Svc"', "Service"),
     ({"callbackServicePort": 70000}, "callbackServicePort", "70000", "65535"),
     ({"callbackServicePort": -1}, "callbackServicePort", "-1", "65535"),
