@@ -10,6 +10,8 @@ root answers 404.
 Hidden files (names starting with `.`: bjc's execution state, which holds the
 callback tokens, its journal and in-flight temporary files) are never served.
 
+Execution summaries (`/summary/`, bjc.web.summary) are mounted here too.
+
 Deliberately not here: uploads or any write access, and authentication (the Go
 controller had none either; put it behind the cluster's network policy).
 """
@@ -20,6 +22,8 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from bjc.web.summary import make_summary_app
 
 
 @web.middleware
@@ -34,5 +38,6 @@ def make_file_app(root: Path | str) -> web.Application:
     directory = Path(root)
     directory.mkdir(parents=True, exist_ok=True)
     app = web.Application(middlewares=[_no_hidden_files])
+    app.add_subapp("/summary/", make_summary_app(directory))  # before "/": it must win
     app.router.add_static("/", directory, show_index=True, follow_symlinks=False)
     return app
