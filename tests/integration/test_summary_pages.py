@@ -61,7 +61,10 @@ async def test_execution_page_links_to_files_logs_and_filters(
     ):
         assert f"../../{EID}/{file}" in links, file
         # each link leads to the file through the directory listing's server
-        assert (await client.get(f"/summary/{EID}/../../{EID}/{file}")).status == 200
+        resp = await client.get(f"/summary/{EID}/../../{EID}/{file}")
+        assert resp.status == 200, file
+        if file.endswith(".log"):  # shown in the browser, not downloaded
+            assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert {"?status=failed", "?status=timed_out", "?status=error", "../"} <= links
     assert "/var is read-only" in html and "no result arrived" in html
     assert 'disk{mount="/var"} 0.75' in html
