@@ -91,7 +91,7 @@ def _environment() -> jinja2.Environment:
 class RenderedPages:
     """Rendered bodies of unfiltered pages, valid while their execution's signature holds."""
 
-    KEEP = 4
+    KEEP = 2  # the page and the JSON of one 5,000-node execution: ~5 MB
 
     def __init__(self) -> None:
         self._pages: collections.OrderedDict[tuple[str, str], tuple[Signature, bytes]] = (
