@@ -113,7 +113,7 @@ class RenderedPages:
 PAGES_KEY = web.AppKey("summary_pages", RenderedPages)
 
 
-def _respond(request: web.Request, body: bytes, content_type: str) -> web.Response:
+def _respond(body: bytes, content_type: str) -> web.Response:
     response = web.Response(body=body, content_type=content_type, charset="utf-8")
     response.headers["Cache-Control"] = "no-cache"
     if len(body) > 1024:
@@ -166,11 +166,11 @@ def make_summary_app(root: Path | str) -> web.Application:
     async def index_html(request: web.Request) -> web.Response:
         index = await request.app[CACHE_KEY].index()
         body = await asyncio.to_thread(_html(index_page, index=index))
-        return _respond(request, body, "text/html")
+        return _respond(body, "text/html")
 
     async def index_json(request: web.Request) -> web.Response:
         index = await request.app[CACHE_KEY].index()
-        return _respond(request, _encoder.encode(index), "application/json")
+        return _respond(_encoder.encode(index), "application/json")
 
     async def execution_html(request: web.Request) -> web.Response:
         summary, signature, status = await _execution(request)
@@ -184,7 +184,7 @@ def make_summary_app(root: Path | str) -> web.Application:
             body = await asyncio.to_thread(render)
         else:
             body = await request.app[PAGES_KEY].get((summary.id, "html"), signature, render)
-        return _respond(request, body, "text/html")
+        return _respond(body, "text/html")
 
     async def execution_json(request: web.Request) -> web.Response:
         summary, signature, status = await _execution(request)
@@ -194,7 +194,7 @@ def make_summary_app(root: Path | str) -> web.Application:
             body = await request.app[PAGES_KEY].get(
                 (summary.id, "json"), signature, lambda: _encoder.encode(summary)
             )
-        return _respond(request, body, "application/json")
+        return _respond(body, "application/json")
 
     async def add_slash(request: web.Request) -> web.Response:
         raise web.HTTPMovedPermanently(f"{request.path}/")
