@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_callbacks, bench_controller, bench_metrics, bench_sim
+from benchmarks import bench_callbacks, bench_controller, bench_metrics, bench_sim, bench_summary
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.json"
@@ -77,6 +77,18 @@ def table(r: dict[str, Any]) -> str:
             f"{r['callbacks_per_s']:,.0f} req/s, p99 {r['callback_p99_ms']:.1f} ms",
             "no regression",
         ),
+        _row(
+            "summary page, 5,000 nodes: first / cached",
+            f"{r['summary_page_5000_first_s']:.2f} s / {r['summary_page_5000_cached_ms']:.1f} ms",
+            "cached ≤ 100 ms",
+            r["summary_page_5000_cached_ms"] <= 100,
+        ),
+        _row(
+            "summary index, 30 executions of 5,000 nodes: first / cached",
+            f"{r['summary_index_30_first_s']:.2f} s / {r['summary_index_30_cached_ms']:.1f} ms",
+            "cached ≤ 50 ms",
+            r["summary_index_30_cached_ms"] <= 50,
+        ),
         _row("simulator: pod creates", f"{r['sim_creates_per_s']:,.0f} /s"),
         _row("simulator: watch events", f"{r['sim_watch_events_per_s']:,.0f} /s"),
     ]
@@ -91,6 +103,7 @@ def main(argv: list[str]) -> int:
         ("controller", bench_controller),
         ("callbacks", bench_callbacks),
         ("sim", bench_sim),
+        ("summary", bench_summary),
     ]:
         t = time.perf_counter()
         print(f"bench: {name} ...", file=sys.stderr, flush=True)

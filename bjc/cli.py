@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,15 +30,28 @@ commands:
   mock           serve the callback API for job authors (stores nothing)
   check-config   validate a ConfigMap, or a config.yaml and pod template
   report         post a result, file or event from a job pod (bjc report -h)
+  status         the current and recent executions, and which nodes failed
 """
 
 
+class _HumanFormatter(logging.Formatter):
+    """`2024-01-01 12:00:00.123 INFO    bjc.controller: ...` (local time, milliseconds)."""
+
+    default_msec_format = "%s.%03d"
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line; `ts` is RFC 3339 local time with milliseconds."""
+
     def format(self, record: logging.LogRecord) -> str:
         import msgspec  # here, not at the top: `bjc report` must not load it
 
+        when = datetime.fromtimestamp(record.created).astimezone()
         entry = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "ts": when.isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -47,12 +61,14 @@ class _JsonFormatter(logging.Formatter):
         return msgspec.json.encode(entry).decode()
 
 
+def log_formatter(human: bool) -> logging.Formatter:
+    """Timestamps carry milliseconds: pod events and callbacks are often that close."""
+    return _HumanFormatter() if human else _JsonFormatter()
+
+
 def setup_logging(human: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if human:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    else:
-        handler.setFormatter(_JsonFormatter())
+    handler.setFormatter(log_formatter(human))
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), handlers=[handler])
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
@@ -157,5 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         from bjc.report_cli import main as report_main
 
         return report_main(rest)
+    if command == "status":
+        from bjc.status import main as status_main
+
+        return status_main(rest)
     print(f"bjc: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2

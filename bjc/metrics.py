@@ -574,6 +574,11 @@ class Metrics:
             (EXECUTION_ID,),
             reg,
         )
+        self._current_info = Gauge(
+            "bjc_current_execution_info",
+            "The current execution, as a label (value 1): lets alerts select its series",
+            registry=reg,
+        )
         self._pods_by_phase = Gauge(
             "bjc_job_pods", "Job pods of this controller by phase", registry=reg
         )
@@ -631,7 +636,8 @@ class Metrics:
     # --- SPEC A6 ---
 
     def set_current_execution(self, execution_id: str) -> None:
-        """`<prefix>_current_execution_id` = the id as a number.
+        """`<prefix>_current_execution_id` = the id as a number, and
+        `bjc_current_execution_info{executionID}` = 1 (only this execution's series).
 
         Its blocks stay hot (not frozen at scrapes), as do the "latest" ones.
         """
@@ -640,6 +646,8 @@ class Metrics:
         except ValueError:
             raise ValueError(f"execution id {execution_id!r} is not a number") from None
         self._current_execution.set({}, value)
+        self._current_info.values.clear()
+        self._current_info.set({EXECUTION_ID: execution_id}, 1)
         self._hot = frozenset((execution_id, LATEST))
 
     def set_pods(self, count: int) -> None:

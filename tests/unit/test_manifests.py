@@ -59,3 +59,35 @@ def test_kustomize_builds(entry):
     assert "ConfigMap" in kinds
     if entry != "grafana":
         assert {"Deployment", "Service", "Role", "ServiceAccount"} <= kinds
+
+
+def test_prometheus_operator_rules_equal_the_plain_rule_file():
+    rule = yaml.safe_load((MANIFESTS / "monitoring" / "prometheusrule.yaml").read_text())
+    plain = yaml.safe_load((MANIFESTS / "monitoring" / "prometheus-rules.yaml").read_text())
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"] == plain
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_monitoring_component_scrapes_the_controller_pods(tmp_path):
+    """An overlay of the base with the component, as the component's header says."""
+    shutil.copytree(MANIFESTS, tmp_path / "manifests")
+    overlay = tmp_path / "manifests" / "overlays" / "monitored"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "namespace: bjc-system\nresources: [../../base]\ncomponents: [../../monitoring]\n"
+    )
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(overlay)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    docs = {d["kind"]: d for d in yaml.safe_load_all(out) if d}
+    monitor, pod = docs["PodMonitor"], docs["Deployment"]["spec"]["template"]
+    assert monitor["metadata"]["namespace"] == docs["PrometheusRule"]["metadata"]["namespace"]
+    assert monitor["metadata"]["namespace"] == "bjc-system"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert endpoint["port"] in ports
+    # the alert rules select job="bjc"
+    assert {"targetLabel": "job", "replacement": "bjc"} in endpoint["relabelings"]

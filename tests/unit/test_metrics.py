@@ -493,6 +493,16 @@ def test_progress_gauges() -> None:
         m.set_progress(E1, -1, 2)
 
 
+def test_current_execution_info_names_only_the_current_execution() -> None:
+    m = Metrics(make_config())
+    assert samples(parse(m), "bjc_current_execution_info") == {}
+    m.set_current_execution(E1)
+    m.set_current_execution(E2)
+    f = parse(m)
+    assert samples(f, "bjc_current_execution_info") == {labels(executionID=E2): 1}
+    assert f["bjc_current_execution_info"].type == "gauge"
+
+
 def test_pods_by_phase() -> None:
     m = Metrics(make_config())
     phases = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
