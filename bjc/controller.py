@@ -20,7 +20,7 @@ import datetime as dt
 import hmac
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Container
 from typing import Any
 
 import aiohttp
@@ -410,6 +410,10 @@ class Controller:
     def execution_allowed(self, node: str, execution_id: str) -> bool:
         execution = self.executions.get(execution_id)
         return execution is not None and execution.has_node(node)
+
+    def nodes_of(self, execution_id: str) -> Container[str] | None:
+        execution = self.executions.get(execution_id)
+        return None if execution is None else execution.nodes
 
     def token_valid(self, node: str, execution_id: str, token: str) -> bool:
         if not self.execution_allowed(node, execution_id):
