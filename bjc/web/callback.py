@@ -17,8 +17,8 @@ apiserver failed, never the input):
   `client_max_size`; events also by `EVENT_MAX_BYTES` (their note is cut to 1 KiB);
 - results are checked against the series limits (`check_limits`) before anything
   is written; JSON nested too deeply or not UTF-8 is a decoding error (400);
-- a client that disconnects mid-request is logged as one INFO line and counted with
-  code 499.
+- a body aiohttp cannot parse (multipart headers, Content-Encoding) is 400; a client
+  that disconnects mid-request is logged as one INFO line and counted with code 499.
 
 Deliberately not here: knowing which executions exist, creating Kubernetes objects
 (the target does that), and serving anything but these routes. `bjc mock` runs this
@@ -38,6 +38,7 @@ from typing import Protocol
 
 import msgspec
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import (
     BadContentDispositionHeader,
     BadContentDispositionParam,
@@ -435,6 +436,10 @@ async def _refusals_and_counting(request: web.Request, handler: Handler) -> web.
     except web.HTTPException as e:  # 404/405 of the router, 413 of client_max_size
         code = e.status
         raise
+    except HttpProcessingError as e:  # found while reading the body: multipart, encoding
+        code = 400
+        reason = " ".join(str(e.message).split())[:300]
+        return _text(400, f"malformed request body: {reason}")
     except ConnectionResetError as e:  # the client went away; nobody reads an answer
         code = CLIENT_CLOSED
         log.info("%s %s: client disconnected (%s)", request.method, request.path, e)
