@@ -1,4 +1,7 @@
-"""Developer sessions: `nox` runs lint and tests; `nox -s bench` and `nox -s e2e` are separate."""
+"""Developer sessions: `nox` runs lint and tests; `nox -s bench`, `nox -s e2e` and
+`nox -s fuzz` are separate."""
+
+import os
 
 import nox
 
@@ -35,3 +38,19 @@ def e2e(session: nox.Session) -> None:
     session.run("bash", "tests/e2e/build_binaries.sh", external=True, success_codes=[0, 1])
     env = {"BJC_E2E": "1", "BJC_E2E_NO_BUILD": "1"}
     session.run("pytest", "-q", "-rs", "tests/e2e", *session.posargs, env=env)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The callback API fuzz (tests/integration/test_callback_fuzz.py) with many examples.
+
+    `nox -s tests` runs it with 150 examples per test; this runs BJC_FUZZ_EXAMPLES
+    (default 3000) and writes the counts of requests by route and status to
+    fuzz-report.json (what docs/reliability.md reports).
+    """
+    session.install("-e", ".[test]")
+    env = {
+        "BJC_FUZZ_EXAMPLES": os.environ.get("BJC_FUZZ_EXAMPLES", "3000"),
+        "BJC_FUZZ_REPORT": "fuzz-report.json",
+    }
+    session.run("pytest", "-q", "tests/integration/test_callback_fuzz.py", *session.posargs, env=env)

@@ -20,15 +20,15 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-_EXPECTED = (HttpProcessingError, ConnectionResetError)
+_EXPECTED = (HttpProcessingError, web.RequestPayloadError, ConnectionResetError)
 
 
 class ServerLog(logging.LoggerAdapter):
     """aiohttp's server logger, with client errors as one line at INFO.
 
     aiohttp logs an unparsable request (BadHttpMessage: bad header, bad chunk size,
-    body shorter than Content-Length, ...) and a handler that failed because its
-    client disconnected at ERROR with a traceback. Anything else stays as it is.
+    a body it cannot inflate, ...) and a handler that failed because its client
+    disconnected at ERROR with a traceback. Anything else stays as it is.
     """
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:

@@ -436,9 +436,10 @@ async def _refusals_and_counting(request: web.Request, handler: Handler) -> web.
     except web.HTTPException as e:  # 404/405 of the router, 413 of client_max_size
         code = e.status
         raise
-    except HttpProcessingError as e:  # found while reading the body: multipart, encoding
+    except (HttpProcessingError, web.RequestPayloadError) as e:  # multipart, Content-Encoding
         code = 400
-        reason = " ".join(str(e.message).split())[:300]
+        parsed = e if isinstance(e, HttpProcessingError) else e.__cause__
+        reason = " ".join(str(getattr(parsed, "message", e)).split())[:300]
         return _text(400, f"malformed request body: {reason}")
     except ConnectionResetError as e:  # the client went away; nobody reads an answer
         code = CLIENT_CLOSED

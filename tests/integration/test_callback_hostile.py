@@ -224,6 +224,27 @@ async def test_malformed_bodies_are_400(
     assert env.target.notes == []
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+async def test_body_that_cannot_be_inflated_is_400(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, encoding: str
+) -> None:
+    runner, _ = await _served(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    connector = aiohttp.TCPConnector(force_close=True)  # bjc closes such a connection
+    try:
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for route in ("result", "event", "file?name=a.gz"):
+                url = f"http://127.0.0.1:{bound_port(runner)}{URL}/{route}"
+                headers = {"Content-Encoding": encoding}
+                async with http.post(url, data=b"{}", headers=headers) as resp:
+                    assert resp.status == 400, route
+                    assert (await resp.text()).strip()  # bjc's or aiohttp's reason
+    finally:
+        await runner.cleanup()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not (tmp_path / EID / "node-1-a.gz").exists()
+
+
 async def test_event_body_over_its_cap_is_413(make_env: MakeEnv) -> None:
     env = await make_env()
     event = {"reason": "R", "message": "%s" * (EVENT_MAX_BYTES // 2), "args": ["a"]}
