@@ -300,29 +300,51 @@ def _print_arg(out: _Buffer, spec: _Spec, verb: str, arg: str) -> None:
         out.write(")")
 
 
-def _arg_number(fmt: str, i: int, arg_num: int, nargs: int) -> tuple[int, int, bool, bool, bool]:
-    """Go's argNumber: (arg_num, i, found, ok, reordered) for an optional `[n]` at i."""
-    if i >= len(fmt) or fmt[i] != "[":
-        return arg_num, i, False, True, False
-    close = fmt.find("]", i + 1)
-    if len(fmt) - i < 3 or close < 0:
-        return arg_num, i + 1, False, False, True
-    num, end = _parsenum(fmt, i + 1, close)
-    if num is None or end != close:
-        return arg_num, close + 1, False, False, True
-    if 0 <= num - 1 < nargs:
-        return num - 1, close + 1, True, True, True
-    return arg_num, close + 1, True, False, True
+class _Args:
+    """Go's pp argument state: the next argument, `[n]` indexes, which were good."""
+
+    def __init__(self, values: list[str]) -> None:
+        self.values = values
+        self.num = 0  # the next argument
+        self.after_index = False  # the previous item was an index like [3]
+        self.reordered = False  # an index was used: no EXTRA check
+        self.good = True  # the current directive's indexes were valid
+
+    def index(self, fmt: str, i: int) -> int:
+        """Go's argNumber: an optional `[n]` at i; returns the index after it."""
+        self.after_index = False
+        if i >= len(fmt) or fmt[i] != "[":
+            return i
+        self.reordered = True
+        close = fmt.find("]", i + 1)
+        if len(fmt) - i < 3 or close < 0:
+            self.good = False
+            return i + 1
+        num, end = _parsenum(fmt, i + 1, close)
+        if num is None or end != close:
+            self.good = False
+            return close + 1
+        self.after_index = True
+        if 0 <= num - 1 < len(self.values):
+            self.num = num - 1
+        else:
+            self.good = False
+        return close + 1
+
+    def star(self, out: _Buffer, error: str) -> None:
+        """A `*` width or precision takes an int argument; ours are strings: `error`."""
+        if self.num < len(self.values):
+            self.num += 1
+        out.write(error)
+        self.after_index = False
 
 
-def _sprintf(out: _Buffer, fmt: str, args: list[str]) -> None:
+def _sprintf(out: _Buffer, fmt: str, values: list[str]) -> None:
     end = len(fmt)
-    arg_num = 0
-    after_index = False
-    reordered = False
+    args = _Args(values)
     i = 0
     while i < end and not out.full:
-        good_arg_num = True
+        args.good = True
         j = fmt.find("%", i)
         if j < 0:
             out.write(fmt[i:])
@@ -343,40 +365,27 @@ def _sprintf(out: _Buffer, fmt: str, args: list[str]) -> None:
             else:
                 spec.space = True
             i += 1
-        arg_num, i, after_index, ok, moved = _arg_number(fmt, i, arg_num, len(args))
-        good_arg_num &= ok
-        reordered |= moved
-        if i < end and fmt[i] == "*":  # width from an argument: ours are strings
+        i = args.index(fmt, i)
+        if i < end and fmt[i] == "*":
             i += 1
-            if arg_num < len(args):
-                arg_num += 1
-            out.write("%!(BADWIDTH)")
-            after_index = False
+            args.star(out, "%!(BADWIDTH)")
         else:
             spec.wid, i = _parsenum(fmt, i, end)
-            if after_index and spec.wid is not None:
-                good_arg_num = False
+            if args.after_index and spec.wid is not None:
+                args.good = False
         if i + 1 < end and fmt[i] == ".":
             i += 1
-            if after_index:
-                good_arg_num = False
-            arg_num, i, after_index, ok, moved = _arg_number(fmt, i, arg_num, len(args))
-            good_arg_num &= ok
-            reordered |= moved
+            if args.after_index:
+                args.good = False
+            i = args.index(fmt, i)
             if i < end and fmt[i] == "*":
                 i += 1
-                if arg_num < len(args):
-                    arg_num += 1
-                out.write("%!(BADPREC)")
-                after_index = False
+                args.star(out, "%!(BADPREC)")
             else:
-                spec.prec, i = _parsenum(fmt, i, end)
-                if spec.prec is None:
-                    spec.prec = 0
-        if not after_index:
-            arg_num, i, after_index, ok, moved = _arg_number(fmt, i, arg_num, len(args))
-            good_arg_num &= ok
-            reordered |= moved
+                prec, i = _parsenum(fmt, i, end)
+                spec.prec = prec or 0
+        if not args.after_index:
+            i = args.index(fmt, i)
         if i >= end:
             out.write("%!(NOVERB)")
             break
@@ -384,19 +393,19 @@ def _sprintf(out: _Buffer, fmt: str, args: list[str]) -> None:
         i += 1
         if verb == "%":
             out.write("%")
-        elif not good_arg_num:
+        elif not args.good:
             out.write(f"%!{verb}(BADINDEX)")
-        elif arg_num >= len(args):
+        elif args.num >= len(values):
             out.write(f"%!{verb}(MISSING)")
         else:
             if verb in "vw":  # %w is %v's bad twin in Sprintf
                 spec.sharp_v, spec.sharp = spec.sharp, False
                 spec.plus = False
-            _print_arg(out, spec, verb, args[arg_num])
-            arg_num += 1
-    if not reordered and arg_num < len(args) and not out.full:
+            _print_arg(out, spec, verb, values[args.num])
+            args.num += 1
+    if not args.reordered and args.num < len(values) and not out.full:
         out.write("%!(EXTRA ")
-        for n, arg in enumerate(args[arg_num:]):
+        for n, arg in enumerate(values[args.num :]):
             if out.full:
                 break
             out.write(f", string={arg}" if n else f"string={arg}")

@@ -7,6 +7,7 @@ up. Metrics exposition lives with the metrics (bjc.metrics).
 
 Every server logs through `ServerLog`: a malformed request or a client that goes away
 is the client's problem, so it is one INFO line, not aiohttp's ERROR with a traceback.
+Request bodies are not inflated (`Content-Encoding` is not applied), as in Go.
 
 Deliberately not here: any controller logic; the apps get what they need passed in.
 """
@@ -27,7 +28,7 @@ class ServerLog(logging.LoggerAdapter):
     """aiohttp's server logger, with client errors as one line at INFO.
 
     aiohttp logs an unparsable request (BadHttpMessage: bad header, bad chunk size,
-    a body it cannot inflate, ...) and a handler that failed because its client
+    bad multipart part headers, ...) and a handler that failed because its client
     disconnected at ERROR with a traceback. Anything else stays as it is.
     """
 
@@ -51,7 +52,15 @@ async def serve(app: web.Application, host: str | None, port: int) -> web.AppRun
     """Start `app` on host:port (port 0 picks a free one); the caller owns the runner."""
     # in-flight requests get 5 s to finish on shutdown (SIGTERM must exit within seconds)
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=5.0, logger=SERVER_LOG
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=5.0,
+        logger=SERVER_LOG,
+        # Bodies are taken as sent, as Go's net/http server does: an upload with
+        # Content-Encoding: gzip is stored compressed, and no decoder runs on input a
+        # client controls (aiohttp's deflate decoder waits forever on some of it).
+        auto_decompress=False,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)

@@ -17,8 +17,8 @@ apiserver failed, never the input):
   `client_max_size`; events also by `EVENT_MAX_BYTES` (their note is cut to 1 KiB);
 - results are checked against the series limits (`check_limits`) before anything
   is written; JSON nested too deeply or not UTF-8 is a decoding error (400);
-- a body aiohttp cannot parse (multipart headers, Content-Encoding) is 400; a client
-  that disconnects mid-request is logged as one INFO line and counted with code 499.
+- a body aiohttp cannot parse (multipart part headers) is 400; a client that
+  disconnects mid-request is logged as one INFO line and counted with code 499.
 
 Deliberately not here: knowing which executions exist, creating Kubernetes objects
 (the target does that), and serving anything but these routes. `bjc mock` runs this
@@ -436,7 +436,7 @@ async def _refusals_and_counting(request: web.Request, handler: Handler) -> web.
     except web.HTTPException as e:  # 404/405 of the router, 413 of client_max_size
         code = e.status
         raise
-    except (HttpProcessingError, web.RequestPayloadError) as e:  # multipart, Content-Encoding
+    except (HttpProcessingError, web.RequestPayloadError) as e:  # e.g. multipart headers
         code = 400
         parsed = e if isinstance(e, HttpProcessingError) else e.__cause__
         reason = " ".join(str(getattr(parsed, "message", e)).split())[:300]
