@@ -44,7 +44,7 @@ def e2e(session: nox.Session) -> None:
 def fuzz(session: nox.Session) -> None:
     """The callback API fuzz (tests/integration/test_callback_fuzz.py) with many examples.
 
-    `nox -s tests` runs it with 150 examples per test; this runs BJC_FUZZ_EXAMPLES
+    `nox -s tests` runs it with 100 examples per test; this runs BJC_FUZZ_EXAMPLES
     (default 3000) and writes the counts of requests by route and status to
     fuzz-report.json (what docs/reliability.md reports).
     """

@@ -40,7 +40,7 @@ from bjc.store import file_owner
 from tests.integration.hostile_server import EID, NODES
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("BJC_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("BJC_FUZZ_EXAMPLES", "100"))
 RSS_LIMIT = 300 * 1024 * 1024
 FUZZ = settings(
     max_examples=EXAMPLES,
@@ -196,6 +196,7 @@ OWN = ["report.txt", "summary.json", "x", "-", "containers.log", "container-A.lo
 NAMES = st.one_of(st.sampled_from(UNSAFE + FOREIGN + OWN), st.text(max_size=30))
 # path segments as sent: known nodes, unknown ones, encoded tricks
 NODE_SEGMENTS = st.one_of(
+    st.sampled_from(NODES),  # twice: most requests should get past the 406
     st.sampled_from(NODES),
     st.sampled_from(["%2Ebjc-execution", ".hidden", "latest", "n%2Fx", "%FF", "n" * 300]),
     st.text(min_size=1, max_size=20).map(lambda s: quote(s, safe="")),
@@ -248,7 +249,9 @@ FORMAT_PIECES = st.sampled_from(
         "\n",
     ]
 )
-FORMATS = st.lists(st.one_of(FORMAT_PIECES, st.text(max_size=4)), max_size=12).map("".join)
+FORMATS = st.lists(st.one_of(FORMAT_PIECES, st.text(max_size=4)), min_size=1, max_size=12).map(
+    "".join
+)
 LABELS = st.dictionaries(
     st.sampled_from(["kind", "where", "node", "executionID", "x"]),
     st.one_of(st.text(max_size=20), st.integers(), st.none()),
@@ -257,22 +260,26 @@ LABELS = st.dictionaries(
 ENTRY = st.fixed_dictionaries(
     {
         "value": st.one_of(
-            st.floats(allow_nan=False, allow_infinity=False), st.integers(), st.text()
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.integers(-(2**70), 2**70),
+            st.integers(0, 9),
+            st.text(max_size=3),
         )
     },
     optional={"labels": LABELS, "extra": st.integers()},
 )
 RESULTS = st.dictionaries(
-    st.one_of(st.sampled_from(["checks", "other", "bad-name", ""]), st.text(max_size=10)),
+    st.sampled_from(["checks", "checks", "other", "bad-name", ""]) | st.text(max_size=10),
     st.lists(ENTRY, max_size=5),
     max_size=3,
 )
 EVENTS = st.fixed_dictionaries(
-    {},
+    {
+        "reason": st.sampled_from(["Reason"] * 8 + ["lower", "Ä" * 70]) | st.just("Reason"),
+        "message": FORMATS,  # "" is invalid too
+    },
     optional={
-        "warning": st.one_of(st.booleans(), st.text(max_size=3)),
-        "reason": st.one_of(st.sampled_from(["Reason", "lower", "Ä" * 70]), st.text(max_size=10)),
-        "message": FORMATS,
+        "warning": st.one_of(st.booleans(), st.booleans(), st.text(max_size=3)),
         "action": st.one_of(st.none(), st.text(max_size=10)),
         "args": st.one_of(st.none(), st.lists(st.text(max_size=8), max_size=6)),
     },
@@ -283,9 +290,11 @@ def nested(depth: int) -> bytes:
     return b'{"checks": [{"value": 1, "labels": {}, "x": ' + b"[" * depth + b"]" * depth + b"}]}"
 
 
+RESULT_BODIES = RESULTS.map(lambda v: json.dumps(v).encode())
+EVENT_BODIES = EVENTS.map(lambda v: json.dumps(v, ensure_ascii=False).encode())
 JSON_BODIES = st.one_of(
-    RESULTS.map(lambda v: json.dumps(v).encode()),
-    EVENTS.map(lambda v: json.dumps(v, ensure_ascii=False).encode()),
+    RESULT_BODIES,
+    EVENT_BODIES,
     st.sampled_from([10, 900, 1100, 20_000]).map(nested),
     st.binary(max_size=200),
     st.sampled_from([b'{"checks": [{"value": 1, "labels": {"kind": "\xff"}}]}', b"\xef\xbb\xbf{}"]),
@@ -321,13 +330,17 @@ def multipart(draw: st.DrawFn) -> tuple[bytes, str]:
 def requests(draw: st.DrawFn) -> tuple[str, str, str, bytes, dict[str, str]]:
     segment = draw(NODE_SEGMENTS)
     route = draw(st.sampled_from(["result", "file", "event"]))
-    eid = draw(st.sampled_from([EID, EID, EID, "202401011300", "%2E%2E"]))
+    eid = draw(st.sampled_from([EID] * 8 + ["202401011300", "%2E%2E"]))
     headers: dict[str, str] = {}
     query = ""
     if route == "file" and draw(st.booleans()):
         body, headers["Content-Type"] = draw(multipart())
     else:
-        body = draw(JSON_BODIES) if route != "file" else draw(st.binary(max_size=500))
+        if route == "file":
+            body = draw(st.binary(max_size=500))
+        else:  # mostly the route's own shape
+            own = RESULT_BODIES if route == "result" else EVENT_BODIES
+            body = draw(st.one_of(own, own, own, JSON_BODIES))
         if draw(st.booleans()):
             headers["Content-Type"] = draw(CONTENT_TYPES)
     if route == "file":
