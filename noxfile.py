@@ -53,4 +53,6 @@ def fuzz(session: nox.Session) -> None:
         "BJC_FUZZ_EXAMPLES": os.environ.get("BJC_FUZZ_EXAMPLES", "3000"),
         "BJC_FUZZ_REPORT": "fuzz-report.json",
     }
-    session.run("pytest", "-q", "tests/integration/test_callback_fuzz.py", *session.posargs, env=env)
+    session.run(
+        "pytest", "-q", "tests/integration/test_callback_fuzz.py", *session.posargs, env=env
+    )
