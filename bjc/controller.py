@@ -43,7 +43,7 @@ from bjc.kubetypes import Node, Pod
 from bjc.metrics import Metrics
 from bjc.reconciler import PodWatcher
 from bjc.store import ReportStore
-from bjc.web.callback import apply_result, result_decoder
+from bjc.web.callback import apply_result, decode_result
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class Controller:
         with_result = [n for n, j in state.nodes.items() if j.result]
         for node, body in (await self.store.read_results(state.id, with_result)).items():
             try:
-                apply_result(self.metrics, self.config, state.id, node, result_decoder.decode(body))
+                apply_result(self.metrics, self.config, state.id, node, decode_result(body))
             except (msgspec.DecodeError, KeyError, ValueError) as e:
                 # e.g. a gauge's labels changed in the config since the result was stored
                 log.warning("execution %s node %s: result not restored: %s", state.id, node, e)
