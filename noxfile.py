@@ -1,4 +1,7 @@
-"""Developer sessions: `nox` runs lint and tests; `nox -s bench` and `nox -s e2e` are separate."""
+"""Developer sessions: `nox` runs lint and tests; `nox -s bench`, `nox -s e2e` and
+`nox -s fuzz` are separate."""
+
+import os
 
 import nox
 
@@ -42,3 +45,21 @@ def kubeproto(session: nox.Session) -> None:
     """Regenerate bjc/sim/kubeproto.binpb from k8s.io/api's .proto files (needs Go)."""
     session.install("-e", ".", "grpcio-tools")
     session.run("python", "tools/gen_kubeproto.py")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The callback API fuzz (tests/integration/test_callback_fuzz.py) with many examples.
+
+    `nox -s tests` runs it with 100 examples per test; this runs BJC_FUZZ_EXAMPLES
+    (default 3000) and writes the counts of requests by route and status to
+    fuzz-report.json (what docs/reliability.md reports).
+    """
+    session.install("-e", ".[test]")
+    env = {
+        "BJC_FUZZ_EXAMPLES": os.environ.get("BJC_FUZZ_EXAMPLES", "3000"),
+        "BJC_FUZZ_REPORT": "fuzz-report.json",
+    }
+    session.run(
+        "pytest", "-q", "tests/integration/test_callback_fuzz.py", *session.posargs, env=env
+    )

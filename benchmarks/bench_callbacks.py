@@ -42,6 +42,9 @@ class _AllowAll:
     def execution_allowed(self, node: str, execution_id: str) -> bool:
         return execution_id == EID
 
+    def nodes_of(self, execution_id: str) -> None:
+        return None
+
     def token_valid(self, node: str, execution_id: str, token: str) -> bool:
         return True
 

@@ -68,6 +68,9 @@ def summary(loaded: LoadedConfig, now: datetime | None = None) -> list[str]:
         f"  concurrency:     {cfg.concurrency_policy}, job timeout "
         + (format_duration(cfg.job_timeout) if cfg.job_timeout is not None else "none")
         + f", callback auth {cfg.callback_auth}",
+        f"  callback limits: {cfg.max_series_per_node} series per node, "
+        f"{cfg.max_series_per_execution} per execution, label values up to "
+        f"{cfg.max_label_value_length} characters, uploads up to {cfg.max_upload_size} bytes",
     ]
     prefix = cfg.metrics.prefix
     if cfg.metrics.gauges:

@@ -104,6 +104,9 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     callback_auth: str = "none"  # "none" | "token"
     max_upload_size: int = 64 * MiB
     file_server_port: int = 8080
+    max_series_per_node: int = 1_000  # result series of one node in one execution
+    max_series_per_execution: int = 100_000  # result series of all nodes of an execution
+    max_label_value_length: int = 1_024  # characters
 
 
 class Environment(msgspec.Struct, kw_only=True):
@@ -724,6 +727,14 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
                 c.invalid("maxUploadSize", upload, "must be at least 1 byte")
             else:
                 out["maxUploadSize"] = size
+
+    for key in ("maxSeriesPerNode", "maxSeriesPerExecution", "maxLabelValueLength"):
+        limit = _typed(c, raw, key, int)
+        if limit is not None:
+            if limit < 1:
+                c.invalid(key, limit, "must be at least 1")
+            else:
+                out[key] = limit
 
     if c.problems:
         raise ConfigError(c.problems)

@@ -20,7 +20,7 @@ import datetime as dt
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from typing import Any
 
 import aiohttp
@@ -44,7 +44,7 @@ from bjc.metrics import Metrics
 from bjc.reconciler import PodWatcher
 from bjc.store import ReportStore
 from bjc.supervisor import SideWork
-from bjc.web.callback import apply_result, result_decoder
+from bjc.web.callback import apply_result, decode_result
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Controller:
                 self._record_node_metrics(state.id, node, job)
         for node, body in results.items():
             try:
-                apply_result(self.metrics, self.config, state.id, node, result_decoder.decode(body))
+                apply_result(self.metrics, self.config, state.id, node, decode_result(body))
             except (msgspec.DecodeError, KeyError, ValueError) as e:
                 # e.g. a gauge's labels changed in the config since the result was stored
                 log.warning("execution %s node %s: result not restored: %s", state.id, node, e)
@@ -433,6 +433,10 @@ class Controller:
     def execution_allowed(self, node: str, execution_id: str) -> bool:
         execution = self.executions.get(execution_id)
         return execution is not None and execution.has_node(node)
+
+    def nodes_of(self, execution_id: str) -> Container[str] | None:
+        execution = self.executions.get(execution_id)
+        return None if execution is None else execution.nodes
 
     def token_valid(self, node: str, execution_id: str, token: str) -> bool:
         if not self.execution_allowed(node, execution_id):

@@ -462,7 +462,7 @@ def _register_process_metrics(registry: Registry) -> None:
 class _ResultGauge:
     """A configured gauge (`metrics.gauges.<suffix>`): its family and key builder."""
 
-    __slots__ = ("blocks", "family", "latest_separate", "make_key", "names", "size")
+    __slots__ = ("blocks", "family", "latest_separate", "make_key", "names", "node_at", "size")
 
     def __init__(self, family: SeriesFamily, names: tuple[str, ...]) -> None:
         self.family = family
@@ -505,10 +505,38 @@ class _ResultGauge:
             self.make_key = make_key
         # Only when executionID is part of the key does "latest" need a key of its own.
         self.latest_separate = EXECUTION_ID in fields
+        self.node_at = fields.index(NODE)  # where a key holds the node name
 
     def conform(self, labels: Mapping[str, str]) -> dict[str, str]:
         """The configured labels only, a missing one as "" (the Go controller's rule)."""
         return {name: labels.get(name, "") for name in self.names}
+
+    def key(self, labels: Mapping[str, str], node: str, execution_id: str) -> SeriesKey:
+        if len(labels) != self.size:
+            labels = self.conform(labels)
+        try:
+            return self.make_key(labels, node, execution_id)
+        except KeyError:
+            return self.make_key(self.conform(labels), node, execution_id)
+
+
+class _SeriesCount:
+    """Result series of one execution, per node and in all (for the callback limits)."""
+
+    __slots__ = ("by_node", "total")
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, int] = {}
+        self.total = 0
+
+    def add(self, node: str, per_node: int, per_execution: int) -> bool:
+        """Count one more series of `node`; False (nothing counted) past a limit."""
+        held = self.by_node.get(node, 0)
+        if held >= per_node or self.total >= per_execution:
+            return False
+        self.by_node[node] = held + 1
+        self.total += 1
+        return True
 
 
 class Metrics:
@@ -527,6 +555,11 @@ class Metrics:
         self.prefix = prefix
         self.latest = bool(config.latest_metrics_label)
         self._hot: frozenset[str] = frozenset((LATEST,))
+        # Result series per execution and node, kept for the executions callbacks write
+        # to (built from the blocks on demand, dropped when the current one changes).
+        self._counts: dict[str, _SeriesCount] = {}
+        self._max_per_node = config.max_series_per_node
+        self._max_per_execution = config.max_series_per_execution
 
         def name_for(suffix: str) -> str:
             name = f"{prefix}_{suffix}"
@@ -649,6 +682,7 @@ class Metrics:
         self._current_info.values.clear()
         self._current_info.set({EXECUTION_ID: execution_id}, 1)
         self._hot = frozenset((execution_id, LATEST))
+        self._counts = {k: v for k, v in self._counts.items() if k == execution_id}
 
     def set_pods(self, count: int) -> None:
         """`<prefix>_pods`: pods started in the last execution."""
@@ -701,7 +735,16 @@ class Metrics:
         block = gauge.blocks.get(execution_id)
         if block is None or block.series is None:
             block = gauge.family.writable(execution_id)
-        block.series[key] = value = float(value)  # type: ignore[index]
+        series: dict[SeriesKey, float] = block.series  # type: ignore[assignment]
+        if key not in series:
+            # A new series: the callback checked the limits (check_limits); this holds
+            # them also for concurrent results of one node, which were checked together.
+            counts = self._counts.get(execution_id)
+            if counts is not None and not counts.add(
+                node, self._max_per_node, self._max_per_execution
+            ):
+                return
+        series[key] = value = float(value)
         block.text = None
         if self.latest:
             if gauge.latest_separate:
@@ -716,6 +759,56 @@ class Metrics:
         """
         for family in self._per_execution:
             family.remove(execution_id)
+        self._counts.pop(execution_id, None)
+
+    # --- limits (maxSeriesPerNode, maxSeriesPerExecution) ---
+
+    def new_series(
+        self, execution_id: str, node: str, series: Iterable[tuple[str, Mapping[str, str]]]
+    ) -> int:
+        """How many distinct series of these (suffix, labels) the execution lacks.
+
+        Suffixes that are not configured gauges make no series and are not counted.
+        """
+        new: set[tuple[str, SeriesKey]] = set()
+        for suffix, labels in series:
+            gauge = self._results.get(suffix)
+            if gauge is None:
+                continue
+            key = gauge.key(labels, node, execution_id)
+            block = gauge.blocks.get(execution_id)
+            if block is not None and key in self._series_dict(gauge, execution_id, block):
+                continue
+            new.add((suffix, key))
+        return len(new)
+
+    def series_held(self, execution_id: str, node: str) -> tuple[int, int]:
+        """Result series of (`node`, all nodes) in the execution ("latest" not counted)."""
+        counts = self._counts.get(execution_id)
+        if counts is None:
+            counts = self._counts[execution_id] = self._count(execution_id)
+        return counts.by_node.get(node, 0), counts.total
+
+    @staticmethod
+    def _series_dict(
+        gauge: _ResultGauge, execution_id: str, block: _Block
+    ) -> dict[SeriesKey, float]:
+        if block.series is None:
+            gauge.family.writable(execution_id)  # thaw: a write is likely to follow
+        return block.series  # type: ignore[return-value]
+
+    def _count(self, execution_id: str) -> _SeriesCount:
+        counts = _SeriesCount()
+        by_node = counts.by_node
+        for gauge in self._results.values():
+            block = gauge.blocks.get(execution_id)
+            if block is None:
+                continue
+            at = gauge.node_at
+            for key in self._series_dict(gauge, execution_id, block):
+                by_node[key[at]] = by_node.get(key[at], 0) + 1
+                counts.total += 1
+        return counts
 
     # --- B extras ---
 

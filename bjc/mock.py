@@ -21,14 +21,14 @@ import contextvars
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container, Iterable, Mapping
 from pathlib import Path
 
 import yaml
 from aiohttp import web
 
 from bjc.config import Config, ConfigError, load_config, load_config_map_manifest
-from bjc.events import EventRequest, go_sprintf
+from bjc.events import EventRequest, format_note
 from bjc.store import ReportStore, UploadSink, UploadTooLarge
 from bjc.web import bound_port, serve
 from bjc.web.callback import Handler, make_callback_app
@@ -72,7 +72,7 @@ class DiscardingStore(ReportStore):
         name = self.result_filename(node)
         try:
             shown = json.dumps(json.loads(data), separators=(",", ":"), ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):
             shown = data.decode("utf-8", "replace")
         _note(f"file={name} result={shown}")
         return self.execution_dir(eid) / name
@@ -97,6 +97,9 @@ class MockTarget:
     def execution_allowed(self, node: str, execution_id: str) -> bool:
         return False
 
+    def nodes_of(self, execution_id: str) -> Container[str] | None:
+        return None  # no execution is known: only bjc's own names are refused
+
     def token_valid(self, node: str, execution_id: str, token: str) -> bool:
         return True
 
@@ -105,7 +108,7 @@ class MockTarget:
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
         kind = "Warning" if event.warning else "Normal"
-        note = go_sprintf(event.message, event.args)
+        note = format_note(event.message, event.args)
         _note(
             f"event type={kind} reason={event.reason} action={event.action or 'n/a'} "
             f"note={json.dumps(note, ensure_ascii=False)}"
@@ -113,7 +116,10 @@ class MockTarget:
 
 
 class NoMetrics:
-    """The mock exposes no metrics; label checks happen in the callback handler."""
+    """The mock exposes no metrics; label checks happen in the callback handler.
+
+    It holds no series, so the series limits apply to each result on its own.
+    """
 
     def set_result(
         self, execution_id: str, node: str, suffix: str, labels: dict[str, str], value: float
@@ -125,6 +131,14 @@ class NoMetrics:
 
     def count_callback(self, route: str, code: int) -> None:
         return None
+
+    def new_series(
+        self, execution_id: str, node: str, series: Iterable[tuple[str, Mapping[str, str]]]
+    ) -> int:
+        return len({(suffix, tuple(sorted(labels.items()))) for suffix, labels in series})
+
+    def series_held(self, execution_id: str, node: str) -> tuple[int, int]:
+        return 0, 0
 
 
 @web.middleware

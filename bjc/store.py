@@ -30,6 +30,12 @@ ValueError, and the final path is resolved and checked to be inside the executio
 directory as a second line of defence. (The Go controller joined names with
 filepath.Clean, so `?name=/../../x` escaped the report directory.)
 
+Who owns a name in an execution directory (`file_owner`): node N owns `N.json` and
+every name starting with `N-` (the longest matching node name wins, so node `node-1`
+cannot write `node-1-x.json`, the result of node `node-1-x`); the controller owns
+hidden names, `latest` and every node's pod-log names `N-container-<container>.log`.
+The callback API refuses uploads whose final name the uploading node does not own.
+
 Deliberately not here: deciding which executions exist or are allowed (the
 controller), metrics, and any HTTP concerns.
 """
@@ -43,7 +49,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Container
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -57,6 +63,11 @@ _TMP_PREFIX = ".bjc-tmp-"
 _MAX_COMPONENT_BYTES = 255
 # yyyyMMddHHmm, optionally with a numeric suffix for a second execution in one minute.
 _EXECUTION_ID = re.compile(r"^\d{12}(?:-\d+)?$")
+#: The owner of the controller's names (see file_owner).
+CONTROLLER = "controller"
+_POD_LOG_INFIX = "-container-"
+# A pod-log name's container part: a DNS label, as Kubernetes requires for container names.
+_CONTAINER_LOG = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\.log")
 # Upload data is buffered in memory up to this size before it goes to disk; a
 # small upload thus costs one worker-thread hop (open, write, close, rename).
 _BUFFER_BYTES = 1024 * 1024
@@ -180,6 +191,29 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+def file_owner(filename: str, nodes: Container[str]) -> str | None:
+    """Who owns `filename` in an execution with `nodes`: a node, CONTROLLER, or None.
+
+    Node N owns `N.json` and names starting with `N-`, the longest such N winning; the
+    controller owns names starting with `.`, `latest`, and `N-container-<c>.log` of
+    every node N (the pod logs of savePodLog). Cost: a set lookup per `-` in the name.
+    """
+    if filename.startswith(".") or filename == LATEST:
+        return CONTROLLER
+    start = 0
+    while (at := filename.find(_POD_LOG_INFIX, start)) > 0:
+        if filename[:at] in nodes and _CONTAINER_LOG.fullmatch(filename, at + len(_POD_LOG_INFIX)):
+            return CONTROLLER
+        start = at + 1
+    if filename.endswith(".json") and filename[:-5] in nodes:
+        return filename[:-5]  # nobody longer can own it: a longer N would need `N-`
+    at = len(filename)
+    while (at := filename.rfind("-", 0, at)) > 0:
+        if filename[:at] in nodes:
+            return filename[:at]
+    return None
+
+
 class ReportStore:
     """Files of the report directory; async methods run their disk work in threads."""
 
@@ -233,11 +267,12 @@ class ReportStore:
 
     @staticmethod
     def upload_filename(node: str, name: str) -> str:
-        return f"{check_name(node, 'node')}-{check_name(name, 'file name')}"
+        filename = f"{check_name(node, 'node')}-{check_name(name, 'file name')}"
+        return check_name(filename, "file name")
 
     @staticmethod
     def result_filename(node: str) -> str:
-        return f"{check_name(node, 'node')}.json"
+        return check_name(f"{check_name(node, 'node')}.json", "result file name")
 
     @staticmethod
     def log_filename(node: str, container: str) -> str:

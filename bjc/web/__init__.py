@@ -5,18 +5,63 @@ Each server is a separate aiohttp application built by an explicit factory
 port; `serve` starts one on a TCP site and returns the runner its owner must clean
 up. Metrics exposition lives with the metrics (bjc.metrics).
 
+Every server logs through `ServerLog`: a malformed request or a client that goes away
+is the client's problem, so it is one INFO line, not aiohttp's ERROR with a traceback.
+Request bodies are not inflated (`Content-Encoding` is not applied), as in Go.
+
 Deliberately not here: any controller logic; the apps get what they need passed in.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+_EXPECTED = (HttpProcessingError, web.RequestPayloadError, ConnectionResetError)
+
+
+class ServerLog(logging.LoggerAdapter):
+    """aiohttp's server logger, with client errors as one line at INFO.
+
+    aiohttp logs an unparsable request (BadHttpMessage: bad header, bad chunk size,
+    bad multipart part headers, ...) and a handler that failed because its client
+    disconnected at ERROR with a traceback. Anything else stays as it is.
+    """
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if level >= logging.ERROR and isinstance(exc, _EXPECTED):
+            kwargs.pop("exc_info")
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            self.logger.info(f"{msg}: %s", *args, reason, **kwargs)
+            return
+        super().log(level, msg, *args, **kwargs)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return msg, kwargs
+
+
+SERVER_LOG = ServerLog(logging.getLogger("aiohttp.server"))
 
 
 async def serve(app: web.Application, host: str | None, port: int) -> web.AppRunner:
     """Start `app` on host:port (port 0 picks a free one); the caller owns the runner."""
     # in-flight requests get 5 s to finish on shutdown (SIGTERM must exit within seconds)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=5.0,
+        logger=SERVER_LOG,
+        # Bodies are taken as sent, as Go's net/http server does: an upload with
+        # Content-Encoding: gzip is stored compressed, and no decoder runs on input a
+        # client controls (aiohttp's deflate decoder waits forever on some of it).
+        auto_decompress=False,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:

@@ -1,18 +1,28 @@
 """The callback API job pods talk to (SPEC A5): results, files and events.
 
 `POST /report/{node}/{executionID}/result|file|event`, with the Go controller's status
-codes and body prefixes. Handlers are small: admit the request (known node and
-execution, token), decode with msgspec, hand the data to the report store, the
-metrics and the controller (`CallbackTarget`), answer.
+codes and body prefixes, and `GET /openapi.json`, the API's OpenAPI document. Handlers
+are small: admit the request (known node and execution, token), decode with msgspec,
+hand the data to the report store, the metrics and the controller (`CallbackTarget`),
+answer.
 
-Uploads are streamed to disk through `ReportStore.upload` (never held whole in
-memory) and capped by `maxUploadSize` (413); names are checked by the store (400).
-Small JSON bodies (result, event) are read whole, capped by the same limit through
-aiohttp's `client_max_size`.
+Job pods are only partly trusted, so every request has a cost bound before work
+starts and every malformed body is a 4xx with the reason (a 5xx means bjc or the
+apiserver failed, never the input):
+- uploads are streamed to disk through `ReportStore.upload` (never held whole in
+  memory) and capped by `maxUploadSize` (413); names are checked by the store, and a
+  final name the uploading node does not own (`bjc.store.file_owner`: another node's
+  result, uploads or pod logs, or the controller's files) is refused (400);
+- result and event bodies are read whole, capped by the same limit through aiohttp's
+  `client_max_size`; events also by `EVENT_MAX_BYTES` (their note is cut to 1 KiB);
+- results are checked against the series limits (`check_limits`) before anything
+  is written; JSON nested too deeply or not UTF-8 is a decoding error (400);
+- a body aiohttp cannot parse (multipart part headers) is 400; a client that
+  disconnects mid-request is logged as one INFO line and counted with code 499.
 
 Deliberately not here: knowing which executions exist, creating Kubernetes objects
-(the target does that), and serving anything but these three routes. `bjc mock`
-runs this same app with a store that keeps nothing.
+(the target does that), and serving anything but these routes. `bjc mock` runs this
+same app with a store that keeps nothing.
 """
 
 from __future__ import annotations
@@ -20,29 +30,55 @@ from __future__ import annotations
 import logging
 import mimetypes
 import uuid
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from contextlib import AsyncExitStack
+from importlib import resources
 from typing import Protocol
 
 import msgspec
 from aiohttp import BodyPartReader, hdrs, web
-from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import (
+    BadContentDispositionHeader,
+    BadContentDispositionParam,
+    content_disposition_filename,
+    parse_content_disposition,
+)
 
 from bjc.config import Config, is_valid_metric_name
-from bjc.events import EventRequest, PodNotFound, decode_event
-from bjc.store import ExecutionNotFound, NotLeading, ReportStore, UploadTooLarge, check_name
+from bjc.events import EventRequest, PodNotFound, decode_event, decode_json
+from bjc.store import (
+    CONTROLLER,
+    ExecutionNotFound,
+    NotLeading,
+    ReportStore,
+    UploadTooLarge,
+    check_name,
+    file_owner,
+)
 
 log = logging.getLogger(__name__)
 
 NOT_ALLOWED = "node / execution ID not allowed"
 _CHUNK = 256 * 1024
 ROUTES = ("result", "file", "event")
+#: Event bodies over this are refused (413): the note is cut to 1 KiB anyway, and the
+#: cost of formatting grows with the message and its arguments.
+EVENT_MAX_BYTES = 64 * 1024
+#: Counted for requests whose client went away before an answer (nginx's convention).
+CLIENT_CLOSED = 499
+OPENAPI = resources.files("bjc.web").joinpath("openapi.json").read_bytes()
 
 
 class CallbackTarget(Protocol):
     """What the controller answers for the callback API."""
 
     def execution_allowed(self, node: str, execution_id: str) -> bool: ...
+
+    def nodes_of(self, execution_id: str) -> Container[str] | None:
+        """The nodes of an execution (who owns which file names); None when unknown."""
+        ...
 
     def token_valid(self, node: str, execution_id: str, token: str) -> bool: ...
 
@@ -64,6 +100,16 @@ class CallbackMetrics(Protocol):
 
     def count_callback(self, route: str, code: int) -> None: ...
 
+    def new_series(
+        self, execution_id: str, node: str, series: Iterable[tuple[str, Mapping[str, str]]]
+    ) -> int:
+        """How many distinct (suffix, labels) series set_result would add."""
+        ...
+
+    def series_held(self, execution_id: str, node: str) -> tuple[int, int]:
+        """Result series of (the node, the whole execution) held now."""
+        ...
+
 
 class ResultEntry(msgspec.Struct):
     value: float
@@ -71,6 +117,12 @@ class ResultEntry(msgspec.Struct):
 
 
 result_decoder = msgspec.json.Decoder(dict[str, list[ResultEntry]])
+
+
+def decode_result(body: bytes) -> dict[str, list[ResultEntry]]:
+    """A result body; msgspec.DecodeError for anything malformed (see decode_json)."""
+    return decode_json(result_decoder, body)
+
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", ReportStore)
@@ -122,8 +174,11 @@ async def _admit(request: web.Request) -> tuple[str, str]:
     try:
         check_name(node, "node")
         check_name(eid, "execution ID")
+        ReportStore.result_filename(node)  # the node's file names must fit too
     except ValueError as e:
         raise _Refused(400, str(e)) from None
+    if node.startswith("."):  # DEV_MODE: Kubernetes node names never start with "."
+        raise _Refused(400, f"node {node!r} must not start with '.' (hidden names are bjc's)")
     if not allowed:  # DEV_MODE, unknown execution: give it a directory
         await app[STORE].ensure_execution(eid)
     return node, eid
@@ -138,6 +193,57 @@ def _check_result(config: Config, result: dict[str, list[ResultEntry]]) -> None:
         name = f"{prefix}_{suffix}" if prefix else suffix
         if not suffix or not is_valid_metric_name(name):
             raise ValueError(f"result key {suffix!r} gives an invalid metric name {name!r}")
+
+
+def check_limits(
+    metrics: CallbackMetrics,
+    config: Config,
+    eid: str,
+    node: str,
+    result: dict[str, list[ResultEntry]],
+) -> None:
+    """ValueError naming the limit a result would break; runs before anything is written.
+
+    Only series count (entries of configured gauges, with their configured labels):
+    `maxLabelValueLength` per value, `maxSeriesPerNode` entries in one result and
+    series of the node in the execution, `maxSeriesPerExecution` for all its nodes.
+    """
+    gauges = config.metrics.gauges
+    per_node = config.max_series_per_node
+    entries = sum(len(v) for k, v in result.items() if k in gauges)
+    if entries > per_node:
+        raise ValueError(
+            f"{entries} entries of configured gauges in one result, over maxSeriesPerNode "
+            f"({per_node})"
+        )
+    longest = config.max_label_value_length
+    for suffix, items in result.items():
+        gauge = gauges.get(suffix)
+        if gauge is None or not gauge.labels:
+            continue
+        for entry in items:
+            for label in gauge.labels:
+                if len(entry.labels.get(label, "")) > longest:
+                    raise ValueError(
+                        f"{suffix}: value of label {label!r} is longer than "
+                        f"maxLabelValueLength ({longest} characters)"
+                    )
+    series = [(k, e.labels) for k, v in result.items() if k in gauges for e in v]
+    added = metrics.new_series(eid, node, series)
+    if not added:
+        return
+    held_node, held_execution = metrics.series_held(eid, node)
+    if held_node + added > per_node:
+        raise ValueError(
+            f"node {node} would hold {held_node + added} series in execution {eid}, over "
+            f"maxSeriesPerNode ({per_node})"
+        )
+    per_execution = config.max_series_per_execution
+    if held_execution + added > per_execution:
+        raise ValueError(
+            f"execution {eid} would hold {held_execution + added} result series, over "
+            f"maxSeriesPerExecution ({per_execution})"
+        )
 
 
 def apply_result(
@@ -160,11 +266,12 @@ async def post_result(request: web.Request) -> web.Response:
     config = app[CONFIG]
     body = await request.read()
     try:
-        result = result_decoder.decode(body)
+        result = decode_result(body)
     except msgspec.DecodeError as e:
         return _text(400, f"error decoding result: {e}")
     try:
         _check_result(config, result)
+        check_limits(app[METRICS], config, eid, node, result)
     except ValueError as e:
         return _text(400, f"invalid result: {e}")
     try:
@@ -184,6 +291,41 @@ async def post_result(request: web.Request) -> web.Response:
 
 
 # ------------------------------------------------------------------------- file
+def _check_owner(request: web.Request, eid: str, node: str, name: str) -> None:
+    """ValueError unless the upload's final name belongs to the uploading node."""
+    filename = ReportStore.upload_filename(node, name)
+    nodes = request.app[TARGET].nodes_of(eid)
+    owner = file_owner(filename, _WithNode(nodes, node))
+    if owner == node:
+        return
+    if owner == CONTROLLER:
+        raise ValueError(f"file name {filename!r} is reserved for bjc (pod logs, state)")
+    raise ValueError(f"file name {filename!r} belongs to node {owner}")
+
+
+class _WithNode:
+    """The execution's nodes plus the uploading one (DEV_MODE: it may be unknown)."""
+
+    def __init__(self, nodes: Container[str] | None, node: str) -> None:
+        self.nodes = nodes
+        self.node = node
+
+    def __contains__(self, name: object) -> bool:
+        return name == self.node or (self.nodes is not None and name in self.nodes)
+
+
+def _disposition_filename(header: str) -> str | None:
+    """The filename of a Content-Disposition header; ValueError when it is malformed."""
+    with warnings.catch_warnings():  # aiohttp warns and carries on; a client error here
+        warnings.simplefilter("error", BadContentDispositionHeader)
+        warnings.simplefilter("error", BadContentDispositionParam)
+        try:
+            _, params = parse_content_disposition(header)
+            return content_disposition_filename(params, "filename")
+        except (BadContentDispositionHeader, BadContentDispositionParam, LookupError):
+            raise ValueError(f"malformed Content-Disposition header {header!r}") from None
+
+
 def _raw_upload_name(request: web.Request) -> str:
     """?name=, else Content-Disposition filename, else uuid + extension of the type."""
     name = request.query.get("name", "")
@@ -191,8 +333,7 @@ def _raw_upload_name(request: web.Request) -> str:
         return name
     disposition = request.headers.get(hdrs.CONTENT_DISPOSITION)
     if disposition:
-        _, params = parse_content_disposition(disposition)
-        filename = content_disposition_filename(params, "filename")
+        filename = _disposition_filename(disposition)
         if filename:
             return filename
     return str(uuid.uuid4()) + _extension(request)
@@ -209,6 +350,7 @@ def _extension(request: web.Request) -> str:
 
 async def _stream_raw(request: web.Request, eid: str, node: str, limit: int) -> list[str]:
     name = _raw_upload_name(request)
+    _check_owner(request, eid, node, name)
     async with request.app[STORE].upload(eid, node, name, max_size=limit) as sink:
         async for chunk in request.content.iter_chunked(_CHUNK):
             await sink.write(chunk)
@@ -226,11 +368,14 @@ async def _stream_multipart(request: web.Request, eid: str, node: str, limit: in
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 raise ValueError("nested multipart bodies are not supported")
-            if not part.filename:
+            disposition = part.headers.get(hdrs.CONTENT_DISPOSITION)
+            filename = _disposition_filename(disposition) if disposition else None
+            if not filename:
                 await part.release()  # a plain form field, not a file
                 continue
+            _check_owner(request, eid, node, filename)
             sink = await stack.enter_async_context(
-                store.upload(eid, node, part.filename, max_size=limit - total)
+                store.upload(eid, node, filename, max_size=limit - total)
             )
             while chunk := await part.read_chunk(_CHUNK):
                 await sink.write(chunk)
@@ -267,6 +412,8 @@ async def post_file(request: web.Request) -> web.Response:
 async def post_event(request: web.Request) -> web.Response:
     node, eid = await _admit(request)
     body = await request.read()
+    if len(body) > EVENT_MAX_BYTES:
+        return _text(413, f"event body exceeds the maximum of {EVENT_MAX_BYTES} bytes")
     try:
         event = decode_event(body)
     except msgspec.DecodeError as e:
@@ -301,8 +448,21 @@ async def _refusals_and_counting(request: web.Request, handler: Handler) -> web.
     except web.HTTPException as e:  # 404/405 of the router, 413 of client_max_size
         code = e.status
         raise
+    except (HttpProcessingError, web.RequestPayloadError) as e:  # e.g. multipart headers
+        code = 400
+        parsed = e if isinstance(e, HttpProcessingError) else e.__cause__
+        reason = " ".join(str(getattr(parsed, "message", e)).split())[:300]
+        return _text(400, f"malformed request body: {reason}")
+    except ConnectionResetError as e:  # the client went away; nobody reads an answer
+        code = CLIENT_CLOSED
+        log.info("%s %s: client disconnected (%s)", request.method, request.path, e)
+        return web.Response(status=400)
     finally:
         request.app[METRICS].count_callback(route, code)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/json")
 
 
 def make_callback_app(
@@ -332,4 +492,5 @@ def make_callback_app(
     app.router.add_post(f"{base}/result", post_result, name="result")
     app.router.add_post(f"{base}/file", post_file, name="file")
     app.router.add_post(f"{base}/event", post_event, name="event")
+    app.router.add_get("/openapi.json", get_openapi, name="openapi")
     return app

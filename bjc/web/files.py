@@ -1,43 +1,98 @@
 """The report directory served read-only, with HTML directory listings (SPEC A7, port 8080).
 
-Operators browse `<reportDirectory>/latest/...` and older executions here. aiohttp's
-static resource does the work: GET/HEAD only, listings via `show_index`, file I/O in
-its executor. It runs with `follow_symlinks=False`, which in aiohttp means every
-resolved path (symlinks included) must stay inside the root: the relative `latest`
-link to a sibling execution directory is served, a link pointing anywhere outside the
-root answers 404.
+Operators browse `<reportDirectory>/latest/...` and older executions here. GET and HEAD
+only; files go out through aiohttp's `FileResponse` (ranges, ETags, content types, file
+I/O in its executor); listings and path checks run in a worker thread.
 
-Hidden files (names starting with `.`: bjc's execution state, which holds the
-callback tokens, its journal and in-flight temporary files) are never served.
+What is never listed nor served:
+- hidden names (starting with `.`): bjc's execution state, which holds the callback
+  tokens, its journal and in-flight temporary files;
+- anything whose real path, symlinks resolved, leaves the report directory or passes
+  through a hidden name on the way: the relative `latest` link to a sibling execution
+  is served, a link to `/etc` or to `.bjc-execution.json` is not (404, and it is left
+  out of listings).
 
 Execution summaries (`/summary/`, bjc.web.summary) are mounted here too.
 
 Deliberately not here: uploads or any write access, and authentication (the Go
-controller had none either; put it behind the cluster's network policy).
+controller had none either; put it behind the cluster's network policy). A symlink
+swapped between the check and the open is not defended against: whoever can do that
+can already write the report directory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import html
+import os
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from bjc.web.summary import make_summary_app
 
+ROOT = web.AppKey("root", Path)
 
-@web.middleware
-async def _no_hidden_files(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if any(part.startswith(".") for part in request.match_info.get("filename", "").split("/")):
+
+def _hidden(parts: tuple[str, ...] | list[str]) -> bool:
+    return any(part.startswith(".") for part in parts)
+
+
+def _real(root: Path, path: Path) -> Path | None:
+    """The real path behind `path` when it may be served, else None."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symlink loop
+        return None
+    if real != root and not real.is_relative_to(root):
+        return None
+    return None if _hidden(real.relative_to(root).parts) else real
+
+
+def _listing(root: Path, directory: Path, shown_as: str) -> str:
+    """aiohttp's index page, without the entries that would not be served."""
+    entries = []
+    with os.scandir(directory) as it:
+        for entry in it:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() and _real(root, Path(entry.path)) is None:
+                continue
+            name = entry.name + "/" if entry.is_dir() else entry.name
+            entries.append((entry.name, name))
+    prefix = shown_as.rstrip("/")
+    items = "\n".join(
+        f'<li><a href="{quote(f"{prefix}/{target}")}">{html.escape(name)}</a></li>'
+        for target, name in sorted(entries)
+    )
+    title = f"Index of {html.escape(shown_as)}"
+    return (
+        f"<html>\n<head>\n<title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n"
+        f"<ul>\n{items}\n</ul>\n</body>\n</html>"
+    )
+
+
+def _lookup(root: Path, parts: list[str]) -> tuple[Path, bool] | None:
+    real = _real(root, root.joinpath(*parts))
+    return None if real is None else (real, real.is_dir())
+
+
+async def _serve(request: web.Request) -> web.StreamResponse:
+    root = request.app[ROOT]
+    parts = [p for p in request.match_info["path"].split("/") if p]
+    if _hidden(parts):  # also `..`, which aiohttp normalises away before this anyway
         raise web.HTTPNotFound()
-    return await handler(request)
-
-
-@web.middleware
-async def _logs_as_text(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Pod logs (`.log`, unknown to `mimetypes`) open in the browser instead of downloading."""
-    response = await handler(request)
-    if isinstance(response, web.FileResponse) and request.path.endswith(".log"):
+    found = await asyncio.to_thread(_lookup, root, parts)
+    if found is None:
+        raise web.HTTPNotFound()
+    real, is_dir = found
+    if is_dir:
+        shown_as = "/" + "/".join(parts)
+        page = await asyncio.to_thread(_listing, root, real, shown_as)
+        return web.Response(text=page, content_type="text/html")
+    response = web.FileResponse(real)
+    if real.name.endswith(".log"):  # pod logs open in the browser instead of downloading
         response.content_type, response.charset = "text/plain", "utf-8"
     return response
 
@@ -46,7 +101,8 @@ def make_file_app(root: Path | str) -> web.Application:
     """Serve `root` (created if missing) read-only with directory listings."""
     directory = Path(root)
     directory.mkdir(parents=True, exist_ok=True)
-    app = web.Application(middlewares=[_no_hidden_files, _logs_as_text])
+    app = web.Application()
+    app[ROOT] = directory.resolve()
     app.add_subapp("/summary/", make_summary_app(directory))  # before "/": it must win
-    app.router.add_static("/", directory, show_index=True, follow_symlinks=False)
+    app.router.add_get("/{path:.*}", _serve)
     return app

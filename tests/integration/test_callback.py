@@ -52,6 +52,9 @@ class Target:
     def execution_allowed(self, node: str, execution_id: str) -> bool:
         return (node, execution_id) in self.allowed
 
+    def nodes_of(self, execution_id: str) -> set[str] | None:
+        return {n for n, e in self.allowed if e == execution_id} or None
+
     def token_valid(self, node: str, execution_id: str, token: str) -> bool:
         return self.tokens.get((node, execution_id)) == token
 

@@ -91,6 +91,9 @@ class SimTarget:
     def execution_allowed(self, node: str, execution_id: str) -> bool:
         return execution_id == EID
 
+    def nodes_of(self, execution_id: str) -> None:
+        return None
+
     def token_valid(self, node: str, execution_id: str, token: str) -> bool:
         return False
 

@@ -28,6 +28,9 @@ class Target:
     def execution_allowed(self, node: str, execution_id: str) -> bool:
         return (node, execution_id) == (NODE, EID)
 
+    def nodes_of(self, execution_id: str) -> set[str] | None:
+        return {NODE} if execution_id == EID else None
+
     def token_valid(self, node: str, execution_id: str, token: str) -> bool:
         return False
 

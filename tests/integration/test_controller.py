@@ -326,3 +326,39 @@ async def test_job_events_become_kubernetes_events_regarding_the_job_pod(tmp_pat
             assert event["type"] == "Warning" and event["reason"] == "DiskFull"
             assert event["note"] == "disk /var at 91%"
             assert event["action"] == "n/a" and event["reportingController"] == "batch"
+
+
+async def test_a_node_cannot_overwrite_the_result_of_a_node_named_like_its_upload(tmp_path):
+    """Node node-1 uploading `?name=x.json` would write node-1-x.json, the result of
+    node node-1-x (and after a restart its metrics): refused, whatever the order."""
+    answers: dict[str, tuple[int, str]] = {}
+
+    async def forge(pod: RunningPod) -> int:
+        url = pod.env["CALLBACK_SERVICE_FILE_URL"]
+        forged = {"checks": [{"value": 666.0, "labels": {"kind": "forged"}}]}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}?name=x.json", json=forged) as resp:
+                answers["x.json"] = (resp.status, await resp.text())
+            async with http.post(f"{url}?name=container-main.log", data=b"fake log") as resp:
+                answers["log"] = (resp.status, await resp.text())
+            async with http.post(f"{url}?name=report.txt", data=b"mine") as resp:
+                answers["report.txt"] = (resp.status, await resp.text())
+        return await post_result(pod)
+
+    async with cluster(tmp_path) as c:
+        c.sim.add_node("node-1")
+        c.sim.add_node("node-1-x")
+        await c.start_agent(
+            JobBehaviour(run=post_result, per_node={"node-1": JobBehaviour(run=forge)})
+        )
+        runtime = await c.start_controller()
+        await run_one(runtime)
+        directory = runtime.store.root / runtime.controller.current.id
+        assert answers["x.json"][0] == 400
+        assert "belongs to node node-1-x" in answers["x.json"][1]
+        assert answers["log"][0] == 400 and "reserved" in answers["log"][1]
+        assert answers["report.txt"][0] == 200
+        own = json.loads((directory / "node-1-x.json").read_bytes())
+        assert own == {"checks": [{"value": 1.0, "labels": {"kind": "node-1-x"}}]}
+        assert (directory / "node-1-report.txt").read_bytes() == b"mine"
+        assert not (directory / "node-1-container-main.log").exists()  # bjc's pod-log name

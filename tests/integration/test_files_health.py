@@ -78,6 +78,37 @@ async def test_hidden_files_are_never_served(tmp_path: Path, aiohttp_client: Any
     assert (await client.get(f"/{E2}/node-a.json")).status == 200
 
 
+async def test_hidden_names_are_not_listed_and_links_to_them_not_served(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    root = await reports(tmp_path)
+    store = ReportStore(root)
+    await store.write_state(E2, b'{"nodes": {"node-a": {"token": "secret"}}}')
+    (root / E2 / ".hidden-dir").mkdir()
+    (root / E2 / ".hidden-dir" / "inside.txt").write_text("secret")
+    (root / E2 / "state-link").symlink_to(".bjc-execution.json")
+    (root / E2 / "dir-link").symlink_to(".hidden-dir")
+    (root / E2 / "abs-link").symlink_to(root / E2 / ".bjc-execution.json")
+    (root / E2 / "ok-link").symlink_to("node-a.json")  # stays inside, nothing hidden
+    (root / E2 / "loop").symlink_to("loop")
+    client = await aiohttp_client(make_file_app(root))
+
+    for path in (f"/{E2}/state-link", f"/{E2}/abs-link", f"/{E2}/dir-link/inside.txt",
+                 f"/{E2}/dir-link/", "/latest/state-link", f"/{E2}/loop"):  # fmt: skip
+        resp = await client.get(path)
+        assert resp.status == 404, path
+        assert "secret" not in await resp.text()
+    assert await (await client.get(f"/{E2}/ok-link")).text() == f'{{"run": "{E2}"}}'
+    for listing in (f"/{E2}/", "/latest/", "/latest"):
+        page = await (await client.get(listing)).text()
+        assert "node-a.json" in page and "ok-link" in page, listing
+        for hidden in (".bjc-execution.json", ".hidden-dir", "state-link", "dir-link",
+                       "abs-link", "loop", ".bjc-tmp"):  # fmt: skip
+            assert hidden not in page, (listing, hidden)
+    assert (await client.head(f"/{E2}/node-a.json")).status == 200
+    assert (await client.head(f"/{E2}/state-link")).status == 404
+
+
 async def test_file_app_creates_missing_root(tmp_path: Path, aiohttp_client: Any) -> None:
     client = await aiohttp_client(make_file_app(tmp_path / "new"))
     assert (await client.get("/")).status == 200

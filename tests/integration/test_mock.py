@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -134,6 +135,23 @@ def test_mock_validates_like_the_controller(mock: Mock) -> None:
     lines = mock.stop()
     assert [line.split()[2] for line in lines] == ["400", "400", "400", "400"]
     assert 'error="invalid upload' in lines[3]
+
+
+def test_mock_applies_the_hostile_input_rules(mock: Mock) -> None:
+    base = f"{mock.url}/report/node-a/202401011200"
+    code, body = curl("-X", "POST", "--data-binary", "x", f"{base}/file?name=container-c.log")
+    assert (code, "reserved for bjc" in body) == (400, True)  # pod-log names are bjc's
+    many = json.dumps({"test": [{"value": i, "labels": {"label_a": str(i)}} for i in range(1001)]})
+    code, body = curl("-X", "POST", "-H", "Content-Type: application/json", "-d", many,
+                      f"{base}/result")  # fmt: skip
+    assert (code, "maxSeriesPerNode (1000)" in body) == (400, True)
+    event = json.dumps({"reason": "R", "message": "%999999999s|%-9999999s", "args": ["a", "b"]})
+    assert curl("-X", "POST", "-d", event, f"{base}/event")[0] == 200
+    code, body = curl(f"{mock.url}/openapi.json")
+    assert (code, json.loads(body)["info"]["title"]) == (200, "bjc callback API")
+    lines = mock.stop()
+    assert [line.split()[2] for line in lines] == ["400", "400", "200", "200"]
+    assert 'note="%!(NOVERB)%!(EXTRA string=a, string=b)"' in lines[2]
 
 
 def test_mock_refuses_a_bad_config(tmp_path: Path) -> None:

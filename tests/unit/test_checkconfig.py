@@ -73,6 +73,9 @@ def test_valid_configmap_summary(tmp_path: Path) -> None:
     assert "  nodes selector:  role=worker" in lines
     assert "    bjc_test{label_a, label_b, node, executionID}" in lines
     assert "  pod template:    uses .ExecutionID" in lines
+    limits = next(line for line in lines if line.startswith("  callback limits:"))
+    assert "1000 series per node, 100000 per execution" in limits
+    assert "label values up to 1024 characters" in limits
     warning_index = lines.index("warnings:")
     assert "configmapsleases" in lines[warning_index + 1]
 

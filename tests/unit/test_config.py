@@ -189,6 +189,9 @@ jobTimeout: 1h30m
 callbackAuth: token
 maxUploadSize: 10Mi
 fileServerPort: 8081
+maxSeriesPerNode: 50
+maxSeriesPerExecution: 5000
+maxLabelValueLength: 64
 """
 
 
@@ -219,6 +222,15 @@ def test_every_key_set() -> None:
     assert cfg.callback_auth == "token"
     assert cfg.max_upload_size == 10 * MiB
     assert cfg.file_server_port == 8081
+    assert cfg.max_series_per_node == 50
+    assert cfg.max_series_per_execution == 5000
+    assert cfg.max_label_value_length == 64
+
+
+def test_callback_limits_default_generously() -> None:
+    cfg, _ = load()
+    assert (cfg.max_series_per_node, cfg.max_series_per_execution) == (1000, 100_000)
+    assert cfg.max_label_value_length == 1024
 
 
 def test_json_config_is_accepted() -> None:
@@ -450,6 +462,9 @@ INVALID = [
     ({"callbackAuth": "basic"}, "callbackAuth", '"basic"', "token"),
     ({"maxUploadSize": "64 MB"}, "maxUploadSize", '"64 MB"', "quantity"),
     ({"maxUploadSize": 0}, "maxUploadSize", "0", "at least 1"),
+    ({"maxSeriesPerNode": 0}, "maxSeriesPerNode", "0", "at least 1"),
+    ({"maxSeriesPerExecution": "many"}, "maxSeriesPerExecution", '"many"', "integer"),
+    ({"maxLabelValueLength": -1}, "maxLabelValueLength", "-1", "at least 1"),
 ]
 
 

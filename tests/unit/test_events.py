@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import tracemalloc
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
-from bjc.events import EventRequest, build_event, decode_event, go_sprintf
+from bjc.events import (
+    NOTE_MAX_BYTES,
+    EventRequest,
+    build_event,
+    decode_event,
+    format_note,
+    go_sprintf,
+)
+
+# Outputs of Go's fmt.Sprintf, made by tests/unit/go_sprintf/main.go (see its header).
+GO_CASES: list[dict[str, Any]] = json.loads(
+    (Path(__file__).parent / "go_sprintf_cases.json").read_text()
+)["cases"]
 
 
 def test_seed_examples_decode() -> None:
@@ -72,6 +88,70 @@ def test_bad_json_is_a_decode_error(body: bytes) -> None:
     ],
 )
 def test_go_sprintf(fmt: str, args: list[str] | None, expected: str) -> None:
+    assert go_sprintf(fmt, args) == expected
+
+
+@pytest.mark.parametrize("case", GO_CASES, ids=[c["format"] for c in GO_CASES])
+def test_go_sprintf_matches_go(case: dict[str, Any]) -> None:
+    fmt, args = case["format"], case["args"]
+    if "go_prefix" in case:  # Go rendered megabytes: compare what a note can hold
+        rendered = go_sprintf(fmt, args, limit=NOTE_MAX_BYTES)
+        assert len(rendered) > NOTE_MAX_BYTES
+        assert case["go_prefix"].startswith(rendered)
+        assert case["go_len"] > NOTE_MAX_BYTES
+    else:
+        expected = case.get("go", "")
+        assert go_sprintf(fmt, args) == expected
+        assert go_sprintf(fmt, args, limit=NOTE_MAX_BYTES) == expected
+
+
+def _peak_bytes(fn: Any, *args: Any) -> tuple[Any, int]:
+    tracemalloc.start()
+    try:
+        result = fn(*args)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    ("message", "args"),
+    [
+        ("%999999999s", ["x"]),  # the 51-byte body that allocated 1.9 GB
+        ("%9999999s", ["x"]),  # accepted by Go: ten million characters of padding
+        ("%-9999999s|%9999999q|%09999999x", ["a", "b", "c"]),
+        ("%.1000000f %1000000.1000000e", ["1.5", "2"]),
+        ("%09999999d|%.1000000d", ["-12", "3"]),
+        ("%1000000s" * 200, ["a"] * 200),
+        ("%s" * 5000, ["x" * 100] * 5000),
+    ],
+)
+def test_note_cost_is_bounded_whatever_the_widths(message: str, args: list[str]) -> None:
+    note, peak = _peak_bytes(format_note, message, args)
+    assert len(note.encode()) <= NOTE_MAX_BYTES
+    input_size = len(message) + sum(map(len, args))
+    assert peak < 64 * 1024 + 4 * input_size, peak
+
+
+def test_note_is_the_cut_full_rendering() -> None:
+    # the bounded rendering gives exactly what cutting Go's full output gives
+    full = go_sprintf("%-3000s|%s", ["left", "right"])
+    assert len(full) == 3000 + 1 + 5
+    assert format_note("%-3000s|%s", ["left", "right"]) == full[: NOTE_MAX_BYTES - 3] + "..."
+    assert format_note("short %q", ["x"]) == 'short "x"'
+
+
+@pytest.mark.parametrize(
+    ("fmt", "args", "expected"),
+    [
+        ("%.3d|%08.3d|%.0d|%3.0d|", ["7", "7", "0", "0"], "007|     007||   |"),
+        ("% d|%+d|%d", ["5", "-0", "+0012"], " 5|+0|12"),
+        ("%x", ["1" * 10_000], "31" * 10_000),
+        ("%d", ["9" * 10_000], "9" * 10_000),  # past Python's int() digit limit
+        ("%.1200f", ["0.5"], "0." + "5" + "0" * 1199),
+    ],
+)
+def test_number_extension_and_long_arguments(fmt: str, args: list[str], expected: str) -> None:
     assert go_sprintf(fmt, args) == expected
 
 

@@ -1,4 +1,5 @@
-"""The shipped manifests: the example ConfigMap is valid, kustomize builds every entry."""
+"""The shipped manifests: the example ConfigMap is valid, kustomize builds every entry,
+the NetworkPolicy lets only job pods reach the callback port, the overlay uses tokens."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bjc.config import load_config_map_manifest
+from bjc.config import load_config, load_config_map_manifest
 from bjc.ownpod import LEADER_LABEL
+from bjc.podspec import OWNER_LABEL
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
@@ -48,6 +50,60 @@ def test_grafana_dashboard_queries_use_bjc_metric_names():
         assert name in exprs, name
 
 
+def _load(path: str) -> dict:
+    return yaml.safe_load((MANIFESTS / path).read_text())
+
+
+def test_network_policy_admits_job_pods_to_callbacks_and_monitoring_to_metrics():
+    policy = _load("base/networkpolicy.yaml")
+    deployment = _load("base/deployment.yaml")
+    config = load_config_map_manifest((MANIFESTS / "base" / "configmap.yaml").read_text()).config
+    pod = deployment["spec"]["template"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= pod["metadata"]["labels"].items()  # the controller pods
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+    [jobs, monitoring] = policy["spec"]["ingress"]
+
+    assert [p["port"] for p in jobs["ports"]] == ["callback"]
+    assert ports["callback"] == config.callback_service_port
+    [source] = jobs["from"]
+    assert list(source) == ["podSelector"]  # same namespace: where bjc creates job pods
+    assert source["podSelector"]["matchExpressions"] == [
+        {"key": OWNER_LABEL, "operator": "In", "values": [config.name]}
+    ]
+
+    assert [p["port"] for p in monitoring["ports"]] == ["metrics"]
+    assert ports["metrics"] == config.metrics.port
+    assert monitoring["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+
+
+def test_example_overlay_is_the_base_config_with_token_auth():
+    base = load_config_map_manifest((MANIFESTS / "base" / "configmap.yaml").read_text()).config
+    overlay, warnings = load_config((MANIFESTS / "overlays/example/config.yaml").read_text())
+    assert warnings == []
+    assert base.callback_auth == "none"
+    assert overlay.callback_auth == "token"
+    overlay.callback_auth = "none"
+    assert overlay == base  # nothing else drifted apart
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_example_overlay_builds_with_token_auth():
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS / "overlays/example")],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    [config_map] = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["name"] == "bjc"  # as CONFIG_MAP_NAME says
+    loaded = load_config_map_manifest(yaml.safe_dump(config_map))
+    assert loaded.config.callback_auth == "token"
+    policy = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "NetworkPolicy"]
+    assert policy[0]["metadata"]["namespace"] == "bjc-system"
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 @pytest.mark.parametrize("entry", ["base", "overlays/example", "grafana"])
 def test_kustomize_builds(entry):
@@ -58,7 +114,7 @@ def test_kustomize_builds(entry):
     kinds = {d["kind"] for d in yaml.safe_load_all(out) if d}
     assert "ConfigMap" in kinds
     if entry != "grafana":
-        assert {"Deployment", "Service", "Role", "ServiceAccount"} <= kinds
+        assert {"Deployment", "Service", "Role", "ServiceAccount", "NetworkPolicy"} <= kinds
 
 
 def test_prometheus_operator_rules_equal_the_plain_rule_file():

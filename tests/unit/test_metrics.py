@@ -680,3 +680,58 @@ async def test_handler_methods(aiohttp_client: Any) -> None:
 )
 def test_accepts_gzip(header: str, expected: bool) -> None:
     assert _accepts_gzip(header) is expected
+
+
+# --- series limits (maxSeriesPerNode, maxSeriesPerExecution) ---
+
+
+def limited(per_node: int = 1000, per_execution: int = 100_000) -> Metrics:
+    config = make_config()
+    config.max_series_per_node = per_node
+    config.max_series_per_execution = per_execution
+    return Metrics(config)
+
+
+def test_new_series_counts_what_the_execution_lacks() -> None:
+    m = limited()
+    m.set_result(E1, "n1", "test", {"label_a": "a", "label_b": "b"}, 1)
+    series = [
+        ("test", {"label_a": "a", "label_b": "b"}),  # held
+        ("test", {"label_a": "a", "label_b": "b", "other": "dropped"}),  # the same series
+        ("test", {"label_a": "a"}),  # label_b "": new
+        ("test", {"label_a": "a"}),  # twice in one result: once
+        ("unconfigured", {"x": "y"}),  # no series
+    ]
+    assert m.new_series(E1, "n1", series) == 1
+    assert m.new_series(E1, "n2", series[:1]) == 1  # another node's series is its own
+    assert m.new_series(E2, "n1", series[:1]) == 1
+
+
+def test_series_held_is_rebuilt_from_frozen_blocks() -> None:
+    m = limited()
+    for i in range(300):
+        m.set_result(E1, f"n{i % 3}", "test", {"label_a": str(i), "label_b": "x"}, i)
+    m.set_current_execution(E2)  # E1 is a past execution now
+    m.render()  # freezes E1's blocks
+    assert m._results["test"].family.is_frozen(E1)
+    assert m.series_held(E1, "n0") == (100, 300)
+    assert m.new_series(E1, "n0", [("test", {"label_a": "0", "label_b": "x"})]) == 0
+    m.remove_execution(E1)
+    assert m.series_held(E1, "n0") == (0, 0)
+
+
+def test_counts_follow_writes_and_hold_the_limits_as_a_backstop() -> None:
+    m = limited(per_node=5, per_execution=8)
+    m.set_current_execution(E1)
+    assert m.series_held(E1, "n1") == (0, 0)  # counting starts for E1
+    for i in range(7):  # results checked together, applied one after the other
+        m.set_result(E1, "n1", "test", {"label_a": str(i), "label_b": ""}, i)
+    assert m.series_held(E1, "n1") == (5, 5)
+    m.set_result(E1, "n1", "test", {"label_a": "0", "label_b": ""}, 42)  # update: allowed
+    for i in range(7):
+        m.set_result(E1, "n2", "test", {"label_a": str(i), "label_b": ""}, i)
+    assert m.series_held(E1, "n2") == (3, 8)
+    values = {
+        (s.labels["node"], s.labels["label_a"]): s.value for s in parse(m)["foo_test"].samples
+    }
+    assert len(values) == 8 and values[("n1", "0")] == 42
