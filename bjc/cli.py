@@ -1,4 +1,4 @@
-"""The `bjc` command: run | demo | sim | mock | check-config | report.
+"""The `bjc` command: run | demo | sim | mock | check-config | report | trigger.
 
 Each subcommand lives in its own module and is imported only when chosen, so
 `bjc run` does not pay for the simulator, `bjc check-config` starts instantly and
@@ -29,6 +29,7 @@ commands:
   mock           serve the callback API for job authors (stores nothing)
   check-config   validate a ConfigMap, or a config.yaml and pod template
   report         post a result, file or event from a job pod (bjc report -h)
+  trigger        start an execution now through the ConfigMap annotation (bjc trigger -h)
 """
 
 
@@ -157,5 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         from bjc.report_cli import main as report_main
 
         return report_main(rest)
+    if command == "trigger":
+        from bjc.trigger import main as trigger_main
+
+        return trigger_main(rest)
     print(f"bjc: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2

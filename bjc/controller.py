@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import hmac
 import logging
@@ -72,6 +73,17 @@ def select_nodes(nodes: list[Node], run_on_unscheduled: bool) -> list[str]:
         for n in nodes
         if n.ready and (run_on_unscheduled or not n.spec.unschedulable)
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerOutcome:
+    """What a trigger did: the execution it started, or why it started none."""
+
+    execution_id: str = ""
+    skipped: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.execution_id)
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -218,15 +230,16 @@ class Controller:
     def running(self) -> bool:
         return self._runner is not None and not self._runner.done()
 
-    async def trigger(self, reason: str) -> bool:
-        """Start an execution, honouring concurrencyPolicy. False when skipped."""
+    async def trigger(self, reason: str) -> TriggerOutcome:
+        """Start an execution, honouring concurrencyPolicy; the outcome is false when skipped."""
         await self.watcher.synced.wait()  # the ids of existing job pods must be known
         async with self._trigger_lock:
             if self.running:
                 if self.config.concurrency_policy == "Forbid":
-                    log.warning("trigger (%s) skipped: an execution is still running", reason)
+                    why = "an execution is still running (concurrencyPolicy Forbid)"
+                    log.warning("trigger (%s) skipped: %s", reason, why)
                     self.metrics.count_skipped_trigger()
-                    return False
+                    return TriggerOutcome(skipped=why)
                 await self._replace_current()
             # ids of job pods still in the cluster count too: a controller with a
             # fresh report directory must not reuse their pod names
@@ -238,7 +251,7 @@ class Controller:
             eid = next_execution_id(dt.datetime.now(), newest)
             log.info("execution %s triggered (%s)", eid, reason)
             self._runner = asyncio.create_task(self._logged(self._start(eid), eid))
-            return True
+            return TriggerOutcome(execution_id=eid)
 
     async def _replace_current(self) -> None:
         await self.stop_running()

@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from bjc.config import ConfigError, Environment, load_config_map
+from bjc.configwatch import TRIGGER_ANNOTATION
 from bjc.kube import KubeClient
 from bjc.runtime import Runtime
 from bjc.sim import JobBehaviour, NodeAgent, RunningPod, SimCluster
@@ -214,7 +215,14 @@ def _announce(runtime: Runtime, sim: SimCluster, args: argparse.Namespace) -> No
         f"  health       http://127.0.0.1:{p['health']}/readyz",
     ]
     if args.kubeconfig_out:
-        lines.append(f"  kubectl      KUBECONFIG={args.kubeconfig_out} kubectl get pods -A")
+        kubectl = f"KUBECONFIG={args.kubeconfig_out} kubectl -n {NAMESPACE}"
+        cm = f"configmap/{runtime.env.config_map_name}"
+        lines += [
+            f"  kubectl      {kubectl} get pods",
+            f"  trigger      {kubectl} annotate --overwrite {cm} {TRIGGER_ANNOTATION}=$(date +%s)",
+            f"               bjc trigger --kubeconfig {args.kubeconfig_out} -n {NAMESPACE} "
+            f"{runtime.env.config_map_name}",
+        ]
     print("\n".join(lines), flush=True)
 
 

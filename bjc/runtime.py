@@ -30,7 +30,8 @@ import aiohttp
 from aiohttp import web
 
 from bjc.config import Config, Environment, effective_report_directory
-from bjc.controller import Controller
+from bjc.configwatch import ConfigMapWatch
+from bjc.controller import Controller, TriggerOutcome
 from bjc.cron import parse_cron
 from bjc.kube import ApiError, KubeClient
 from bjc.leader import LeaderElector
@@ -117,6 +118,10 @@ class Runtime:
             create_backoff=create_backoff,
         )
         self.controller.on_failure = self.supervisor.fail
+        self.config_watch = ConfigMapWatch(
+            kube, env.namespace, env.config_map_name, config.name, self
+        )
+        self._acting = False  # leading, resumed, scheduling: may trigger and write
         self.runners: dict[str, web.AppRunner] = {}
         self.ports: dict[str, int] = {}
         self.watch_silence_limit = WATCH_SILENCE_LIMIT_S
@@ -131,6 +136,14 @@ class Runtime:
     @property
     def leading(self) -> bool:
         return self.elector is None or self.elector.is_leader
+
+    @property
+    def acting(self) -> bool:
+        """Leading and done taking over: triggers and ConfigMap writes are allowed."""
+        return self._acting and self.leading
+
+    async def trigger(self, reason: str) -> TriggerOutcome:
+        return await self.controller.trigger(reason)
 
     @property
     def failed(self) -> asyncio.Event:
@@ -152,6 +165,7 @@ class Runtime:
         await self.controller.load()
         self.loaded = True
         self.controller.callback_host = await callback_host(self.kube, self.config, self.env)
+        self.supervisor.spawn("config-watch", self.config_watch.run())
         if self.elector is None:
             self.supervisor.spawn("lead", self._lead(), forever=False)
         else:
@@ -221,6 +235,8 @@ class Runtime:
         await self._label_pod(leading=True)
         startup = self.config.startup_delay if self.config.run_on_startup and not resumed else None
         self.supervisor.spawn("schedule", Schedule(self.cron, self.controller.trigger).run(startup))
+        self._acting = True
+        await self.config_watch.reconcile()  # a trigger set while no one was leading
 
     async def _label_pod(self, *, leading: bool) -> None:
         await set_leader_label(
@@ -236,8 +252,9 @@ class Runtime:
         Lease is released, so a standby takes over at once.
         """
         self.supervisor.stopping = True
+        self._acting = False
         self.accepting_callbacks.clear()
-        await self.supervisor.cancel("schedule", "lead")
+        await self.supervisor.cancel("schedule", "lead", "config-watch")
         await self.controller.stop_running()
         callback = self.runners.pop("callback", None)
         if callback is not None:

@@ -71,6 +71,27 @@ class Cluster:
         self.agent: NodeAgent | None = None
         self.runtimes: list[Runtime] = []
 
+    async def store_config_map(self, **overrides: Any) -> dict[str, Any]:
+        """Create or update the controllers' ConfigMap `batch` with this configuration."""
+        path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/batch"
+        data = config_data(**overrides)
+        current = self.sim.get("configmaps", NAMESPACE, "batch")
+        if current is None:
+            return self.sim.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "batch", "namespace": NAMESPACE},
+                    "data": data,
+                }
+            )
+        return await self.kube.patch(path, {"data": data})
+
+    async def annotate_config_map(self, annotations: dict[str, str | None]) -> dict[str, Any]:
+        """Merge-patch annotations (`None` removes one) onto the ConfigMap, as kubectl would."""
+        path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/batch"
+        return await self.kube.patch(path, {"metadata": {"annotations": annotations}})
+
     def add_nodes(self, count: int, prefix: str = "node", **kw: Any) -> list[str]:
         names = [f"{prefix}-{i:03d}" for i in range(count)]
         for name in names:

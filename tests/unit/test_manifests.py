@@ -59,3 +59,13 @@ def test_kustomize_builds(entry):
     assert "ConfigMap" in kinds
     if entry != "grafana":
         assert {"Deployment", "Service", "Role", "ServiceAccount"} <= kinds
+
+
+def test_the_controller_may_watch_and_answer_on_its_config_map():
+    role = next(
+        d
+        for d in yaml.safe_load_all((MANIFESTS / "base" / "rbac.yaml").read_text())
+        if d and d["kind"] == "Role"
+    )
+    (rule,) = [r for r in role["rules"] if "configmaps" in r["resources"]]
+    assert {"get", "list", "watch", "patch"} <= set(rule["verbs"])
