@@ -104,6 +104,8 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     callback_auth: str = "none"  # "none" | "token"
     max_upload_size: int = 64 * MiB
     file_server_port: int = 8080
+    # --- operating executions (docs/operating.md) ---
+    suspend: bool = False
 
 
 class Environment(msgspec.Struct, kw_only=True):
@@ -716,10 +718,22 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
             else:
                 out["maxUploadSize"] = size
 
+    _check_operating(c, raw, out)
+
     if c.problems:
         raise ConfigError(c.problems)
     config = msgspec.convert(out, Config)
     return config, c.warnings
+
+
+# --------------------------------------------------------------------------- operating keys
+
+
+def _check_operating(c: _Collector, raw: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """The keys that operate executions: suspend (see docs/operating.md)."""
+    suspend = _typed(c, raw, "suspend", bool)
+    if suspend is not None:
+        out["suspend"] = suspend
 
 
 # --------------------------------------------------------------------------- environment

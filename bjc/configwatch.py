@@ -9,6 +9,8 @@ ConfigMap. Whoever may patch the ConfigMap (plain RBAC) may set
   `skipped: <why>`), plus an Event regarding the ConfigMap. A value already answered
   is never run again, so restarts and failovers do not repeat a trigger, and a
   trigger set while no controller led runs once a leader appears.
+- `batch-job-controller.bakito.github.com/suspend: "true"`: no new executions
+  (like `suspend: true` in config.yaml); a running one finishes.
 
 This module watches the one ConfigMap (list + watch, relist on 410) and reconciles
 each state it sees, level-based: what matters is the ConfigMap as it is now, not
@@ -31,6 +33,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from bjc.config import Config
 from bjc.events import EventRequest, build_event
 from bjc.kube import ApiError, KubeClient
 from bjc.kubetypes import ConfigMap
@@ -41,6 +44,7 @@ _PREFIX = "batch-job-controller.bakito.github.com/"
 TRIGGER_ANNOTATION = _PREFIX + "trigger"
 TRIGGERED_ANNOTATION = _PREFIX + "triggered"
 TRIGGERED_EXECUTION_ANNOTATION = _PREFIX + "triggered-execution"
+SUSPEND_ANNOTATION = _PREFIX + "suspend"
 SKIPPED_PREFIX = "skipped: "
 
 _WATCH_TIMEOUT_S = 290
@@ -119,6 +123,9 @@ class Operated(Protocol):
 
     async def trigger(self, reason: str) -> Outcome: ...
 
+    def suspend(self, why: str) -> None:
+        """Start no executions while `why` is not empty."""
+
 
 class ConfigMapWatch:
     """Reconciles the observed ConfigMap with the controller (see the module docstring)."""
@@ -128,14 +135,15 @@ class ConfigMapWatch:
         kube: KubeClient,
         namespace: str,
         name: str,
-        controller_name: str,
+        config: Config,
         target: Operated,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
-        self.controller_name = controller_name
+        self.config = config  # the running configuration (updated in place on reload)
         self.target = target
+        self._suspended_by_annotation = False
         self.latest: ConfigMap | None = None
         self._answered = ""  # the trigger value this process last answered
         self._lock = asyncio.Lock()
@@ -153,9 +161,22 @@ class ConfigMapWatch:
         """Act on the latest observed state (also called when this replica starts leading)."""
         async with self._lock:
             config_map = self.latest
+            if config_map is not None:
+                suspend = config_map.metadata.annotations.get(SUSPEND_ANNOTATION, "")
+                self._suspended_by_annotation = suspend.lower() == "true"
+            self.target.suspend(self.suspension())
             if config_map is None or not self.target.acting:
                 return
             await self._answer_trigger(config_map)
+
+    def suspension(self) -> str:
+        """Why no execution may start now ("" when nothing suspends the controller)."""
+        reasons = []
+        if self.config.suspend:
+            reasons.append("suspend: true in config.yaml")
+        if self._suspended_by_annotation:
+            reasons.append(f'annotation {SUSPEND_ANNOTATION}: "true"')
+        return " and ".join(reasons)
 
     # --- trigger -------------------------------------------------------------------
     async def _answer_trigger(self, config_map: ConfigMap) -> None:
@@ -215,7 +236,7 @@ class ConfigMapWatch:
             warning=warning, reason=reason, message="%s", args=[message], action="Reconcile"
         )
         now = dt.datetime.now(dt.UTC)
-        event = build_event(regarding, request, self.controller_name, self.namespace, now)
+        event = build_event(regarding, request, self.config.name, self.namespace, now)
         path = f"/apis/events.k8s.io/v1/namespaces/{self.namespace}/events"
         try:
             await self.kube.create(path, event)

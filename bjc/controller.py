@@ -126,6 +126,7 @@ class Controller:
         # called when an execution's dispatch dies of an unexpected error
         self.on_failure: Callable[[str], None] = lambda reason: None
         self._trigger_lock = asyncio.Lock()
+        self.suspended = ""  # why no execution may start now ("": it may)
         self._history_lock = asyncio.Lock()  # loading vs. adding/pruning executions
         self.watcher = PodWatcher(
             kube, namespace, f"{podspec.OWNER_LABEL}={config.name}", self._on_pod
@@ -234,6 +235,10 @@ class Controller:
         """Start an execution, honouring concurrencyPolicy; the outcome is false when skipped."""
         await self.watcher.synced.wait()  # the ids of existing job pods must be known
         async with self._trigger_lock:
+            if self.suspended:
+                why = f"the controller is suspended ({self.suspended})"
+                log.info("trigger (%s) skipped: %s", reason, why)
+                return TriggerOutcome(skipped=why)
             if self.running:
                 if self.config.concurrency_policy == "Forbid":
                     why = "an execution is still running (concurrencyPolicy Forbid)"

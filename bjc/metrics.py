@@ -592,6 +592,12 @@ class Metrics:
             registry=reg,
         )
         self._skipped.set({}, 0)
+        self._suspended = Gauge(
+            "bjc_suspended",
+            "1 while the controller is suspended (no new executions start), else 0",
+            registry=reg,
+        )
+        self._suspended.set({}, 0)
         _register_process_metrics(reg)
 
         # Configured gauges last, so that a name clash names the offending config key.
@@ -738,6 +744,10 @@ class Metrics:
     def count_skipped_trigger(self) -> None:
         """`bjc_skipped_triggers_total` += 1 (trigger skipped, concurrencyPolicy Forbid)."""
         self._skipped.inc({})
+
+    def set_suspended(self, suspended: bool) -> None:
+        """`bjc_suspended`: 1 while no new executions start (suspend key or annotation)."""
+        self._suspended.set({}, 1 if suspended else 0)
 
     # --- exposition ---
 

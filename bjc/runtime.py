@@ -118,9 +118,8 @@ class Runtime:
             create_backoff=create_backoff,
         )
         self.controller.on_failure = self.supervisor.fail
-        self.config_watch = ConfigMapWatch(
-            kube, env.namespace, env.config_map_name, config.name, self
-        )
+        self.config_watch = ConfigMapWatch(kube, env.namespace, env.config_map_name, config, self)
+        self.suspend(self.config_watch.suspension())
         self._acting = False  # leading, resumed, scheduling: may trigger and write
         self.runners: dict[str, web.AppRunner] = {}
         self.ports: dict[str, int] = {}
@@ -144,6 +143,14 @@ class Runtime:
 
     async def trigger(self, reason: str) -> TriggerOutcome:
         return await self.controller.trigger(reason)
+
+    def suspend(self, why: str) -> None:
+        if why and why != self.controller.suspended:
+            log.info("suspended by %s: no new executions start", why)
+        elif self.controller.suspended and not why:
+            log.info("no longer suspended")
+        self.controller.suspended = why
+        self.metrics.set_suspended(bool(why))
 
     @property
     def failed(self) -> asyncio.Event:
