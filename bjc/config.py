@@ -15,7 +15,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -734,6 +734,69 @@ def _check_operating(c: _Collector, raw: Mapping[str, Any], out: dict[str, Any])
     suspend = _typed(c, raw, "suspend", bool)
     if suspend is not None:
         out["suspend"] = suspend
+
+
+# --------------------------------------------------------------------------- hot reload
+
+#: Keys a running controller keeps until it restarts: its identity, servers and storage.
+RESTART_KEYS = frozenset(
+    {
+        "name",
+        "reportDirectory",
+        "callbackServiceName",
+        "callbackServicePort",
+        "healthProbePort",
+        "fileServerPort",
+        "metrics.port",
+        "metrics.prefix",
+        "maxUploadSize",
+        "leaderElectionResourceLock",
+    }
+)
+_METRICS_KEYS = ("port", "prefix", "gauges")
+_FIELD_OF_KEY = {f.encode_name: f.name for f in msgspec.structs.fields(Config)}
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """The config.yaml keys whose values differ; `metrics` is compared per sub-key."""
+    a, b = msgspec.to_builtins(old), msgspec.to_builtins(new)
+    keys = []
+    for key in a:
+        if key == "metrics":
+            keys += [f"metrics.{k}" for k in _METRICS_KEYS if a[key][k] != b[key][k]]
+        elif a[key] != b[key]:
+            keys.append(key)
+    return keys
+
+
+def with_keys(running: Config, new: Config, keys: Iterable[str]) -> Config:
+    """A copy of `running` whose `keys` (as `changed_keys` names them) come from `new`."""
+    out = msgspec.structs.replace(running)
+    for key in keys:
+        if key.startswith("metrics."):
+            sub = key.removeprefix("metrics.")
+            out.metrics = msgspec.structs.replace(out.metrics, **{sub: getattr(new.metrics, sub)})
+        else:
+            setattr(out, _FIELD_OF_KEY[key], getattr(new, _FIELD_OF_KEY[key]))
+    return out
+
+
+_PROBLEM_KEY_RE = re.compile(r"^([A-Za-z][\w.\[\]]*(?: and [A-Za-z]\w*)?): (.*)$", re.DOTALL)
+
+
+def problem_key(problem: str) -> tuple[str, str]:
+    """(key, what is wrong) of one ConfigError problem, e.g. ('podPoolSize', 'invalid ...').
+
+    Problems of the pod template, and of config.yaml as a whole (YAML syntax), are
+    keyed by the file name.
+    """
+    source, sep, rest = problem.partition(": ")
+    if not sep or source not in (CONFIG_FILE_KEY, POD_TEMPLATE_KEY):
+        return "ConfigMap", problem
+    m = _PROBLEM_KEY_RE.match(rest) if source == CONFIG_FILE_KEY else None
+    if m is None:
+        return source, rest
+    return m.group(1), m.group(2)
 
 
 # --------------------------------------------------------------------------- environment

@@ -1,9 +1,14 @@
-"""The controller's ConfigMap, watched: the annotations operators act through.
+"""The controller's ConfigMap, watched: hot reload, and the annotations operators act through.
 
 Operators operate bjc the way they operate any Kubernetes object: by changing its
-ConfigMap. Whoever may patch the ConfigMap (plain RBAC) may set
+ConfigMap. Whoever may patch the ConfigMap (plain RBAC) may
 
-- `batch-job-controller.bakito.github.com/trigger: <any new value>`: start an
+- change `config.yaml` or `pod-template.yaml`: a valid change applies without a
+  restart, from the next execution (keys that name servers, storage or the
+  controller itself wait for the next start, with a warning); an invalid one is
+  refused, the running configuration stays, and an Event on the ConfigMap, a log
+  line and `bjc_config_problems{key,problem}` say what is wrong;
+- set `batch-job-controller.bakito.github.com/trigger: <any new value>`: start an
   execution now. The controller answers on the ConfigMap itself, in one patch:
   `.../triggered: <that value>` and `.../triggered-execution: <executionID>` (or
   `skipped: <why>`), plus an Event regarding the ConfigMap. A value already answered
@@ -17,7 +22,8 @@ each state it sees, level-based: what matters is the ConfigMap as it is now, not
 the event that brought it. Every replica watches; only the acting leader acts
 (triggers, answers, posts Events).
 
-Deliberately not here: what a trigger does (`bjc.controller`, which also applies
+Deliberately not here: validating a configuration (`bjc.config`), applying one
+(`bjc.runtime`), what a trigger does (`bjc.controller`, which also applies
 concurrencyPolicy) and the wiring to leadership (`bjc.runtime`). `observe` is shared
 with `bjc trigger`, which waits for the answer through it.
 """
@@ -28,15 +34,26 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Protocol
 
 import aiohttp
 
-from bjc.config import Config
+from bjc.config import (
+    POD_TEMPLATE_KEY,
+    RESTART_KEYS,
+    Config,
+    ConfigError,
+    Environment,
+    LoadedConfig,
+    changed_keys,
+    load_config_map,
+    problem_key,
+)
 from bjc.events import EventRequest, build_event
 from bjc.kube import ApiError, KubeClient
 from bjc.kubetypes import ConfigMap
+from bjc.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +143,12 @@ class Operated(Protocol):
     def suspend(self, why: str) -> None:
         """Start no executions while `why` is not empty."""
 
+    async def reconfigure(self, loaded: LoadedConfig, keys: list[str], template: bool) -> None:
+        """Apply `keys` of `loaded.config` (and its pod template if `template`).
+
+        Raises ValueError, having changed nothing, when the change cannot be applied.
+        """
+
 
 class ConfigMapWatch:
     """Reconciles the observed ConfigMap with the controller (see the module docstring)."""
@@ -133,16 +156,26 @@ class ConfigMapWatch:
     def __init__(
         self,
         kube: KubeClient,
-        namespace: str,
-        name: str,
+        env: Environment,
         config: Config,
+        metrics: Metrics,
         target: Operated,
+        data: Mapping[str, str] | None = None,
     ) -> None:
         self.kube = kube
-        self.namespace = namespace
-        self.name = name
+        self.env = env
+        self.namespace = env.namespace
+        self.name = env.config_map_name
         self.config = config  # the running configuration (updated in place on reload)
+        self.metrics = metrics
         self.target = target
+        # the ConfigMap data last seen, and the configuration as loaded from the data
+        # last applied (before the runtime's own changes, such as bound ports)
+        self._data: dict[str, str] | None = None
+        self._applied: LoadedConfig | None = None
+        self._applied_template = ""
+        if data is not None:
+            self._baseline(dict(data))
         self._suspended_by_annotation = False
         self.latest: ConfigMap | None = None
         self._answered = ""  # the trigger value this process last answered
@@ -162,6 +195,7 @@ class ConfigMapWatch:
         async with self._lock:
             config_map = self.latest
             if config_map is not None:
+                await self._reload(config_map)
                 suspend = config_map.metadata.annotations.get(SUSPEND_ANNOTATION, "")
                 self._suspended_by_annotation = suspend.lower() == "true"
             self.target.suspend(self.suspension())
@@ -177,6 +211,61 @@ class ConfigMapWatch:
         if self._suspended_by_annotation:
             reasons.append(f'annotation {SUSPEND_ANNOTATION}: "true"')
         return " and ".join(reasons)
+
+    # --- hot reload ----------------------------------------------------------------
+    def _baseline(self, data: dict[str, str]) -> None:
+        """What the running configuration was loaded from."""
+        self._data = data
+        try:
+            self._applied = load_config_map(data, self.env)
+        except ConfigError:  # a process started otherwise; the next valid change applies
+            self._applied = None
+        self._applied_template = data.get(POD_TEMPLATE_KEY, "")
+
+    async def _reload(self, config_map: ConfigMap) -> None:
+        data = config_map.data
+        if self._data is None:
+            self._baseline(dict(data))
+            return
+        if data == self._data:
+            return  # annotations only, or a change already applied or refused
+        self._data = dict(data)
+        try:
+            loaded = load_config_map(data, self.env)
+        except ConfigError as e:
+            await self._refuse(e.problems)
+            return
+        base = self._applied.config if self._applied is not None else self.config
+        keys = changed_keys(base, loaded.config)
+        live = [k for k in keys if k not in RESTART_KEYS]
+        later = [k for k in keys if k in RESTART_KEYS]
+        template = data.get(POD_TEMPLATE_KEY, "") != self._applied_template
+        try:
+            await self.target.reconfigure(loaded, live, template)
+        except ValueError as e:
+            await self._refuse([f"config.yaml: {e}"])
+            return
+        self._applied, self._applied_template = loaded, data.get(POD_TEMPLATE_KEY, "")
+        self.metrics.set_config_problems([])
+        applied = [*live, POD_TEMPLATE_KEY] if template else live
+        message = "configuration reloaded: " + (
+            f"{', '.join(applied)} apply from the next execution" if applied else "no change"
+        )
+        if later:
+            message += f"; {', '.join(later)} apply when the controller restarts"
+        for warning in loaded.warnings:
+            log.warning("configuration: %s", warning)
+        log.info("%s", message)
+        if self.target.acting:
+            await self.post_event("ConfigReloaded", message, warning=bool(later))
+
+    async def _refuse(self, problems: list[str]) -> None:
+        for problem in problems:
+            log.error("configuration change refused, the running one stays: %s", problem)
+        self.metrics.set_config_problems(problem_key(p) for p in problems)
+        if self.target.acting:
+            message = "change refused, the running configuration stays: " + "; ".join(problems)
+            await self.post_event("ConfigRefused", message, warning=True)
 
     # --- trigger -------------------------------------------------------------------
     async def _answer_trigger(self, config_map: ConfigMap) -> None:

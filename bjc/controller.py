@@ -18,10 +18,11 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import aiohttp
@@ -29,7 +30,7 @@ import msgspec
 
 from bjc import podspec
 from bjc.config import Config
-from bjc.dispatcher import Dispatcher
+from bjc.dispatcher import Dispatcher, DispatchPlan
 from bjc.events import EventRequest, send_event
 from bjc.execution import (
     Execution,
@@ -114,7 +115,6 @@ class Controller:
         self.metrics = metrics
         self.callback_host = callback_host
         self.owner = owner
-        self.keep = max(config.report_history, 1)
         self.executions: dict[str, Execution | RetiredExecution] = {}
         self.current: Execution | None = None
         self.completed = 0  # executions finished by this process (demo, tests)
@@ -131,15 +131,7 @@ class Controller:
         self.watcher = PodWatcher(
             kube, namespace, f"{podspec.OWNER_LABEL}={config.name}", self._on_pod
         )
-        self.dispatcher = Dispatcher(
-            kube,
-            namespace,
-            pool_size=config.pod_pool_size,
-            render=self._render,
-            finish=self._finish,
-            job_timeout=config.job_timeout,
-            backoff=create_backoff,
-        )
+        self.dispatcher = Dispatcher(kube, namespace, finish=self._finish, backoff=create_backoff)
 
     # --- history -------------------------------------------------------------
     async def load(self) -> list[Execution]:
@@ -203,13 +195,28 @@ class Controller:
             if job.status.terminal:
                 self._record_node_metrics(state.id, node, job)
         for node, body in results.items():
-            try:
-                apply_result(self.metrics, self.config, state.id, node, result_decoder.decode(body))
-            except (msgspec.DecodeError, KeyError, ValueError) as e:
-                # e.g. a gauge's labels changed in the config since the result was stored
-                log.warning("execution %s node %s: result not restored: %s", state.id, node, e)
+            self._restore_result(state.id, node, body)
         finished = sum(1 for j in state.nodes.values() if j.status.terminal)
         self.metrics.set_progress(state.id, finished, len(state.nodes))
+
+    def _restore_result(
+        self, eid: str, node: str, body: bytes, only: Collection[str] | None = None
+    ) -> None:
+        """Expose a stored result again (all configured gauges, or those in `only`)."""
+        try:
+            result = result_decoder.decode(body)
+            if only is not None:
+                result = {suffix: result[suffix] for suffix in only if suffix in result}
+            apply_result(self.metrics, self.config, eid, node, result)
+        except (msgspec.DecodeError, KeyError, ValueError) as e:
+            # e.g. a gauge's labels changed in the config since the result was stored
+            log.warning("execution %s node %s: result not restored: %s", eid, node, e)
+
+    async def replay_results(self, suffixes: Collection[str]) -> None:
+        """Expose the stored results of every kept execution for new or changed gauges."""
+        for eid, execution in sorted(self.executions.items()):
+            for node, body in (await self.store.read_results(eid, execution.nodes)).items():
+                self._restore_result(eid, node, body, suffixes)
 
     def _record_node_metrics(self, eid: str, node: str, job: NodeJob) -> None:
         self.metrics.set_processing(eid, node, 1.0 if job.error else 0.0)
@@ -221,7 +228,7 @@ class Controller:
         return max(retired, key=lambda e: e.id, default=None)
 
     async def _prune(self) -> None:
-        for eid in await self.store.prune(self.keep):
+        for eid in await self.store.prune(max(self.config.report_history, 1)):
             self.executions.pop(eid, None)
             self.metrics.remove_execution(eid)
             log.info("execution %s pruned from the history", eid)
@@ -294,9 +301,10 @@ class Controller:
         for pod in list(self.watcher.pods.values()):
             self._on_pod(pod, False)
         log.info("execution %s resumed (%d/%d jobs finished)", execution.id, *execution.counts())
+        config, template = self._snapshot()
         async with self._trigger_lock:
             self._runner = asyncio.create_task(
-                self._logged(self._dispatch(execution), execution.id)
+                self._logged(self._dispatch(execution, config, template), execution.id)
             )
         return True
 
@@ -307,25 +315,30 @@ class Controller:
             log.exception("execution %s stopped by an error", eid)
             self.on_failure(f"execution {eid} stopped by an error: {e!r}")
 
-    async def _selected_nodes(self) -> list[str]:
+    def _snapshot(self) -> tuple[Config, podspec.PodTemplate]:
+        """What an execution runs with: a configuration reloaded meanwhile applies to the next."""
+        return msgspec.structs.replace(self.config), self.template
+
+    async def _selected_nodes(self, config: Config) -> list[str]:
         """The nodes to run on; an unreachable API delays the execution, never skips it."""
-        selector = ",".join(f"{k}={v}" for k, v in self.config.job_node_selector.items())
+        selector = ",".join(f"{k}={v}" for k, v in config.job_node_selector.items())
         delay = 0.5
         while True:
             try:
                 nodes, _ = await self.kube.list("/api/v1/nodes", Node, {"labelSelector": selector})
-                return select_nodes(nodes, self.config.run_on_unscheduled_nodes)
+                return select_nodes(nodes, config.run_on_unscheduled_nodes)
             except (ApiError, aiohttp.ClientError, TimeoutError) as e:
                 log.warning("cannot list nodes: %s; retrying in %.1fs", e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
     async def _start(self, eid: str) -> None:
-        names = await self._selected_nodes()
+        config, template = self._snapshot()
+        names = await self._selected_nodes(config)
         async with self._history_lock:
             await self.store.create_execution(eid)
             execution = Execution.new(
-                eid, names, self.store, tokens=self.config.callback_auth == "token"
+                eid, names, self.store, tokens=config.callback_auth == "token"
             )
             previous = self.current
             self.executions[eid] = self.current = execution
@@ -334,13 +347,20 @@ class Controller:
             self.metrics.set_current_execution(eid)
             self.metrics.set_progress(eid, 0, len(names))
             await self._prune()
-        log.info("execution %s: %d nodes, pool size %d", eid, len(names), self.config.pod_pool_size)
-        await self._dispatch(execution)
+        log.info("execution %s: %d nodes, pool size %d", eid, len(names), config.pod_pool_size)
+        await self._dispatch(execution, config, template)
 
-    async def _dispatch(self, execution: Execution) -> None:
+    async def _dispatch(
+        self, execution: Execution, config: Config, template: podspec.PodTemplate
+    ) -> None:
         self.current = execution
         await self._delete_earlier_pods(execution.id)
-        await self.dispatcher.run(execution)
+        plan = DispatchPlan(
+            pool_size=config.pod_pool_size,
+            render=functools.partial(self._render, config, template),
+            job_timeout=config.job_timeout,
+        )
+        await self.dispatcher.run(execution, plan)
         execution.close()
         await execution.flushed()
         self.metrics.set_pods(execution.state.pods_started)
@@ -369,10 +389,17 @@ class Controller:
         except (ApiError, aiohttp.ClientError) as e:
             log.warning("cannot delete earlier job pods: %s", e)
 
-    def _render(self, execution: Execution, node: str, job: NodeJob) -> dict[str, Any]:
+    def _render(
+        self,
+        config: Config,
+        template: podspec.PodTemplate,
+        execution: Execution,
+        node: str,
+        job: NodeJob,
+    ) -> dict[str, Any]:
         return podspec.render_pod(
-            self.template,
-            config=self.config,
+            template,
+            config=config,
             namespace=self.namespace,
             node_name=node,
             execution_id=execution.id,

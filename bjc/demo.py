@@ -173,7 +173,12 @@ async def run_demo(args: argparse.Namespace, config_text: str, template_text: st
     await agent.start()
     kube = KubeClient.from_url(sim.url)
     runtime = Runtime(
-        config=config, template=loaded.template, env=env, kube=kube, bind_host="127.0.0.1"
+        config=config,
+        template=loaded.template,
+        env=env,
+        kube=kube,
+        bind_host="127.0.0.1",
+        config_data=data,
     )
     try:
         await runtime.start()
@@ -222,6 +227,7 @@ def _announce(runtime: Runtime, sim: SimCluster, args: argparse.Namespace) -> No
             f"  trigger      {kubectl} annotate --overwrite {cm} {TRIGGER_ANNOTATION}=$(date +%s)",
             f"               bjc trigger --kubeconfig {args.kubeconfig_out} -n {NAMESPACE} "
             f"{runtime.env.config_map_name}",
+            f"  reload       {kubectl} edit {cm}   (e.g. podPoolSize; applies without a restart)",
         ]
     print("\n".join(lines), flush=True)
 

@@ -1,6 +1,8 @@
 """Placement of job pods: one per node, at most `podPoolSize` alive at once.
 
-An asyncio.Semaphore of the pool size bounds the pods in flight. A slot is held
+Each execution is dispatched by a `DispatchPlan` fixed when it starts (pool size,
+pod rendering, timeout), so a configuration reloaded meanwhile applies from the
+next execution. An asyncio.Semaphore of the pool size bounds the pods in flight. A slot is held
 from the pod's creation until its job ends, which the reconciler signals through
 the execution (an asyncio.Event per node), so a slot frees the moment the pod is
 seen finished; nothing sleeps or polls. Pod creation failures (quota, admission,
@@ -15,6 +17,7 @@ passes `finish`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -34,32 +37,35 @@ _PERMANENT = (400, 404, 422)  # the pod itself is invalid: retrying cannot help
 _TIMEOUT_GRACE_S = 2.0  # let the kubelet report DeadlineExceeded first
 
 
+@dataclasses.dataclass(frozen=True)
+class DispatchPlan:
+    """How one execution is dispatched, fixed when it starts."""
+
+    pool_size: int
+    render: RenderFn
+    job_timeout: float | None = None
+
+
 class Dispatcher:
     def __init__(
         self,
         kube: KubeClient,
         namespace: str,
         *,
-        pool_size: int,
-        render: RenderFn,
         finish: FinishFn,
-        job_timeout: float | None = None,
         create_attempts: int = 5,
         backoff: float = 0.5,
     ) -> None:
         self.kube = kube
         self.pods_path = f"/api/v1/namespaces/{namespace}/pods"
-        self.pool_size = pool_size
-        self.render = render
         self.finish = finish
-        self.job_timeout = job_timeout
         self.create_attempts = create_attempts
         self.backoff = backoff
         self.in_flight = 0
 
-    async def run(self, execution: Execution) -> None:
+    async def run(self, execution: Execution, plan: DispatchPlan) -> None:
         """Dispatch every unfinished node; returns when all their jobs ended."""
-        pool = asyncio.Semaphore(self.pool_size)
+        pool = asyncio.Semaphore(plan.pool_size)
         # resumed pods first: they already hold a slot in the cluster
         order = sorted(
             (n for n, j in execution.nodes.items() if not j.status.terminal),
@@ -68,21 +74,23 @@ class Dispatcher:
         async with asyncio.TaskGroup() as tasks:
             for node in order:
                 await pool.acquire()
-                tasks.create_task(self._run_node(execution, node, pool))
+                tasks.create_task(self._run_node(execution, node, pool, plan))
 
-    async def _run_node(self, execution: Execution, node: str, pool: asyncio.Semaphore) -> None:
+    async def _run_node(
+        self, execution: Execution, node: str, pool: asyncio.Semaphore, plan: DispatchPlan
+    ) -> None:
         self.in_flight += 1
         try:
             job = execution.nodes[node]
             if job.status is JobStatus.PENDING:
-                pod = self.render(execution, node, job)
+                pod = plan.render(execution, node, job)
                 error = await self._create(pod)
                 if error is not None:
                     log.warning("execution %s node %s: %s", execution.id, node, error)
                     self.finish(execution, node, JobStatus.FAILED, error)
                     return
                 execution.pod_created(node, pod["metadata"]["name"])
-            await self._wait(execution, node)
+            await self._wait(execution, node, plan.job_timeout)
         finally:
             self.in_flight -= 1
             pool.release()
@@ -108,17 +116,17 @@ class Dispatcher:
                 delay *= 2
         return f"pod creation failed after {self.create_attempts} attempts: {last}"
 
-    async def _wait(self, execution: Execution, node: str) -> None:
-        if self.job_timeout is None:
+    async def _wait(self, execution: Execution, node: str, job_timeout: float | None) -> None:
+        if job_timeout is None:
             await execution.wait_finished(node)
             return
         job = execution.nodes[node]
         elapsed = 0.0 if job.created is None else max(0.0, time.time() - job.created)
-        remaining = self.job_timeout + _TIMEOUT_GRACE_S - elapsed
+        remaining = job_timeout + _TIMEOUT_GRACE_S - elapsed
         try:
             await asyncio.wait_for(execution.wait_finished(node), max(remaining, 0.0))
         except TimeoutError:
-            reason = f"job did not finish within jobTimeout ({self.job_timeout:g}s)"
+            reason = f"job did not finish within jobTimeout ({job_timeout:g}s)"
             self.finish(execution, node, JobStatus.FAILED, reason)
             if job.pod:
                 try:

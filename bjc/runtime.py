@@ -2,8 +2,13 @@
 
 `bjc run` and `bjc demo` both come through here, so the demo exercises exactly
 the production wiring. The runtime owns every server (callback, metrics, health,
-files) and, through one `Supervisor`, every long-lived task (leader election, and
-while leading: pod watch, schedule, dispatch); a task that dies ends the process.
+files) and, through one `Supervisor`, every long-lived task (leader election, the
+ConfigMap watch, and while leading: pod watch, schedule, dispatch); a task that
+dies ends the process.
+
+Every replica watches the ConfigMap (`bjc.configwatch`) and applies a changed
+configuration in place (`reconfigure`), so a standby that takes over runs with the
+current one; only the acting leader triggers from it and writes to it.
 
 Leadership is the only licence to write. A standby serves the history as it read
 it from disk and answers callbacks 503; it is Ready all the same (readiness is
@@ -23,13 +28,14 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
-from bjc.config import Config, Environment, effective_report_directory
+from bjc.config import Config, Environment, LoadedConfig, effective_report_directory, with_keys
 from bjc.configwatch import ConfigMapWatch
 from bjc.controller import Controller, TriggerOutcome
 from bjc.cron import parse_cron
@@ -80,7 +86,9 @@ class Runtime:
         identity: str | None = None,
         lease_timing: tuple[float, float, float] = (15.0, 10.0, 2.0),
         create_backoff: float = 0.5,
+        config_data: Mapping[str, str] | None = None,
     ) -> None:
+        """`config_data`: the ConfigMap data `config` and `template` were loaded from."""
         self.config = config
         self.env = env
         self.kube = kube
@@ -118,7 +126,7 @@ class Runtime:
             create_backoff=create_backoff,
         )
         self.controller.on_failure = self.supervisor.fail
-        self.config_watch = ConfigMapWatch(kube, env.namespace, env.config_map_name, config, self)
+        self.config_watch = ConfigMapWatch(kube, env, config, self.metrics, self, config_data)
         self.suspend(self.config_watch.suspension())
         self._acting = False  # leading, resumed, scheduling: may trigger and write
         self.runners: dict[str, web.AppRunner] = {}
@@ -143,6 +151,30 @@ class Runtime:
 
     async def trigger(self, reason: str) -> TriggerOutcome:
         return await self.controller.trigger(reason)
+
+    async def reconfigure(self, loaded: LoadedConfig, keys: list[str], template: bool) -> None:
+        """Hot reload: apply `keys` of a reloaded config (and the pod template) in place.
+
+        Everything reads the one `Config` object, so the change is seen at once by
+        the callback API and the metrics; an execution runs with the configuration it
+        started with (see `Controller._snapshot`), so it applies from the next one.
+        """
+        merged = with_keys(self.config, loaded.config, keys)
+        replay = self.metrics.reconfigure(merged)  # ValueError: refused, nothing changed
+        for field in msgspec.structs.fields(Config):
+            setattr(self.config, field.name, getattr(merged, field.name))
+        if template:
+            self.controller.template = loaded.template
+        if "cronExpression" in keys:
+            self.cron = parse_cron(self.config.cron_expression)
+            if self.supervisor.get("schedule") is not None:  # leading: reschedule now
+                await self.supervisor.cancel("schedule")
+                self.supervisor.spawn("schedule", self._schedule().run())
+        if replay:
+            await self.controller.replay_results(replay)
+
+    def _schedule(self) -> Schedule:
+        return Schedule(self.cron, self.controller.trigger)
 
     def suspend(self, why: str) -> None:
         if why and why != self.controller.suspended:
@@ -238,11 +270,11 @@ class Runtime:
         self.supervisor.spawn("pod-watch", self.controller.watcher.run())
         # what the previous leader wrote to the (shared) report directory since we read it
         resumed = await self.controller.resume(await self.controller.load())
+        self._acting = True  # triggers and ConfigMap writes from now on
         self.accepting_callbacks.set()  # only now: a callback must not race the reload
         await self._label_pod(leading=True)
         startup = self.config.startup_delay if self.config.run_on_startup and not resumed else None
-        self.supervisor.spawn("schedule", Schedule(self.cron, self.controller.trigger).run(startup))
-        self._acting = True
+        self.supervisor.spawn("schedule", self._schedule().run(startup))
         await self.config_watch.reconcile()  # a trigger set while no one was leading
 
     async def _label_pod(self, *, leading: bool) -> None:

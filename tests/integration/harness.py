@@ -56,9 +56,9 @@ async def post_result(pod: RunningPod) -> int:
     return 0
 
 
-def config_data(**overrides: Any) -> dict[str, str]:
+def config_data(template: str = POD_TEMPLATE, **overrides: Any) -> dict[str, str]:
     config = {**BASE_CONFIG, **overrides}
-    return {"config.yaml": yaml.safe_dump(config), "pod-template.yaml": POD_TEMPLATE}
+    return {"config.yaml": yaml.safe_dump(config), "pod-template.yaml": template}
 
 
 class Cluster:
@@ -71,10 +71,10 @@ class Cluster:
         self.agent: NodeAgent | None = None
         self.runtimes: list[Runtime] = []
 
-    async def store_config_map(self, **overrides: Any) -> dict[str, Any]:
+    async def store_config_map(self, template: str = POD_TEMPLATE, **overrides: Any) -> Any:
         """Create or update the controllers' ConfigMap `batch` with this configuration."""
         path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/batch"
-        data = config_data(**overrides)
+        data = config_data(template, **overrides)
         current = self.sim.get("configmaps", NAMESPACE, "batch")
         if current is None:
             return self.sim.create(
@@ -123,7 +123,8 @@ class Cluster:
             dev_mode=dev_mode,
             report_directory=str(report_dir or self.tmp / "reports"),
         )
-        loaded = load_config_map(config_data(**overrides), env)
+        data = config_data(**overrides)
+        loaded = load_config_map(data, env)
         config = loaded.config
         config.callback_service_port = callback_port
         config.health_probe_port = 0
@@ -137,9 +138,12 @@ class Cluster:
             identity=identity,
             lease_timing=lease_timing,
             create_backoff=0.05,
+            config_data=data,
         )
         await runtime.start()
         self.runtimes.append(runtime)
+        if dev_mode:  # it leads at once: let it take over before the test acts
+            await runtime.accepting_callbacks.wait()
         return runtime
 
     async def close(self) -> None:

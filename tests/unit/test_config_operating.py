@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from bjc.config import RESTART_KEYS, changed_keys, problem_key, with_keys
+
 from .test_config import load, single_problem
 
 
@@ -16,3 +20,54 @@ def test_suspend_must_be_a_boolean() -> None:
     problem = single_problem(suspend="yes")
     assert problem.startswith("suspend: invalid value")
     assert "boolean" in problem
+
+
+# ----------------------------------------------------------------------------- hot reload
+
+
+def test_changed_keys_name_config_yaml_keys_and_metrics_sub_keys() -> None:
+    old, _ = load(podPoolSize=2)
+    new, _ = load(
+        podPoolSize=3,
+        jobNodeSelector={"role": "worker"},
+        metrics={"prefix": "foo", "port": 9999, "gauges": {"g": {"help": "h"}}},
+    )
+    assert changed_keys(old, old) == []
+    assert sorted(changed_keys(old, new)) == [
+        "jobNodeSelector",
+        "metrics.gauges",
+        "metrics.port",
+        "podPoolSize",
+    ]
+
+
+def test_with_keys_takes_only_the_named_keys() -> None:
+    running, _ = load(podPoolSize=2, metrics={"prefix": "foo", "port": 9999})
+    new, _ = load(podPoolSize=3, name="other", metrics={"prefix": "bar", "gauges": {"g": {}}})
+    merged = with_keys(running, new, ["podPoolSize", "metrics.gauges"])
+    assert merged.pod_pool_size == 3 and merged.name == "foo"
+    assert merged.metrics.prefix == "foo" and merged.metrics.port == 9999
+    assert list(merged.metrics.gauges) == ["g"]
+    assert running.pod_pool_size == 2 and running.metrics.gauges == {}  # a copy
+    assert {"name", "metrics.prefix", "metrics.port", "reportDirectory"} <= RESTART_KEYS
+
+
+@pytest.mark.parametrize(
+    ("problem", "key", "detail"),
+    [
+        ("config.yaml: podPoolSize: invalid value 0: must be at least 1", "podPoolSize",
+         "invalid value 0: must be at least 1"),
+        ("config.yaml: metrics.gauges.x.labels[0]: invalid value", "metrics.gauges.x.labels[0]",
+         "invalid value"),
+        ("config.yaml: invalid YAML at line 1, column 2: oops", "config.yaml",
+         "invalid YAML at line 1, column 2: oops"),
+        ("pod-template.yaml: line 3: unknown field .Node", "pod-template.yaml",
+         "line 3: unknown field .Node"),
+        ("ConfigMap data has no 'config.yaml' key", "ConfigMap",
+         "ConfigMap data has no 'config.yaml' key"),
+    ],
+)  # fmt: skip
+def test_problem_key_splits_a_problem_into_its_key_and_what_is_wrong(
+    problem: str, key: str, detail: str
+) -> None:
+    assert problem_key(problem) == (key, detail)
