@@ -106,6 +106,7 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     file_server_port: int = 8080
     # --- operating executions (docs/operating.md) ---
     suspend: bool = False
+    job_retries: int = 0
 
 
 class Environment(msgspec.Struct, kw_only=True):
@@ -730,10 +731,15 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
 
 
 def _check_operating(c: _Collector, raw: Mapping[str, Any], out: dict[str, Any]) -> None:
-    """The keys that operate executions: suspend (see docs/operating.md)."""
+    """The keys that operate executions: suspend, jobRetries (see docs/operating.md)."""
     suspend = _typed(c, raw, "suspend", bool)
     if suspend is not None:
         out["suspend"] = suspend
+    retries = _typed(c, raw, "jobRetries", int)
+    if retries is not None:
+        if retries < 0:
+            c.invalid("jobRetries", retries, "must be 0 or more")
+        out["jobRetries"] = retries
 
 
 # --------------------------------------------------------------------------- hot reload

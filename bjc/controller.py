@@ -106,6 +106,7 @@ class Controller:
         callback_host: str,
         owner: dict[str, Any] | None = None,
         create_backoff: float = 0.5,
+        retry_backoff: float = 10.0,
     ) -> None:
         self.config = config
         self.template = template
@@ -115,6 +116,7 @@ class Controller:
         self.metrics = metrics
         self.callback_host = callback_host
         self.owner = owner
+        self.retry_backoff = retry_backoff  # before a node's first retry (jobRetries)
         self.executions: dict[str, Execution | RetiredExecution] = {}
         self.current: Execution | None = None
         self.completed = 0  # executions finished by this process (demo, tests)
@@ -194,6 +196,8 @@ class Controller:
         for node, job in state.nodes.items():
             if job.status.terminal:
                 self._record_node_metrics(state.id, node, job)
+            if job.attempts:
+                self.metrics.set_attempts(state.id, node, len(job.attempts) + 1)
         for node, body in results.items():
             self._restore_result(state.id, node, body)
         finished = sum(1 for j in state.nodes.values() if j.status.terminal)
@@ -290,6 +294,8 @@ class Controller:
         if not unfinished:
             return False
         execution = unfinished[-1]
+        config, template = self._snapshot()
+        execution.job_retries = config.job_retries
         for node, job in execution.nodes.items():
             if job.status is JobStatus.CREATED and job.pod not in self.watcher.pods:
                 self._finish(
@@ -301,7 +307,6 @@ class Controller:
         for pod in list(self.watcher.pods.values()):
             self._on_pod(pod, False)
         log.info("execution %s resumed (%d/%d jobs finished)", execution.id, *execution.counts())
-        config, template = self._snapshot()
         async with self._trigger_lock:
             self._runner = asyncio.create_task(
                 self._logged(self._dispatch(execution, config, template), execution.id)
@@ -355,10 +360,12 @@ class Controller:
     ) -> None:
         self.current = execution
         await self._delete_earlier_pods(execution.id)
+        execution.job_retries = config.job_retries
         plan = DispatchPlan(
             pool_size=config.pod_pool_size,
             render=functools.partial(self._render, config, template),
             job_timeout=config.job_timeout,
+            retry_backoff=self.retry_backoff,
         )
         await self.dispatcher.run(execution, plan)
         execution.close()
@@ -406,6 +413,7 @@ class Controller:
             callback_host=self.callback_host,
             owner=self.owner,
             token=job.token or None,
+            attempt=len(job.attempts),
         )
 
     # --- job ends --------------------------------------------------------------
@@ -418,6 +426,9 @@ class Controller:
         pod: Pod | None = None,
     ) -> None:
         created = _timestamp(pod.metadata.creation_timestamp) if pod is not None else None
+        if status is JobStatus.FAILED and execution.may_retry(node):
+            self._retry(execution, node, reason or "pod failed", created)
+            return
         if not execution.finish(node, status, reason, created=created):
             return
         job = execution.nodes[node]
@@ -433,6 +444,14 @@ class Controller:
             if not self.side_work.submit(lambda: self._save_logs(eid, node, pod)):
                 log.warning("too many pod logs waiting: log of %s not saved", pod.metadata.name)
 
+    def _retry(self, execution: Execution, node: str, reason: str, created: float | None) -> None:
+        if not execution.retry(node, reason, created):
+            return
+        failed = len(execution.nodes[node].attempts)
+        self.metrics.set_attempts(execution.id, node, failed + 1)
+        eid, retries = execution.id, execution.job_retries
+        log.info("execution %s node %s: %s; retry %d of %d", eid, node, reason, failed, retries)
+
     def _on_pod(self, pod: Pod, deleted: bool) -> None:
         """Level-based: look at the pod as it is now, whatever event brought it."""
         self.metrics.set_pods_by_phase(self.watcher.phases)
@@ -441,11 +460,14 @@ class Controller:
             return
         node = pod.spec.node_name
         job = execution.nodes.get(node)
-        if job is None or job.status.terminal or (job.pod and job.pod != pod.metadata.name):
+        if job is None or job.status.terminal:
+            return
+        attempt = len(job.attempts)  # pods of earlier attempts are history
+        if pod.metadata.name != (job.pod or self._pod_name(node, execution.id, attempt)):
             return
         if job.status is JobStatus.PENDING:
             # the watch saw the pod before the create call returned
-            execution.pod_created(node, pod.metadata.name)
+            execution.pod_created(node, pod.metadata.name, attempt)
         if pod.finished:
             status = JobStatus.SUCCEEDED if pod.status.phase == "Succeeded" else JobStatus.FAILED
             self._finish(execution, node, status, pod.status.reason, pod)
@@ -490,8 +512,13 @@ class Controller:
         if execution is not None:
             execution.result_received(node)
 
+    def _pod_name(self, node: str, execution_id: str, attempt: int = 0) -> str:
+        return podspec.job_pod_name(self.config.name, node, execution_id, attempt)
+
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
-        pod = podspec.job_pod_name(self.config.name, node, execution_id)
+        execution = self.executions.get(execution_id)
+        job = execution.nodes.get(node) if isinstance(execution, Execution) else None
+        pod = job.pod if job is not None and job.pod else self._pod_name(node, execution_id)
         await send_event(self.kube, self.namespace, pod, self.config.name, event)
 
     # --- waiting (demo, tests) ------------------------------------------------

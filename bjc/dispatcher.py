@@ -8,7 +8,10 @@ the execution (an asyncio.Event per node), so a slot frees the moment the pod is
 seen finished; nothing sleeps or polls. Pod creation failures (quota, admission,
 API errors) are retried with backoff and, if they persist, recorded as that
 node's failure: an execution always completes. `jobTimeout` bounds the wait for
-pods that never finish (stuck Pending, vanished node).
+pods that never finish (stuck Pending, vanished node). A node whose attempt
+failed and may be retried (`jobRetries`, decided by `finish`) comes back pending:
+it keeps its slot, backs off (doubling from `retry_backoff`, at most 5 minutes)
+and gets a new pod.
 
 Deliberately not here: what a finished pod means, or metrics (the controller
 passes `finish`).
@@ -44,6 +47,7 @@ class DispatchPlan:
     pool_size: int
     render: RenderFn
     job_timeout: float | None = None
+    retry_backoff: float = 10.0  # before the first retry of a node; doubles per retry
 
 
 class Dispatcher:
@@ -82,15 +86,19 @@ class Dispatcher:
         self.in_flight += 1
         try:
             job = execution.nodes[node]
-            if job.status is JobStatus.PENDING:
-                pod = plan.render(execution, node, job)
-                error = await self._create(pod)
-                if error is not None:
-                    log.warning("execution %s node %s: %s", execution.id, node, error)
-                    self.finish(execution, node, JobStatus.FAILED, error)
-                    return
-                execution.pod_created(node, pod["metadata"]["name"])
-            await self._wait(execution, node, plan.job_timeout)
+            while not job.status.terminal:  # one attempt per turn
+                attempt = len(job.attempts)
+                if job.status is JobStatus.PENDING:
+                    if attempt:
+                        await asyncio.sleep(min(plan.retry_backoff * 2 ** (attempt - 1), 300.0))
+                    pod = plan.render(execution, node, job)
+                    error = await self._create(pod)
+                    if error is not None:
+                        log.warning("execution %s node %s: %s", execution.id, node, error)
+                        self.finish(execution, node, JobStatus.FAILED, error)
+                        continue
+                    execution.pod_created(node, pod["metadata"]["name"], attempt)
+                await self._wait(execution, node, attempt, plan.job_timeout)
         finally:
             self.in_flight -= 1
             pool.release()
@@ -116,20 +124,24 @@ class Dispatcher:
                 delay *= 2
         return f"pod creation failed after {self.create_attempts} attempts: {last}"
 
-    async def _wait(self, execution: Execution, node: str, job_timeout: float | None) -> None:
+    async def _wait(
+        self, execution: Execution, node: str, attempt: int, job_timeout: float | None
+    ) -> None:
+        """Until the attempt ends; past `job_timeout` it is failed and its pod deleted."""
         if job_timeout is None:
-            await execution.wait_finished(node)
+            await execution.wait_finished(node, attempt)
             return
         job = execution.nodes[node]
         elapsed = 0.0 if job.created is None else max(0.0, time.time() - job.created)
         remaining = job_timeout + _TIMEOUT_GRACE_S - elapsed
         try:
-            await asyncio.wait_for(execution.wait_finished(node), max(remaining, 0.0))
+            await asyncio.wait_for(execution.wait_finished(node, attempt), max(remaining, 0.0))
         except TimeoutError:
             reason = f"job did not finish within jobTimeout ({job_timeout:g}s)"
+            pod = job.pod
             self.finish(execution, node, JobStatus.FAILED, reason)
-            if job.pod:
+            if pod:
                 try:
-                    await self.kube.delete(f"{self.pods_path}/{job.pod}")
+                    await self.kube.delete(f"{self.pods_path}/{pod}")
                 except (ApiError, aiohttp.ClientError) as e:
-                    log.warning("cannot delete timed-out pod %s: %s", job.pod, e)
+                    log.warning("cannot delete timed-out pod %s: %s", pod, e)

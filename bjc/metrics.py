@@ -562,6 +562,12 @@ class Metrics:
         self._progress_nodes = SeriesFamily(
             "bjc_execution_nodes", "Nodes selected for the execution", (EXECUTION_ID,), reg
         )
+        self._attempts = SeriesFamily(
+            "bjc_job_attempts",
+            "Pods started for the node's job (jobRetries); only nodes retried at least once",
+            (NODE, EXECUTION_ID),
+            reg,
+        )
         self._progress_ratio = SeriesFamily(
             "bjc_execution_progress",
             "Finished share of the execution's nodes, 0 to 1 (1 when it has no nodes)",
@@ -651,6 +657,7 @@ class Metrics:
             self._progress_finished,
             self._progress_nodes,
             self._progress_ratio,
+            self._attempts,
         )
 
     def _set_info(self, config: Config) -> None:
@@ -788,6 +795,10 @@ class Metrics:
         self._progress_finished.put(execution_id, (), float(finished))
         self._progress_nodes.put(execution_id, (), float(total))
         self._progress_ratio.put(execution_id, (), finished / total if total else 1.0)
+
+    def set_attempts(self, execution_id: str, node: str, attempts: int) -> None:
+        """`bjc_job_attempts{node,executionID}`: pods started for the node's job (> 1)."""
+        self._attempts.put(execution_id, (node,), float(attempts))
 
     def set_pods_by_phase(self, counts: Mapping[str, int]) -> None:
         """`bjc_job_pods{phase}`: replaces all phases; the five pod phases are always present."""

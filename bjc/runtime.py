@@ -86,6 +86,7 @@ class Runtime:
         identity: str | None = None,
         lease_timing: tuple[float, float, float] = (15.0, 10.0, 2.0),
         create_backoff: float = 0.5,
+        retry_backoff: float = 10.0,
         config_data: Mapping[str, str] | None = None,
     ) -> None:
         """`config_data`: the ConfigMap data `config` and `template` were loaded from."""
@@ -124,6 +125,7 @@ class Runtime:
             metrics=self.metrics,
             callback_host="",
             create_backoff=create_backoff,
+            retry_backoff=retry_backoff,
         )
         self.controller.on_failure = self.supervisor.fail
         self.config_watch = ConfigMapWatch(kube, env, config, self.metrics, self, config_data)

@@ -138,6 +138,7 @@ class Cluster:
             identity=identity,
             lease_timing=lease_timing,
             create_backoff=0.05,
+            retry_backoff=0.05,
             config_data=data,
         )
         await runtime.start()

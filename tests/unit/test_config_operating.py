@@ -13,6 +13,7 @@ def test_defaults_keep_the_go_behaviour() -> None:
     config, warnings = load()
     assert warnings == []
     assert config.suspend is False
+    assert config.job_retries == 0
 
 
 def test_suspend_must_be_a_boolean() -> None:
@@ -20,6 +21,12 @@ def test_suspend_must_be_a_boolean() -> None:
     problem = single_problem(suspend="yes")
     assert problem.startswith("suspend: invalid value")
     assert "boolean" in problem
+
+
+def test_job_retries_is_a_count() -> None:
+    assert load(jobRetries=3)[0].job_retries == 3
+    assert single_problem(jobRetries=-1) == "jobRetries: invalid value -1: must be 0 or more"
+    assert single_problem(jobRetries="3").startswith("jobRetries: invalid value")
 
 
 # ----------------------------------------------------------------------------- hot reload
