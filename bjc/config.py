@@ -107,6 +107,7 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     # --- operating executions (docs/operating.md) ---
     suspend: bool = False
     job_retries: int = 0
+    max_failures: int | str | None = None  # a count, or "N%" of the selected nodes
 
 
 class Environment(msgspec.Struct, kw_only=True):
@@ -731,7 +732,7 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
 
 
 def _check_operating(c: _Collector, raw: Mapping[str, Any], out: dict[str, Any]) -> None:
-    """The keys that operate executions: suspend, jobRetries (see docs/operating.md)."""
+    """The keys that operate executions (see docs/operating.md)."""
     suspend = _typed(c, raw, "suspend", bool)
     if suspend is not None:
         out["suspend"] = suspend
@@ -740,6 +741,39 @@ def _check_operating(c: _Collector, raw: Mapping[str, Any], out: dict[str, Any])
         if retries < 0:
             c.invalid("jobRetries", retries, "must be 0 or more")
         out["jobRetries"] = retries
+    failures = _check_count_or_percent(c, "maxFailures", raw.get("maxFailures"))
+    if failures is not None:
+        out["maxFailures"] = failures
+
+
+_PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def _check_count_or_percent(c: _Collector, key: str, value: Any) -> int | str | None:
+    """A count of at least 1, or a share of the selected nodes such as "10%"."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            c.invalid(key, value, 'must be at least 1 (or a percentage such as "10%")')
+            return None
+        return value
+    m = _PERCENT_RE.match(value) if isinstance(value, str) else None
+    if m is None or not 0 < float(m.group(1)) <= 100:
+        c.invalid(
+            key,
+            value,
+            'expected a whole number of nodes or a percentage such as "10%" (0 < % <= 100)',
+        )
+        return None
+    return f"{float(m.group(1)):g}%"
+
+
+def resolve_share(value: int | str, nodes: int) -> int:
+    """A count, or a percentage of `nodes` rounded up; at least 1."""
+    if isinstance(value, int):
+        return value
+    return max(1, math.ceil(float(value.rstrip("%")) * nodes / 100 - 1e-9))
 
 
 # --------------------------------------------------------------------------- hot reload

@@ -29,7 +29,7 @@ import aiohttp
 import msgspec
 
 from bjc import podspec
-from bjc.config import Config
+from bjc.config import Config, resolve_share
 from bjc.dispatcher import Dispatcher, DispatchPlan
 from bjc.events import EventRequest, send_event
 from bjc.execution import (
@@ -198,6 +198,7 @@ class Controller:
                 self._record_node_metrics(state.id, node, job)
             if job.attempts:
                 self.metrics.set_attempts(state.id, node, len(job.attempts) + 1)
+        self.metrics.set_execution_failed(state.id, bool(state.failed))
         for node, body in results.items():
             self._restore_result(state.id, node, body)
         finished = sum(1 for j in state.nodes.values() if j.status.terminal)
@@ -295,7 +296,7 @@ class Controller:
             return False
         execution = unfinished[-1]
         config, template = self._snapshot()
-        execution.job_retries = config.job_retries
+        self._arm(execution, config)
         for node, job in execution.nodes.items():
             if job.status is JobStatus.CREATED and job.pod not in self.watcher.pods:
                 self._finish(
@@ -352,15 +353,23 @@ class Controller:
             self.metrics.set_current_execution(eid)
             self.metrics.set_progress(eid, 0, len(names))
             await self._prune()
+        self.metrics.set_execution_failed(eid, False)
+        self._arm(execution, config)
         log.info("execution %s: %d nodes, pool size %d", eid, len(names), config.pod_pool_size)
         await self._dispatch(execution, config, template)
+
+    @staticmethod
+    def _arm(execution: Execution, config: Config) -> None:
+        """The limits a dispatch enforces: retries per node, failures before it stops."""
+        execution.job_retries = config.job_retries
+        if config.max_failures is not None:
+            execution.max_failures = resolve_share(config.max_failures, len(execution.nodes))
 
     async def _dispatch(
         self, execution: Execution, config: Config, template: podspec.PodTemplate
     ) -> None:
         self.current = execution
         await self._delete_earlier_pods(execution.id)
-        execution.job_retries = config.job_retries
         plan = DispatchPlan(
             pool_size=config.pod_pool_size,
             render=functools.partial(self._render, config, template),
@@ -379,6 +388,8 @@ class Controller:
             failed,
             time.time() - execution.state.started,
         )
+        if execution.halted:
+            log.warning("execution %s failed: %s", execution.id, execution.state.failed)
         self.completed += 1
         async with self.execution_done:
             self.execution_done.notify_all()
@@ -431,6 +442,8 @@ class Controller:
             return
         if not execution.finish(node, status, reason, created=created):
             return
+        if status is JobStatus.FAILED:
+            self._stop_if_too_many_failed(execution)
         job = execution.nodes[node]
         self._record_node_metrics(execution.id, node, job)
         finished, total = execution.counts()
@@ -443,6 +456,18 @@ class Controller:
             eid = execution.id
             if not self.side_work.submit(lambda: self._save_logs(eid, node, pod)):
                 log.warning("too many pod logs waiting: log of %s not saved", pod.metadata.name)
+
+    def _stop_if_too_many_failed(self, execution: Execution) -> None:
+        limit = execution.max_failures
+        if limit is None or execution.failed_jobs < limit:
+            return
+        why = (
+            f"maxFailures reached: {execution.failed_jobs} of {len(execution.nodes)} nodes "
+            f"failed (limit {limit}), no new pods started"
+        )
+        if execution.halt(why):
+            self.metrics.set_execution_failed(execution.id, True)
+            log.error("execution %s stops: %s", execution.id, why)
 
     def _retry(self, execution: Execution, node: str, reason: str, created: float | None) -> None:
         if not execution.retry(node, reason, created):

@@ -11,7 +11,9 @@ node's failure: an execution always completes. `jobTimeout` bounds the wait for
 pods that never finish (stuck Pending, vanished node). A node whose attempt
 failed and may be retried (`jobRetries`, decided by `finish`) comes back pending:
 it keeps its slot, backs off (doubling from `retry_backoff`, at most 5 minutes)
-and gets a new pod.
+and gets a new pod. Once the execution is halted (`maxFailures`, decided by
+`finish`), no new pod is started: pods running finish, nodes never dispatched
+are recorded as aborted.
 
 Deliberately not here: what a finished pod means, or metrics (the controller
 passes `finish`).
@@ -78,7 +80,14 @@ class Dispatcher:
         async with asyncio.TaskGroup() as tasks:
             for node in order:
                 await pool.acquire()
+                if execution.halted:
+                    pool.release()
+                    break
                 tasks.create_task(self._run_node(execution, node, pool, plan))
+        for node, job in execution.nodes.items():
+            if job.status is JobStatus.PENDING:
+                reason = f"not dispatched: {execution.state.failed}"
+                self.finish(execution, node, JobStatus.ABORTED, reason)
 
     async def _run_node(
         self, execution: Execution, node: str, pool: asyncio.Semaphore, plan: DispatchPlan
@@ -91,6 +100,10 @@ class Dispatcher:
                 if job.status is JobStatus.PENDING:
                     if attempt:
                         await asyncio.sleep(min(plan.retry_backoff * 2 ** (attempt - 1), 300.0))
+                        if execution.halted:  # stopped meanwhile: no new pod
+                            reason = job.attempts[-1].reason
+                            self.finish(execution, node, JobStatus.FAILED, reason)
+                            continue
                     pod = plan.render(execution, node, job)
                     error = await self._create(pod)
                     if error is not None:

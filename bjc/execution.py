@@ -73,6 +73,7 @@ class ExecutionState(msgspec.Struct, omit_defaults=True):
     started: float
     nodes: dict[str, NodeJob]
     finished: float | None = None
+    failed: str = ""  # why the execution stopped early (maxFailures); "" when it did not
 
     @property
     def done(self) -> bool:
@@ -160,7 +161,11 @@ class Execution:
         self._waiters: dict[str, asyncio.Event] = {}  # only for nodes someone waits on
         self._flush_task: asyncio.Task[None] | None = None  # at most one, draining what is due
         self.finished_jobs = sum(1 for j in state.nodes.values() if j.status.terminal)
-        self.job_retries = 0  # retries allowed per node (jobRetries), set by whoever dispatches
+        self.failed_jobs = sum(1 for j in state.nodes.values() if j.status is JobStatus.FAILED)
+        # set by whoever dispatches: retries per node (jobRetries), failures that stop
+        # the execution (maxFailures resolved to a count; None: no limit)
+        self.job_retries = 0
+        self.max_failures: int | None = None
 
     @classmethod
     def new(
@@ -216,13 +221,32 @@ class Execution:
         if waiter is not None:
             waiter.set()
         self.finished_jobs += 1
+        self.failed_jobs += status is JobStatus.FAILED
         self.changed(node)
+        return True
+
+    @property
+    def halted(self) -> bool:
+        """Stopped early: no new pods, no retries."""
+        return bool(self.state.failed)
+
+    def halt(self, reason: str) -> bool:
+        """Mark the execution failed for `reason`; False if it already was."""
+        if self.state.failed:
+            return False
+        self.state.failed = reason
+        self.save_snapshot()
         return True
 
     def may_retry(self, node: str) -> bool:
         """A failure of the node's current attempt would be retried."""
         job = self.state.nodes.get(node)
-        return job is not None and not job.status.terminal and len(job.attempts) < self.job_retries
+        return (
+            job is not None
+            and not job.status.terminal
+            and not self.halted
+            and len(job.attempts) < self.job_retries
+        )
 
     def retry(self, node: str, reason: str, created: float | None = None) -> bool:
         """Record the current attempt as failed and make the node pending again.

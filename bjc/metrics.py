@@ -562,6 +562,12 @@ class Metrics:
         self._progress_nodes = SeriesFamily(
             "bjc_execution_nodes", "Nodes selected for the execution", (EXECUTION_ID,), reg
         )
+        self._failed = SeriesFamily(
+            "bjc_execution_failed",
+            "1 when the execution stopped early because maxFailures nodes failed, else 0",
+            (EXECUTION_ID,),
+            reg,
+        )
         self._attempts = SeriesFamily(
             "bjc_job_attempts",
             "Pods started for the node's job (jobRetries); only nodes retried at least once",
@@ -657,6 +663,7 @@ class Metrics:
             self._progress_finished,
             self._progress_nodes,
             self._progress_ratio,
+            self._failed,
             self._attempts,
         )
 
@@ -795,6 +802,10 @@ class Metrics:
         self._progress_finished.put(execution_id, (), float(finished))
         self._progress_nodes.put(execution_id, (), float(total))
         self._progress_ratio.put(execution_id, (), finished / total if total else 1.0)
+
+    def set_execution_failed(self, execution_id: str, failed: bool) -> None:
+        """`bjc_execution_failed{executionID}`: 1 when stopped early by maxFailures."""
+        self._failed.put(execution_id, (), 1.0 if failed else 0.0)
 
     def set_attempts(self, execution_id: str, node: str, attempts: int) -> None:
         """`bjc_job_attempts{node,executionID}`: pods started for the node's job (> 1)."""

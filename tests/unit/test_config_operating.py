@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bjc.config import RESTART_KEYS, changed_keys, problem_key, with_keys
+from bjc.config import RESTART_KEYS, changed_keys, problem_key, resolve_share, with_keys
 
 from .test_config import load, single_problem
 
@@ -14,6 +14,7 @@ def test_defaults_keep_the_go_behaviour() -> None:
     assert warnings == []
     assert config.suspend is False
     assert config.job_retries == 0
+    assert config.max_failures is None
 
 
 def test_suspend_must_be_a_boolean() -> None:
@@ -27,6 +28,25 @@ def test_job_retries_is_a_count() -> None:
     assert load(jobRetries=3)[0].job_retries == 3
     assert single_problem(jobRetries=-1) == "jobRetries: invalid value -1: must be 0 or more"
     assert single_problem(jobRetries="3").startswith("jobRetries: invalid value")
+
+
+@pytest.mark.parametrize(("value", "loaded"), [(3, 3), ("10%", "10%"), (" 2.5 % ", "2.5%")])
+def test_max_failures_is_a_count_or_a_percentage(value: object, loaded: object) -> None:
+    assert load(maxFailures=value)[0].max_failures == loaded
+
+
+@pytest.mark.parametrize("value", [0, -1, "0%", "101%", "10", "ten", True, 1.5])
+def test_max_failures_refuses_anything_else(value: object) -> None:
+    assert single_problem(maxFailures=value).startswith("maxFailures: invalid value")
+
+
+@pytest.mark.parametrize(
+    ("share", "nodes", "count"),
+    [(5, 100, 5), ("10%", 5000, 500), ("10%", 11, 2), ("10%", 5, 1), ("50%", 0, 1),
+     ("100%", 7, 7), ("33.3%", 3, 1)],
+)  # fmt: skip
+def test_resolve_share_rounds_up_and_is_at_least_one(share: int | str, nodes: int, count: int):
+    assert resolve_share(share, nodes) == count
 
 
 # ----------------------------------------------------------------------------- hot reload
