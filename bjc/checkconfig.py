@@ -59,7 +59,8 @@ def summary(loaded: LoadedConfig, now: datetime | None = None) -> list[str]:
         f"  next run:        {next_run.isoformat(sep=' ')}",
         "  run on startup:  "
         + (f"yes, after {format_duration(cfg.startup_delay)}" if cfg.run_on_startup else "no"),
-        f"  pod pool size:   {cfg.pod_pool_size}",
+        f"  pod pool size:   {cfg.pod_pool_size}"
+        + (" of the selected nodes (at least 1)" if isinstance(cfg.pod_pool_size, str) else ""),
         f"  nodes selector:  {selector}",
         f"  report dir:      {cfg.report_directory} "
         f"(keeps {max(cfg.report_history, 1)} executions)",

@@ -87,7 +87,7 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     cron_expression: str = ""
     report_directory: str = ""
     report_history: int = 30
-    pod_pool_size: int = 1
+    pod_pool_size: int | str = 1  # a count, or "N%" of the selected nodes
     run_on_startup: bool = False
     startup_delay: float = 10.0
     callback_service_name: str = ""
@@ -619,10 +619,8 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
             c.invalid("reportHistory", history, "must be 0 or more")
         out["reportHistory"] = history
 
-    pool = _typed(c, raw, "podPoolSize", int)
+    pool = _check_count_or_percent(c, "podPoolSize", raw.get("podPoolSize"))
     if pool is not None:
-        if pool < 1:
-            c.invalid("podPoolSize", pool, "must be at least 1")
         out["podPoolSize"] = pool
 
     delay = _check_duration(c, "startupDelay", raw.get("startupDelay"))
@@ -755,16 +753,12 @@ def _check_count_or_percent(c: _Collector, key: str, value: Any) -> int | str | 
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
-            c.invalid(key, value, 'must be at least 1 (or a percentage such as "10%")')
+            c.invalid(key, value, "must be at least 1")
             return None
         return value
     m = _PERCENT_RE.match(value) if isinstance(value, str) else None
     if m is None or not 0 < float(m.group(1)) <= 100:
-        c.invalid(
-            key,
-            value,
-            'expected a whole number of nodes or a percentage such as "10%" (0 < % <= 100)',
-        )
+        c.invalid(key, value, 'expected an integer, or a percentage such as "10%" (at most 100%)')
         return None
     return f"{float(m.group(1)):g}%"
 

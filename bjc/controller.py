@@ -355,7 +355,6 @@ class Controller:
             await self._prune()
         self.metrics.set_execution_failed(eid, False)
         self._arm(execution, config)
-        log.info("execution %s: %d nodes, pool size %d", eid, len(names), config.pod_pool_size)
         await self._dispatch(execution, config, template)
 
     @staticmethod
@@ -370,8 +369,11 @@ class Controller:
     ) -> None:
         self.current = execution
         await self._delete_earlier_pods(execution.id)
+        pool = resolve_share(config.pod_pool_size, len(execution.nodes))
+        shown = f"{pool} ({config.pod_pool_size})" if pool != config.pod_pool_size else pool
+        log.info("execution %s: %d nodes, pool size %s", execution.id, len(execution.nodes), shown)
         plan = DispatchPlan(
-            pool_size=config.pod_pool_size,
+            pool_size=pool,
             render=functools.partial(self._render, config, template),
             job_timeout=config.job_timeout,
             retry_backoff=self.retry_backoff,

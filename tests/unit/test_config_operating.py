@@ -40,6 +40,13 @@ def test_max_failures_refuses_anything_else(value: object) -> None:
     assert single_problem(maxFailures=value).startswith("maxFailures: invalid value")
 
 
+def test_pod_pool_size_may_be_a_percentage() -> None:
+    assert load(podPoolSize="10%")[0].pod_pool_size == "10%"
+    assert load(podPoolSize=4)[0].pod_pool_size == 4
+    assert single_problem(podPoolSize="0%").startswith('podPoolSize: invalid value "0%"')
+    assert single_problem(podPoolSize=0) == "podPoolSize: invalid value 0: must be at least 1"
+
+
 @pytest.mark.parametrize(
     ("share", "nodes", "count"),
     [(5, 100, 5), ("10%", 5000, 500), ("10%", 11, 2), ("10%", 5, 1), ("50%", 0, 1),
