@@ -22,11 +22,11 @@ from typing import TextIO
 from bjc.config import (
     ConfigError,
     LoadedConfig,
+    cron_schedule,
     format_duration,
     load_config_map_manifest,
     load_pair,
 )
-from bjc.cron import parse_cron
 
 USAGE = """\
 bjc check-config CONFIGMAP_FILE
@@ -46,7 +46,7 @@ def _read(path: str) -> str:
 def summary(loaded: LoadedConfig, now: datetime | None = None) -> list[str]:
     """Human-readable lines describing a valid configuration."""
     cfg = loaded.config
-    schedule = parse_cron(cfg.cron_expression)
+    schedule = cron_schedule(cfg)
     now = now or datetime.now().astimezone()
     next_run = schedule.next_after(now)
     selector = ", ".join(f"{k}={v}" for k, v in cfg.job_node_selector.items()) or "(all nodes)"

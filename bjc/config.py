@@ -18,11 +18,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import yaml
 
-from bjc.cron import parse_cron
+from bjc.cron import CronSchedule, parse_cron
 
 if TYPE_CHECKING:
     from bjc.podspec import PodTemplate
@@ -108,6 +109,7 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     suspend: bool = False
     job_retries: int = 0
     max_failures: int | str | None = None  # a count, or "N%" of the selected nodes
+    time_zone: str = ""  # IANA zone of cronExpression; "" = local time (or its TZ= prefix)
 
 
 class Environment(msgspec.Struct, kw_only=True):
@@ -742,6 +744,21 @@ def _check_operating(c: _Collector, raw: Mapping[str, Any], out: dict[str, Any])
     failures = _check_count_or_percent(c, "maxFailures", raw.get("maxFailures"))
     if failures is not None:
         out["maxFailures"] = failures
+    zone = _typed(c, raw, "timeZone", str)
+    if zone:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            c.invalid(
+                "timeZone", zone, "unknown time zone; use an IANA name such as 'Europe/Zurich'"
+            )
+        else:
+            if str(out.get("cronExpression", "")).lstrip().startswith(("TZ=", "CRON_TZ=")):
+                c.problems.append(
+                    "timeZone and cronExpression: both name a time zone (timeZone and a "
+                    "CRON_TZ=/TZ= prefix); keep one"
+                )
+            out["timeZone"] = zone
 
 
 _PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
@@ -768,6 +785,13 @@ def resolve_share(value: int | str, nodes: int) -> int:
     if isinstance(value, int):
         return value
     return max(1, math.ceil(float(value.rstrip("%")) * nodes / 100 - 1e-9))
+
+
+def cron_schedule(config: Config) -> CronSchedule:
+    """The schedule of a validated config, in its `timeZone` (else its prefix, else local)."""
+    return parse_cron(
+        config.cron_expression, ZoneInfo(config.time_zone) if config.time_zone else None
+    )
 
 
 # --------------------------------------------------------------------------- hot reload

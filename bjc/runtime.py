@@ -35,10 +35,16 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from bjc.config import Config, Environment, LoadedConfig, effective_report_directory, with_keys
+from bjc.config import (
+    Config,
+    Environment,
+    LoadedConfig,
+    cron_schedule,
+    effective_report_directory,
+    with_keys,
+)
 from bjc.configwatch import ConfigMapWatch
 from bjc.controller import Controller, TriggerOutcome
-from bjc.cron import parse_cron
 from bjc.kube import ApiError, KubeClient
 from bjc.leader import LeaderElector
 from bjc.metrics import Metrics, make_metrics_app
@@ -115,7 +121,7 @@ class Runtime:
             may_write=None if self.elector is None else self.elector.holds_lease,
         )
         self.metrics = Metrics(config)
-        self.cron = parse_cron(config.cron_expression)
+        self.cron = cron_schedule(config)
         self.controller = Controller(
             config=config,
             template=template,
@@ -167,8 +173,8 @@ class Runtime:
             setattr(self.config, field.name, getattr(merged, field.name))
         if template:
             self.controller.template = loaded.template
-        if "cronExpression" in keys:
-            self.cron = parse_cron(self.config.cron_expression)
+        if "cronExpression" in keys or "timeZone" in keys:
+            self.cron = cron_schedule(self.config)
             if self.supervisor.get("schedule") is not None:  # leading: reschedule now
                 await self.supervisor.cancel("schedule")
                 self.supervisor.spawn("schedule", self._schedule().run())

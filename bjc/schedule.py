@@ -2,8 +2,16 @@
 
 Runs only while this controller leads; the runtime starts it on gaining the Lease
 and cancels it the moment the Lease is lost, so a former leader never triggers.
-Cron tables fire through aiocron (cronsim underneath); `@every <duration>`, which
-cronsim cannot express, is a plain interval timer as in robfig/cron.
+Each run time comes from `CronSchedule.next_after` (cronsim for cron tables, in
+the schedule's time zone; `@every <duration>` as a plain interval, as in
+robfig/cron) and is waited for with one sleep, no polling. Each run time is
+computed from the wall clock anew, after the previous run, so a run is never
+started twice.
+
+aiocron is not used for this: it derives every run from one reading of the wall
+clock taken when it starts (drifting with the monotonic clock over a long
+uptime), and started inside the second pass of a repeated daylight-saving hour it
+fires that hour's first-pass run at once, a second time (see `bjc.cron`).
 
 Deliberately not here: what a trigger does while an execution runs
 (concurrencyPolicy belongs to the controller).
@@ -12,10 +20,10 @@ Deliberately not here: what a trigger does while an execution runs
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable
-
-import aiocron
 
 from bjc.cron import CronSchedule
 
@@ -36,15 +44,12 @@ class Schedule:
             await asyncio.sleep(startup_delay)
             await self.trigger("start-up")
         log.info("schedule: %s", self.cron.describe())
-        if self.cron.interval is not None:
-            while True:
-                await asyncio.sleep(self.cron.interval)
-                await self.trigger("schedule")
-        assert self.cron.fields is not None
-        timer = aiocron.Cron(self.cron.fields, tz=self.cron.timezone)
-        try:
-            while True:
-                await timer.next()
-                await self.trigger("schedule")
-        finally:
-            timer.stop()
+        last: dt.datetime | None = None
+        while True:
+            now = dt.datetime.now(dt.UTC)
+            # after the previous run, even if the clock lags it; runs missed while a
+            # trigger took long are skipped, as robfig/cron skips them
+            at = self.cron.next_after(now if last is None else max(now, last))
+            await asyncio.sleep(max(0.0, at.timestamp() - time.time()))
+            last = at
+            await self.trigger("schedule")
