@@ -69,6 +69,15 @@ def summary(loaded: LoadedConfig, now: datetime | None = None) -> list[str]:
         f"  concurrency:     {cfg.concurrency_policy}, job timeout "
         + (format_duration(cfg.job_timeout) if cfg.job_timeout is not None else "none")
         + f", callback auth {cfg.callback_auth}",
+        f"  operating:       {'suspended' if cfg.suspend else 'not suspended'}, "
+        f"job retries {cfg.job_retries}, max failures "
+        + (str(cfg.max_failures) if cfg.max_failures is not None else "none")
+        + ", missed runs "
+        + (
+            f"caught up within {format_duration(cfg.starting_deadline)}"
+            if cfg.starting_deadline is not None
+            else "skipped"
+        ),
     ]
     prefix = cfg.metrics.prefix
     if cfg.metrics.gauges:

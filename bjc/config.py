@@ -110,6 +110,7 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     job_retries: int = 0
     max_failures: int | str | None = None  # a count, or "N%" of the selected nodes
     time_zone: str = ""  # IANA zone of cronExpression; "" = local time (or its TZ= prefix)
+    starting_deadline: float | None = None  # seconds; None: a missed run is skipped
 
 
 class Environment(msgspec.Struct, kw_only=True):
@@ -759,6 +760,16 @@ def _check_operating(c: _Collector, raw: Mapping[str, Any], out: dict[str, Any])
                     "CRON_TZ=/TZ= prefix); keep one"
                 )
             out["timeZone"] = zone
+    deadline = _check_duration(c, "startingDeadline", raw.get("startingDeadline"))
+    if deadline is not None:
+        if deadline <= 0:
+            c.invalid(
+                "startingDeadline",
+                raw.get("startingDeadline"),
+                "must be positive (omit it to skip missed runs)",
+            )
+        else:
+            out["startingDeadline"] = deadline
 
 
 _PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")

@@ -17,6 +17,10 @@ ConfigMap. Whoever may patch the ConfigMap (plain RBAC) may
 - `batch-job-controller.bakito.github.com/suspend: "true"`: no new executions
   (like `suspend: true` in config.yaml); a running one finishes.
 
+With `startingDeadline`, the leader also records when the schedule last fired,
+`.../last-schedule-time: <RFC 3339>` (like a CronJob's `status.lastScheduleTime`),
+so that the next leader knows whether a run was missed while no one led.
+
 This module watches the one ConfigMap (list + watch, relist on 410) and reconciles
 each state it sees, level-based: what matters is the ConfigMap as it is now, not
 the event that brought it. Every replica watches; only the acting leader acts
@@ -62,6 +66,7 @@ TRIGGER_ANNOTATION = _PREFIX + "trigger"
 TRIGGERED_ANNOTATION = _PREFIX + "triggered"
 TRIGGERED_EXECUTION_ANNOTATION = _PREFIX + "triggered-execution"
 SUSPEND_ANNOTATION = _PREFIX + "suspend"
+LAST_SCHEDULE_ANNOTATION = _PREFIX + "last-schedule-time"
 SKIPPED_PREFIX = "skipped: "
 
 _WATCH_TIMEOUT_S = 290
@@ -180,6 +185,7 @@ class ConfigMapWatch:
         self.latest: ConfigMap | None = None
         self._answered = ""  # the trigger value this process last answered
         self._lock = asyncio.Lock()
+        self.synced = asyncio.Event()  # the ConfigMap was observed (present or not)
 
     async def run(self) -> None:
         """Watch and reconcile until cancelled."""
@@ -188,6 +194,7 @@ class ConfigMapWatch:
                 if config_map is None and self.latest is not None:
                     log.warning("ConfigMap %s is gone; the running configuration stays", self.name)
                 self.latest = config_map
+                self.synced.set()
                 await self.reconcile()
 
     async def reconcile(self) -> None:
@@ -285,6 +292,18 @@ class ConfigMapWatch:
                 "TriggerSkipped", f"trigger {value} skipped: {outcome.skipped}", warning=True
             )
         await self.annotate({TRIGGERED_ANNOTATION: value, TRIGGERED_EXECUTION_ANNOTATION: answer})
+
+    def last_schedule_time(self) -> dt.datetime | None:
+        """When the schedule last fired, as the leaders recorded it (None: unknown)."""
+        annotations = self.latest.metadata.annotations if self.latest is not None else {}
+        try:
+            at = dt.datetime.fromisoformat(annotations[LAST_SCHEDULE_ANNOTATION])
+        except (KeyError, ValueError):
+            return None
+        return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+
+    async def record_schedule(self, at: dt.datetime) -> None:
+        await self.annotate({LAST_SCHEDULE_ANNOTATION: at.astimezone(dt.UTC).isoformat()})
 
     # --- writing to the ConfigMap ----------------------------------------------------
     async def annotate(self, annotations: dict[str, str]) -> None:

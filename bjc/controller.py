@@ -228,6 +228,11 @@ class Controller:
         if job.duration_ms is not None:
             self.metrics.set_duration(eid, node, job.duration_ms)
 
+    def last_started(self) -> dt.datetime | None:
+        """When the newest execution of the history started (None: no history)."""
+        started = max((e.started for e in self.executions.values()), default=None)
+        return None if started is None else dt.datetime.fromtimestamp(started, dt.UTC)
+
     def _newest_retired(self) -> RetiredExecution | None:
         retired = [e for e in self.executions.values() if isinstance(e, RetiredExecution)]
         return max(retired, key=lambda e: e.id, default=None)

@@ -303,6 +303,10 @@ class Execution:
     def pods_started(self) -> int:
         return self.state.pods_started
 
+    @property
+    def started(self) -> float:
+        return self.state.started
+
     def has_node(self, node: str) -> bool:
         return node in self.state.nodes
 
@@ -376,6 +380,7 @@ class RetiredExecution:
         self.nodes = nodes
         self.tokens = {n: j.token for n, j in state.nodes.items() if j.token} or None
         self.pods_started = state.pods_started
+        self.started = state.started
 
     done = True
 

@@ -25,6 +25,7 @@ configuration (`bjc.config`).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import socket
@@ -50,7 +51,7 @@ from bjc.leader import LeaderElector
 from bjc.metrics import Metrics, make_metrics_app
 from bjc.ownpod import find_top_owner, set_leader_label
 from bjc.podspec import PodTemplate
-from bjc.schedule import Schedule
+from bjc.schedule import Schedule, missed_run
 from bjc.store import ReportStore
 from bjc.supervisor import Supervisor
 from bjc.web import bound_port, serve
@@ -137,6 +138,7 @@ class Runtime:
         self.config_watch = ConfigMapWatch(kube, env, config, self.metrics, self, config_data)
         self.suspend(self.config_watch.suspension())
         self._acting = False  # leading, resumed, scheduling: may trigger and write
+        self.catch_up: dt.datetime | None = None  # the missed run caught up on leading
         self.runners: dict[str, web.AppRunner] = {}
         self.ports: dict[str, int] = {}
         self.watch_silence_limit = WATCH_SILENCE_LIMIT_S
@@ -182,7 +184,24 @@ class Runtime:
             await self.controller.replay_results(replay)
 
     def _schedule(self) -> Schedule:
-        return Schedule(self.cron, self.controller.trigger)
+        return Schedule(self.cron, self._scheduled)
+
+    async def _scheduled(self, reason: str) -> None:
+        """A trigger of the schedule; with startingDeadline its time is recorded."""
+        now = dt.datetime.now(dt.UTC)
+        await self.controller.trigger(reason)
+        if self.config.starting_deadline is not None and reason != "start-up":
+            await self.config_watch.record_schedule(now)
+
+    async def _missed_run(self) -> dt.datetime | None:
+        """A scheduled run missed while no controller led, still within startingDeadline."""
+        deadline = self.config.starting_deadline
+        if deadline is None:
+            return None
+        await self.config_watch.synced.wait()
+        known = [self.config_watch.last_schedule_time(), self.controller.last_started()]
+        last = max((t for t in known if t is not None), default=None)
+        return missed_run(self.cron, last, dt.datetime.now(dt.UTC), deadline)
 
     def suspend(self, why: str) -> None:
         if why and why != self.controller.suspended:
@@ -279,10 +298,11 @@ class Runtime:
         # what the previous leader wrote to the (shared) report directory since we read it
         resumed = await self.controller.resume(await self.controller.load())
         self._acting = True  # triggers and ConfigMap writes from now on
+        startup = self.config.startup_delay if self.config.run_on_startup and not resumed else None
+        self.catch_up = await self._missed_run() if startup is None else None
         self.accepting_callbacks.set()  # only now: a callback must not race the reload
         await self._label_pod(leading=True)
-        startup = self.config.startup_delay if self.config.run_on_startup and not resumed else None
-        self.supervisor.spawn("schedule", self._schedule().run(startup))
+        self.supervisor.spawn("schedule", self._schedule().run(startup, self.catch_up))
         await self.config_watch.reconcile()  # a trigger set while no one was leading
 
     async def _label_pod(self, *, leading: bool) -> None:

@@ -15,6 +15,7 @@ def test_defaults_keep_the_go_behaviour() -> None:
     assert config.suspend is False
     assert config.job_retries == 0
     assert config.max_failures is None
+    assert config.time_zone == "" and config.starting_deadline is None
 
 
 def test_suspend_must_be_a_boolean() -> None:
@@ -54,6 +55,12 @@ def test_pod_pool_size_may_be_a_percentage() -> None:
 )  # fmt: skip
 def test_resolve_share_rounds_up_and_is_at_least_one(share: int | str, nodes: int, count: int):
     assert resolve_share(share, nodes) == count
+
+
+def test_starting_deadline_is_a_positive_duration() -> None:
+    assert load(startingDeadline="10m")[0].starting_deadline == 600.0
+    assert single_problem(startingDeadline="0s").startswith("startingDeadline: invalid value")
+    assert "missing unit" in single_problem(startingDeadline="10")
 
 
 # ----------------------------------------------------------------------------- hot reload
