@@ -322,6 +322,14 @@ def _check_port(c: _Collector, key: str, value: Any, default: int) -> int:
     return int(value)
 
 
+def _check_count(c: _Collector, raw: Mapping[str, Any], key: str) -> int | None:
+    """An integer of 0 or more (a negative one is recorded as a problem)."""
+    value = _typed(c, raw, key, int)
+    if value is not None and value < 0:
+        c.invalid(key, value, "must be 0 or more")
+    return value
+
+
 def _check_duration(c: _Collector, key: str, value: Any) -> float | None:
     if value is None:
         return None
@@ -616,10 +624,8 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
     elif raw.get("reportDirectory") is None or report_dir == "":
         c.missing("reportDirectory", " (or set REPORT_DIRECTORY)")
 
-    history = _typed(c, raw, "reportHistory", int)
+    history = _check_count(c, raw, "reportHistory")
     if history is not None:
-        if history < 0:
-            c.invalid("reportHistory", history, "must be 0 or more")
         out["reportHistory"] = history
 
     pool = _check_count_or_percent(c, "podPoolSize", raw.get("podPoolSize"))
@@ -734,17 +740,12 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
 
 def _check_operating(c: _Collector, raw: Mapping[str, Any], out: dict[str, Any]) -> None:
     """The keys that operate executions (see docs/operating.md)."""
-    suspend = _typed(c, raw, "suspend", bool)
-    if suspend is not None:
-        out["suspend"] = suspend
-    retries = _typed(c, raw, "jobRetries", int)
-    if retries is not None:
-        if retries < 0:
-            c.invalid("jobRetries", retries, "must be 0 or more")
-        out["jobRetries"] = retries
-    failures = _check_count_or_percent(c, "maxFailures", raw.get("maxFailures"))
-    if failures is not None:
-        out["maxFailures"] = failures
+    checked = {
+        "suspend": _typed(c, raw, "suspend", bool),
+        "jobRetries": _check_count(c, raw, "jobRetries"),
+        "maxFailures": _check_count_or_percent(c, "maxFailures", raw.get("maxFailures")),
+    }
+    out.update((key, value) for key, value in checked.items() if value is not None)
     zone = _typed(c, raw, "timeZone", str)
     if zone:
         try:

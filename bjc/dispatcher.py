@@ -80,14 +80,22 @@ class Dispatcher:
         async with asyncio.TaskGroup() as tasks:
             for node in order:
                 await pool.acquire()
-                if execution.halted:
-                    pool.release()
+                if execution.halted and execution.nodes[node].status is JobStatus.PENDING:
+                    pool.release()  # stopped: no new pods (running ones are still awaited)
                     break
                 tasks.create_task(self._run_node(execution, node, pool, plan))
         for node, job in execution.nodes.items():
             if job.status is JobStatus.PENDING:
-                reason = f"not dispatched: {execution.state.failed}"
-                self.finish(execution, node, JobStatus.ABORTED, reason)
+                self._give_up(execution, node)
+
+    def _give_up(self, execution: Execution, node: str) -> None:
+        """A pending node of a halted execution: failed if it had failed, else aborted."""
+        attempts = execution.nodes[node].attempts
+        if attempts:
+            self.finish(execution, node, JobStatus.FAILED, attempts[-1].reason)
+        else:
+            reason = f"not dispatched: {execution.state.failed}"
+            self.finish(execution, node, JobStatus.ABORTED, reason)
 
     async def _run_node(
         self, execution: Execution, node: str, pool: asyncio.Semaphore, plan: DispatchPlan
@@ -101,8 +109,7 @@ class Dispatcher:
                     if attempt:
                         await asyncio.sleep(min(plan.retry_backoff * 2 ** (attempt - 1), 300.0))
                         if execution.halted:  # stopped meanwhile: no new pod
-                            reason = job.attempts[-1].reason
-                            self.finish(execution, node, JobStatus.FAILED, reason)
+                            self._give_up(execution, node)
                             continue
                     pod = plan.render(execution, node, job)
                     error = await self._create(pod)

@@ -92,6 +92,15 @@ class Cluster:
         path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/batch"
         return await self.kube.patch(path, {"metadata": {"annotations": annotations}})
 
+    async def start_operated(
+        self, nodes: int = 1, behaviour: JobBehaviour | None = None, **overrides: Any
+    ) -> Runtime:
+        """Nodes, their agent, the ConfigMap with this configuration and a controller of it."""
+        self.add_nodes(nodes)
+        await self.start_agent(behaviour)
+        await self.store_config_map(**overrides)
+        return await self.start_controller(**overrides)
+
     def add_nodes(self, count: int, prefix: str = "node", **kw: Any) -> list[str]:
         names = [f"{prefix}-{i:03d}" for i in range(count)]
         for name in names:
@@ -183,6 +192,19 @@ async def cluster(tmp_path: Path, **sim_kw: Any) -> AsyncIterator[Cluster]:
     finally:
         await c.close()
         await sim.stop()
+
+
+class Gate:
+    """Jobs that wait until `opened` is set, then report; `running` is set once one runs."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.running = asyncio.Event()
+
+    async def job(self, pod: RunningPod) -> int:
+        self.running.set()
+        await self.opened.wait()
+        return await post_result(pod)
 
 
 class LivePodWatch:

@@ -64,10 +64,8 @@ async def test_a_valid_change_applies_from_the_next_execution(tmp_path):
     gate = asyncio.Event()
 
     async with cluster(tmp_path) as c:
-        c.add_nodes(4)
-        await c.start_agent(JobBehaviour(run=lambda pod: report(pod, gate)))
-        await c.store_config_map(podPoolSize=1)
-        runtime = await c.start_controller(podPoolSize=1)
+        behaviour = JobBehaviour(run=lambda pod: report(pod, gate))
+        runtime = await c.start_operated(4, behaviour, podPoolSize=1)
         async with LivePodWatch(c.kube) as watch:
             first = (await runtime.controller.trigger("first")).execution_id
             template = POD_TEMPLATE.replace("app: job", "app: job-v2")
@@ -104,10 +102,7 @@ async def test_a_valid_change_applies_from_the_next_execution(tmp_path):
 
 async def test_an_invalid_change_is_refused_and_the_running_configuration_stays(tmp_path):
     async with cluster(tmp_path) as c:
-        c.add_nodes(3)
-        await c.start_agent()
-        await c.store_config_map(podPoolSize=1)
-        runtime = await c.start_controller(podPoolSize=1)
+        runtime = await c.start_operated(3, podPoolSize=1)
         await c.store_config_map(podPoolSize=0, cronExpression="every day")
         event = await config_event(c.kube, "ConfigRefused")
         assert event["type"] == "Warning"
@@ -137,10 +132,7 @@ async def test_an_invalid_change_is_refused_and_the_running_configuration_stays(
 
 async def test_keys_of_servers_and_identity_wait_for_a_restart(tmp_path):
     async with cluster(tmp_path) as c:
-        c.add_nodes(1)
-        await c.start_agent()
-        await c.store_config_map()
-        runtime = await c.start_controller()
+        runtime = await c.start_operated()
         port = runtime.config.metrics.port
         metrics = {**BASE_CONFIG["metrics"], "port": 19999}
         await c.store_config_map(name="renamed", metrics=metrics, reportHistory=2)
@@ -154,10 +146,7 @@ async def test_keys_of_servers_and_identity_wait_for_a_restart(tmp_path):
 
 async def test_a_new_schedule_takes_over_at_once(tmp_path):
     async with cluster(tmp_path) as c:
-        c.add_nodes(1)
-        await c.start_agent()
-        await c.store_config_map()
-        runtime = await c.start_controller()  # "0 0 1 1 *": never during the test
+        runtime = await c.start_operated()  # "0 0 1 1 *": never during the test
         await c.store_config_map(cronExpression="@every 1s")
         async with asyncio.timeout(BOUND):
             await runtime.controller.wait_completed(1)

@@ -6,19 +6,16 @@ import asyncio
 
 from bjc.configwatch import SUSPEND_ANNOTATION, TRIGGER_ANNOTATION
 from bjc.execution import JobStatus
-from bjc.sim import JobBehaviour, RunningPod
+from bjc.sim import JobBehaviour
 
-from .harness import cluster, post_result
+from .harness import Gate, cluster
 from .test_controller import scrape
 from .test_trigger import BOUND, answer_to, bjc_trigger
 
 
 async def test_suspend_in_config_starts_nothing_and_says_why(tmp_path):
     async with cluster(tmp_path) as c:
-        c.add_nodes(2)
-        await c.start_agent()
-        await c.store_config_map(suspend=True)
-        runtime = await c.start_controller(suspend=True)
+        runtime = await c.start_operated(2, suspend=True)
         outcome = await runtime.controller.trigger("test")
         assert not outcome and "suspend: true in config.yaml" in outcome.skipped
         code, _, err = await bjc_trigger(c, "batch")
@@ -28,27 +25,18 @@ async def test_suspend_in_config_starts_nothing_and_says_why(tmp_path):
 
 
 async def test_the_annotation_suspends_new_executions_and_lets_the_running_one_finish(tmp_path):
-    gate, running = asyncio.Event(), asyncio.Event()
-
-    async def blocked(pod: RunningPod) -> int:
-        running.set()
-        await gate.wait()
-        return await post_result(pod)
-
+    gate = Gate()
     async with cluster(tmp_path) as c:
-        c.add_nodes(3)
-        await c.start_agent(JobBehaviour(run=blocked))
-        await c.store_config_map()
-        runtime = await c.start_controller()
+        runtime = await c.start_operated(3, JobBehaviour(run=gate.job))
         assert (await scrape(runtime))[("bjc_suspended", ())] == 0
         first = await runtime.controller.trigger("test")
         async with asyncio.timeout(BOUND):
-            await running.wait()
+            await gate.running.wait()
 
         await c.annotate_config_map({SUSPEND_ANNOTATION: "true", TRIGGER_ANNOTATION: "one"})
         assert (await answer_to(c.kube, "one")).startswith("skipped: the controller is suspended")
         assert (await scrape(runtime))[("bjc_suspended", ())] == 1
-        gate.set()
+        gate.opened.set()
         async with asyncio.timeout(BOUND):
             await runtime.controller.wait_completed(1)
         execution = runtime.controller.executions[first.execution_id]

@@ -16,9 +16,9 @@ from bjc.configwatch import (
 )
 from bjc.kube import KubeClient
 from bjc.kubetypes import ConfigMap
-from bjc.sim import JobBehaviour, RunningPod
+from bjc.sim import JobBehaviour
 
-from .harness import NAMESPACE, Cluster, cluster, post_result
+from .harness import NAMESPACE, Cluster, Gate, cluster
 from .test_failover import LEASE, wait_leader
 
 BOUND = 30  # seconds: a hang bound, not a performance expectation
@@ -67,10 +67,7 @@ def trigger_events(c: Cluster) -> list[dict]:
 
 async def test_the_annotation_starts_one_execution_answered_on_the_config_map(tmp_path):
     async with cluster(tmp_path) as c:
-        c.add_nodes(3)
-        await c.start_agent()
-        await c.store_config_map()
-        runtime = await c.start_controller()
+        runtime = await c.start_operated(3)
         await c.annotate_config_map({TRIGGER_ANNOTATION: "first"})
         eid = await answer_to(c.kube, "first")
         async with asyncio.timeout(BOUND):
@@ -97,10 +94,7 @@ async def test_the_annotation_starts_one_execution_answered_on_the_config_map(tm
 
 async def test_bjc_trigger_prints_the_execution_id_it_started(tmp_path):
     async with cluster(tmp_path) as c:
-        c.add_nodes(2)
-        await c.start_agent()
-        await c.store_config_map()
-        runtime = await c.start_controller()
+        runtime = await c.start_operated(2)
         code, out, err = await bjc_trigger(c, "batch")
         assert code == 0, err
         eid = out.strip()
@@ -114,25 +108,16 @@ async def test_bjc_trigger_prints_the_execution_id_it_started(tmp_path):
 
 
 async def test_a_trigger_follows_concurrency_policy_forbid(tmp_path):
-    gate, running = asyncio.Event(), asyncio.Event()
-
-    async def blocked(pod: RunningPod) -> int:
-        running.set()
-        await gate.wait()
-        return await post_result(pod)
-
+    gate = Gate()
     async with cluster(tmp_path) as c:
-        c.add_nodes(2)
-        await c.start_agent(JobBehaviour(run=blocked))
-        await c.store_config_map(concurrencyPolicy="Forbid")
-        runtime = await c.start_controller(concurrencyPolicy="Forbid")
+        runtime = await c.start_operated(2, JobBehaviour(run=gate.job), concurrencyPolicy="Forbid")
         first = await runtime.controller.trigger("test")
         async with asyncio.timeout(BOUND):
-            await running.wait()
+            await gate.running.wait()
         code, out, err = await bjc_trigger(c, "batch")
         assert code == 3, (out, err)
         assert "skipped" in err and "Forbid" in err
-        gate.set()
+        gate.opened.set()
         async with asyncio.timeout(BOUND):
             await runtime.controller.wait_completed(1)
         assert list(runtime.controller.executions) == [first.execution_id]
