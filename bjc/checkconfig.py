@@ -22,11 +22,11 @@ from typing import TextIO
 from bjc.config import (
     ConfigError,
     LoadedConfig,
+    cron_schedule,
     format_duration,
     load_config_map_manifest,
     load_pair,
 )
-from bjc.cron import parse_cron
 
 USAGE = """\
 bjc check-config CONFIGMAP_FILE
@@ -46,7 +46,7 @@ def _read(path: str) -> str:
 def summary(loaded: LoadedConfig, now: datetime | None = None) -> list[str]:
     """Human-readable lines describing a valid configuration."""
     cfg = loaded.config
-    schedule = parse_cron(cfg.cron_expression)
+    schedule = cron_schedule(cfg)
     now = now or datetime.now().astimezone()
     next_run = schedule.next_after(now)
     selector = ", ".join(f"{k}={v}" for k, v in cfg.job_node_selector.items()) or "(all nodes)"
@@ -59,7 +59,8 @@ def summary(loaded: LoadedConfig, now: datetime | None = None) -> list[str]:
         f"  next run:        {next_run.isoformat(sep=' ')}",
         "  run on startup:  "
         + (f"yes, after {format_duration(cfg.startup_delay)}" if cfg.run_on_startup else "no"),
-        f"  pod pool size:   {cfg.pod_pool_size}",
+        f"  pod pool size:   {cfg.pod_pool_size}"
+        + (" of the selected nodes (at least 1)" if isinstance(cfg.pod_pool_size, str) else ""),
         f"  nodes selector:  {selector}",
         f"  report dir:      {cfg.report_directory} "
         f"(keeps {max(cfg.report_history, 1)} executions)",
@@ -71,6 +72,15 @@ def summary(loaded: LoadedConfig, now: datetime | None = None) -> list[str]:
         f"  callback limits: {cfg.max_series_per_node} series per node, "
         f"{cfg.max_series_per_execution} per execution, label values up to "
         f"{cfg.max_label_value_length} characters, uploads up to {cfg.max_upload_size} bytes",
+        f"  operating:       {'suspended' if cfg.suspend else 'not suspended'}, "
+        f"job retries {cfg.job_retries}, max failures "
+        + (str(cfg.max_failures) if cfg.max_failures is not None else "none")
+        + ", missed runs "
+        + (
+            f"caught up within {format_duration(cfg.starting_deadline)}"
+            if cfg.starting_deadline is not None
+            else "skipped"
+        ),
     ]
     prefix = cfg.metrics.prefix
     if cfg.metrics.gauges:

@@ -1,4 +1,4 @@
-"""The `bjc` command: run | demo | sim | mock | check-config | report.
+"""The `bjc` command: run | demo | sim | mock | check-config | report | trigger.
 
 Each subcommand lives in its own module and is imported only when chosen, so
 `bjc run` does not pay for the simulator, `bjc check-config` starts instantly and
@@ -31,6 +31,7 @@ commands:
   check-config   validate a ConfigMap, or a config.yaml and pod template
   report         post a result, file or event from a job pod (bjc report -h)
   status         the current and recent executions, and which nodes failed
+  trigger        start an execution now through the ConfigMap annotation (bjc trigger -h)
 """
 
 
@@ -136,7 +137,13 @@ async def _run(env: Environment, creds: Credentials) -> int:
             return 1
         for warning in loaded.warnings:
             log.warning("configuration: %s", warning)
-        runtime = Runtime(config=loaded.config, template=loaded.template, env=env, kube=kube)
+        runtime = Runtime(
+            config=loaded.config,
+            template=loaded.template,
+            env=env,
+            kube=kube,
+            config_data=cm.data,
+        )
         await runtime.start()
         log.info("bjc %s started: ports %s", loaded.config.name, runtime.ports)
         signalled = await wait_for_signal(runtime.failed)
@@ -177,5 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         from bjc.status import main as status_main
 
         return status_main(rest)
+
+    if command == "trigger":
+        from bjc.trigger import main as trigger_main
+
+        return trigger_main(rest)
     print(f"bjc: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2

@@ -15,14 +15,15 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import yaml
 
-from bjc.cron import parse_cron
+from bjc.cron import CronSchedule, parse_cron
 
 if TYPE_CHECKING:
     from bjc.podspec import PodTemplate
@@ -87,7 +88,7 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     cron_expression: str = ""
     report_directory: str = ""
     report_history: int = 30
-    pod_pool_size: int = 1
+    pod_pool_size: int | str = 1  # a count, or "N%" of the selected nodes
     run_on_startup: bool = False
     startup_delay: float = 10.0
     callback_service_name: str = ""
@@ -107,6 +108,12 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     max_series_per_node: int = 1_000  # result series of one node in one execution
     max_series_per_execution: int = 100_000  # result series of all nodes of an execution
     max_label_value_length: int = 1_024  # characters
+    # --- operating executions (docs/operating.md) ---
+    suspend: bool = False
+    job_retries: int = 0
+    max_failures: int | str | None = None  # a count, or "N%" of the selected nodes
+    time_zone: str = ""  # IANA zone of cronExpression; "" = local time (or its TZ= prefix)
+    starting_deadline: float | None = None  # seconds; None: a missed run is skipped
 
 
 class Environment(msgspec.Struct, kw_only=True):
@@ -316,6 +323,14 @@ def _check_port(c: _Collector, key: str, value: Any, default: int) -> int:
         c.invalid(key, value, "a port must be between 1 and 65535")
         return default
     return int(value)
+
+
+def _check_count(c: _Collector, raw: Mapping[str, Any], key: str) -> int | None:
+    """An integer of 0 or more (a negative one is recorded as a problem)."""
+    value = _typed(c, raw, key, int)
+    if value is not None and value < 0:
+        c.invalid(key, value, "must be 0 or more")
+    return value
 
 
 def _check_duration(c: _Collector, key: str, value: Any) -> float | None:
@@ -621,16 +636,12 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
     elif raw.get("reportDirectory") is None or report_dir == "":
         c.missing("reportDirectory", " (or set REPORT_DIRECTORY)")
 
-    history = _typed(c, raw, "reportHistory", int)
+    history = _check_count(c, raw, "reportHistory")
     if history is not None:
-        if history < 0:
-            c.invalid("reportHistory", history, "must be 0 or more")
         out["reportHistory"] = history
 
-    pool = _typed(c, raw, "podPoolSize", int)
+    pool = _check_count_or_percent(c, "podPoolSize", raw.get("podPoolSize"))
     if pool is not None:
-        if pool < 1:
-            c.invalid("podPoolSize", pool, "must be at least 1")
         out["podPoolSize"] = pool
 
     delay = _check_duration(c, "startupDelay", raw.get("startupDelay"))
@@ -735,11 +746,149 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
                 c.invalid(key, limit, "must be at least 1")
             else:
                 out[key] = limit
+    _check_operating(c, raw, out)
 
     if c.problems:
         raise ConfigError(c.problems)
     config = msgspec.convert(out, Config)
     return config, c.warnings
+
+
+# --------------------------------------------------------------------------- operating keys
+
+
+def _check_operating(c: _Collector, raw: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """The keys that operate executions (see docs/operating.md)."""
+    checked = {
+        "suspend": _typed(c, raw, "suspend", bool),
+        "jobRetries": _check_count(c, raw, "jobRetries"),
+        "maxFailures": _check_count_or_percent(c, "maxFailures", raw.get("maxFailures")),
+    }
+    out.update((key, value) for key, value in checked.items() if value is not None)
+    zone = _typed(c, raw, "timeZone", str)
+    if zone:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            c.invalid(
+                "timeZone", zone, "unknown time zone; use an IANA name such as 'Europe/Zurich'"
+            )
+        else:
+            if str(out.get("cronExpression", "")).lstrip().startswith(("TZ=", "CRON_TZ=")):
+                c.problems.append(
+                    "timeZone and cronExpression: both name a time zone (timeZone and a "
+                    "CRON_TZ=/TZ= prefix); keep one"
+                )
+            out["timeZone"] = zone
+    deadline = _check_duration(c, "startingDeadline", raw.get("startingDeadline"))
+    if deadline is not None:
+        if deadline <= 0:
+            c.invalid(
+                "startingDeadline",
+                raw.get("startingDeadline"),
+                "must be positive (omit it to skip missed runs)",
+            )
+        else:
+            out["startingDeadline"] = deadline
+
+
+_PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def _check_count_or_percent(c: _Collector, key: str, value: Any) -> int | str | None:
+    """A count of at least 1, or a share of the selected nodes such as "10%"."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            c.invalid(key, value, "must be at least 1")
+            return None
+        return value
+    m = _PERCENT_RE.match(value) if isinstance(value, str) else None
+    if m is None or not 0 < float(m.group(1)) <= 100:
+        c.invalid(key, value, 'expected an integer, or a percentage such as "10%" (at most 100%)')
+        return None
+    return f"{float(m.group(1)):g}%"
+
+
+def resolve_share(value: int | str, nodes: int) -> int:
+    """A count, or a percentage of `nodes` rounded up; at least 1."""
+    if isinstance(value, int):
+        return value
+    return max(1, math.ceil(float(value.rstrip("%")) * nodes / 100 - 1e-9))
+
+
+def cron_schedule(config: Config) -> CronSchedule:
+    """The schedule of a validated config, in its `timeZone` (else its prefix, else local)."""
+    return parse_cron(
+        config.cron_expression, ZoneInfo(config.time_zone) if config.time_zone else None
+    )
+
+
+# --------------------------------------------------------------------------- hot reload
+
+#: Keys a running controller keeps until it restarts: its identity, servers and storage.
+RESTART_KEYS = frozenset(
+    {
+        "name",
+        "reportDirectory",
+        "callbackServiceName",
+        "callbackServicePort",
+        "healthProbePort",
+        "fileServerPort",
+        "metrics.port",
+        "metrics.prefix",
+        "maxUploadSize",
+        "maxSeriesPerNode",  # the metrics store counts series against the limits it started with
+        "maxSeriesPerExecution",
+        "maxLabelValueLength",
+        "leaderElectionResourceLock",
+    }
+)
+_METRICS_KEYS = ("port", "prefix", "gauges")
+_FIELD_OF_KEY = {f.encode_name: f.name for f in msgspec.structs.fields(Config)}
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """The config.yaml keys whose values differ; `metrics` is compared per sub-key."""
+    a, b = msgspec.to_builtins(old), msgspec.to_builtins(new)
+    keys = []
+    for key in a:
+        if key == "metrics":
+            keys += [f"metrics.{k}" for k in _METRICS_KEYS if a[key][k] != b[key][k]]
+        elif a[key] != b[key]:
+            keys.append(key)
+    return keys
+
+
+def with_keys(running: Config, new: Config, keys: Iterable[str]) -> Config:
+    """A copy of `running` whose `keys` (as `changed_keys` names them) come from `new`."""
+    out = msgspec.structs.replace(running)
+    for key in keys:
+        if key.startswith("metrics."):
+            sub = key.removeprefix("metrics.")
+            out.metrics = msgspec.structs.replace(out.metrics, **{sub: getattr(new.metrics, sub)})
+        else:
+            setattr(out, _FIELD_OF_KEY[key], getattr(new, _FIELD_OF_KEY[key]))
+    return out
+
+
+_PROBLEM_KEY_RE = re.compile(r"^([A-Za-z][\w.\[\]]*(?: and [A-Za-z]\w*)?): (.*)$", re.DOTALL)
+
+
+def problem_key(problem: str) -> tuple[str, str]:
+    """(key, what is wrong) of one ConfigError problem, e.g. ('podPoolSize', 'invalid ...').
+
+    Problems of the pod template, and of config.yaml as a whole (YAML syntax), are
+    keyed by the file name.
+    """
+    source, sep, rest = problem.partition(": ")
+    if not sep or source not in (CONFIG_FILE_KEY, POD_TEMPLATE_KEY):
+        return "ConfigMap", problem
+    m = _PROBLEM_KEY_RE.match(rest) if source == CONFIG_FILE_KEY else None
+    if m is None:
+        return source, rest
+    return m.group(1), m.group(2)
 
 
 # --------------------------------------------------------------------------- environment

@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
+import functools
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Collection, Container
 from typing import Any
 
 import aiohttp
 import msgspec
 
 from bjc import podspec
-from bjc.config import Config
-from bjc.dispatcher import Dispatcher
+from bjc.config import Config, resolve_share
+from bjc.dispatcher import Dispatcher, DispatchPlan
 from bjc.events import EventRequest, send_event
 from bjc.execution import (
     Execution,
@@ -74,6 +76,17 @@ def select_nodes(nodes: list[Node], run_on_unscheduled: bool) -> list[str]:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class TriggerOutcome:
+    """What a trigger did: the execution it started, or why it started none."""
+
+    execution_id: str = ""
+    skipped: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.execution_id)
+
+
 def _timestamp(value: str | None) -> float | None:
     if not value:
         return None
@@ -93,6 +106,7 @@ class Controller:
         callback_host: str,
         owner: dict[str, Any] | None = None,
         create_backoff: float = 0.5,
+        retry_backoff: float = 10.0,
     ) -> None:
         self.config = config
         self.template = template
@@ -102,7 +116,7 @@ class Controller:
         self.metrics = metrics
         self.callback_host = callback_host
         self.owner = owner
-        self.keep = max(config.report_history, 1)
+        self.retry_backoff = retry_backoff  # before a node's first retry (jobRetries)
         self.executions: dict[str, Execution | RetiredExecution] = {}
         self.current: Execution | None = None
         self.completed = 0  # executions finished by this process (demo, tests)
@@ -114,19 +128,12 @@ class Controller:
         # called when an execution's dispatch dies of an unexpected error
         self.on_failure: Callable[[str], None] = lambda reason: None
         self._trigger_lock = asyncio.Lock()
+        self.suspended = ""  # why no execution may start now ("": it may)
         self._history_lock = asyncio.Lock()  # loading vs. adding/pruning executions
         self.watcher = PodWatcher(
             kube, namespace, f"{podspec.OWNER_LABEL}={config.name}", self._on_pod
         )
-        self.dispatcher = Dispatcher(
-            kube,
-            namespace,
-            pool_size=config.pod_pool_size,
-            render=self._render,
-            finish=self._finish,
-            job_timeout=config.job_timeout,
-            backoff=create_backoff,
-        )
+        self.dispatcher = Dispatcher(kube, namespace, finish=self._finish, backoff=create_backoff)
 
     # --- history -------------------------------------------------------------
     async def load(self) -> list[Execution]:
@@ -189,26 +196,49 @@ class Controller:
         for node, job in state.nodes.items():
             if job.status.terminal:
                 self._record_node_metrics(state.id, node, job)
+            if job.attempts:
+                self.metrics.set_attempts(state.id, node, len(job.attempts) + 1)
+        self.metrics.set_execution_failed(state.id, bool(state.failed))
         for node, body in results.items():
-            try:
-                apply_result(self.metrics, self.config, state.id, node, decode_result(body))
-            except (msgspec.DecodeError, KeyError, ValueError) as e:
-                # e.g. a gauge's labels changed in the config since the result was stored
-                log.warning("execution %s node %s: result not restored: %s", state.id, node, e)
+            self._restore_result(state.id, node, body)
         finished = sum(1 for j in state.nodes.values() if j.status.terminal)
         self.metrics.set_progress(state.id, finished, len(state.nodes))
+
+    def _restore_result(
+        self, eid: str, node: str, body: bytes, only: Collection[str] | None = None
+    ) -> None:
+        """Expose a stored result again (all configured gauges, or those in `only`)."""
+        try:
+            result = decode_result(body)
+            if only is not None:
+                result = {suffix: result[suffix] for suffix in only if suffix in result}
+            apply_result(self.metrics, self.config, eid, node, result)
+        except (msgspec.DecodeError, KeyError, ValueError) as e:
+            # e.g. a gauge's labels changed in the config since the result was stored
+            log.warning("execution %s node %s: result not restored: %s", eid, node, e)
+
+    async def replay_results(self, suffixes: Collection[str]) -> None:
+        """Expose the stored results of every kept execution for new or changed gauges."""
+        for eid, execution in sorted(self.executions.items()):
+            for node, body in (await self.store.read_results(eid, execution.nodes)).items():
+                self._restore_result(eid, node, body, suffixes)
 
     def _record_node_metrics(self, eid: str, node: str, job: NodeJob) -> None:
         self.metrics.set_processing(eid, node, 1.0 if job.error else 0.0)
         if job.duration_ms is not None:
             self.metrics.set_duration(eid, node, job.duration_ms)
 
+    def last_started(self) -> dt.datetime | None:
+        """When the newest execution of the history started (None: no history)."""
+        started = max((e.started for e in self.executions.values()), default=None)
+        return None if started is None else dt.datetime.fromtimestamp(started, dt.UTC)
+
     def _newest_retired(self) -> RetiredExecution | None:
         retired = [e for e in self.executions.values() if isinstance(e, RetiredExecution)]
         return max(retired, key=lambda e: e.id, default=None)
 
     async def _prune(self) -> None:
-        for eid in await self.store.prune(self.keep):
+        for eid in await self.store.prune(max(self.config.report_history, 1)):
             self.executions.pop(eid, None)
             self.metrics.remove_execution(eid)
             log.info("execution %s pruned from the history", eid)
@@ -218,15 +248,20 @@ class Controller:
     def running(self) -> bool:
         return self._runner is not None and not self._runner.done()
 
-    async def trigger(self, reason: str) -> bool:
-        """Start an execution, honouring concurrencyPolicy. False when skipped."""
+    async def trigger(self, reason: str) -> TriggerOutcome:
+        """Start an execution, honouring concurrencyPolicy; the outcome is false when skipped."""
         await self.watcher.synced.wait()  # the ids of existing job pods must be known
         async with self._trigger_lock:
+            if self.suspended:
+                why = f"the controller is suspended ({self.suspended})"
+                log.info("trigger (%s) skipped: %s", reason, why)
+                return TriggerOutcome(skipped=why)
             if self.running:
                 if self.config.concurrency_policy == "Forbid":
-                    log.warning("trigger (%s) skipped: an execution is still running", reason)
+                    why = "an execution is still running (concurrencyPolicy Forbid)"
+                    log.warning("trigger (%s) skipped: %s", reason, why)
                     self.metrics.count_skipped_trigger()
-                    return False
+                    return TriggerOutcome(skipped=why)
                 await self._replace_current()
             # ids of job pods still in the cluster count too: a controller with a
             # fresh report directory must not reuse their pod names
@@ -238,7 +273,7 @@ class Controller:
             eid = next_execution_id(dt.datetime.now(), newest)
             log.info("execution %s triggered (%s)", eid, reason)
             self._runner = asyncio.create_task(self._logged(self._start(eid), eid))
-            return True
+            return TriggerOutcome(execution_id=eid)
 
     async def _replace_current(self) -> None:
         await self.stop_running()
@@ -265,6 +300,8 @@ class Controller:
         if not unfinished:
             return False
         execution = unfinished[-1]
+        config, template = self._snapshot()
+        self._arm(execution, config)
         for node, job in execution.nodes.items():
             if job.status is JobStatus.CREATED and job.pod not in self.watcher.pods:
                 self._finish(
@@ -278,7 +315,7 @@ class Controller:
         log.info("execution %s resumed (%d/%d jobs finished)", execution.id, *execution.counts())
         async with self._trigger_lock:
             self._runner = asyncio.create_task(
-                self._logged(self._dispatch(execution), execution.id)
+                self._logged(self._dispatch(execution, config, template), execution.id)
             )
         return True
 
@@ -289,25 +326,30 @@ class Controller:
             log.exception("execution %s stopped by an error", eid)
             self.on_failure(f"execution {eid} stopped by an error: {e!r}")
 
-    async def _selected_nodes(self) -> list[str]:
+    def _snapshot(self) -> tuple[Config, podspec.PodTemplate]:
+        """What an execution runs with: a configuration reloaded meanwhile applies to the next."""
+        return msgspec.structs.replace(self.config), self.template
+
+    async def _selected_nodes(self, config: Config) -> list[str]:
         """The nodes to run on; an unreachable API delays the execution, never skips it."""
-        selector = ",".join(f"{k}={v}" for k, v in self.config.job_node_selector.items())
+        selector = ",".join(f"{k}={v}" for k, v in config.job_node_selector.items())
         delay = 0.5
         while True:
             try:
                 nodes, _ = await self.kube.list("/api/v1/nodes", Node, {"labelSelector": selector})
-                return select_nodes(nodes, self.config.run_on_unscheduled_nodes)
+                return select_nodes(nodes, config.run_on_unscheduled_nodes)
             except (ApiError, aiohttp.ClientError, TimeoutError) as e:
                 log.warning("cannot list nodes: %s; retrying in %.1fs", e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
     async def _start(self, eid: str) -> None:
-        names = await self._selected_nodes()
+        config, template = self._snapshot()
+        names = await self._selected_nodes(config)
         async with self._history_lock:
             await self.store.create_execution(eid)
             execution = Execution.new(
-                eid, names, self.store, tokens=self.config.callback_auth == "token"
+                eid, names, self.store, tokens=config.callback_auth == "token"
             )
             previous = self.current
             self.executions[eid] = self.current = execution
@@ -316,13 +358,32 @@ class Controller:
             self.metrics.set_current_execution(eid)
             self.metrics.set_progress(eid, 0, len(names))
             await self._prune()
-        log.info("execution %s: %d nodes, pool size %d", eid, len(names), self.config.pod_pool_size)
-        await self._dispatch(execution)
+        self.metrics.set_execution_failed(eid, False)
+        self._arm(execution, config)
+        await self._dispatch(execution, config, template)
 
-    async def _dispatch(self, execution: Execution) -> None:
+    @staticmethod
+    def _arm(execution: Execution, config: Config) -> None:
+        """The limits a dispatch enforces: retries per node, failures before it stops."""
+        execution.job_retries = config.job_retries
+        if config.max_failures is not None:
+            execution.max_failures = resolve_share(config.max_failures, len(execution.nodes))
+
+    async def _dispatch(
+        self, execution: Execution, config: Config, template: podspec.PodTemplate
+    ) -> None:
         self.current = execution
         await self._delete_earlier_pods(execution.id)
-        await self.dispatcher.run(execution)
+        pool = resolve_share(config.pod_pool_size, len(execution.nodes))
+        shown = f"{pool} ({config.pod_pool_size})" if pool != config.pod_pool_size else pool
+        log.info("execution %s: %d nodes, pool size %s", execution.id, len(execution.nodes), shown)
+        plan = DispatchPlan(
+            pool_size=pool,
+            render=functools.partial(self._render, config, template),
+            job_timeout=config.job_timeout,
+            retry_backoff=self.retry_backoff,
+        )
+        await self.dispatcher.run(execution, plan)
         execution.close()
         await execution.flushed()
         self.metrics.set_pods(execution.state.pods_started)
@@ -334,6 +395,8 @@ class Controller:
             failed,
             time.time() - execution.state.started,
         )
+        if execution.halted:
+            log.warning("execution %s failed: %s", execution.id, execution.state.failed)
         self.completed += 1
         async with self.execution_done:
             self.execution_done.notify_all()
@@ -351,16 +414,24 @@ class Controller:
         except (ApiError, aiohttp.ClientError) as e:
             log.warning("cannot delete earlier job pods: %s", e)
 
-    def _render(self, execution: Execution, node: str, job: NodeJob) -> dict[str, Any]:
+    def _render(
+        self,
+        config: Config,
+        template: podspec.PodTemplate,
+        execution: Execution,
+        node: str,
+        job: NodeJob,
+    ) -> dict[str, Any]:
         return podspec.render_pod(
-            self.template,
-            config=self.config,
+            template,
+            config=config,
             namespace=self.namespace,
             node_name=node,
             execution_id=execution.id,
             callback_host=self.callback_host,
             owner=self.owner,
             token=job.token or None,
+            attempt=len(job.attempts),
         )
 
     # --- job ends --------------------------------------------------------------
@@ -373,8 +444,13 @@ class Controller:
         pod: Pod | None = None,
     ) -> None:
         created = _timestamp(pod.metadata.creation_timestamp) if pod is not None else None
+        if status is JobStatus.FAILED and execution.may_retry(node):
+            self._retry(execution, node, reason or "pod failed", created)
+            return
         if not execution.finish(node, status, reason, created=created):
             return
+        if status is JobStatus.FAILED:
+            self._stop_if_too_many_failed(execution)
         job = execution.nodes[node]
         self._record_node_metrics(execution.id, node, job)
         finished, total = execution.counts()
@@ -388,6 +464,26 @@ class Controller:
             if not self.side_work.submit(lambda: self._save_logs(eid, node, pod)):
                 log.warning("too many pod logs waiting: log of %s not saved", pod.metadata.name)
 
+    def _stop_if_too_many_failed(self, execution: Execution) -> None:
+        limit = execution.max_failures
+        if limit is None or execution.failed_jobs < limit:
+            return
+        why = (
+            f"maxFailures reached: {execution.failed_jobs} of {len(execution.nodes)} nodes "
+            f"failed (limit {limit}), no new pods started"
+        )
+        if execution.halt(why):
+            self.metrics.set_execution_failed(execution.id, True)
+            log.error("execution %s stops: %s", execution.id, why)
+
+    def _retry(self, execution: Execution, node: str, reason: str, created: float | None) -> None:
+        if not execution.retry(node, reason, created):
+            return
+        failed = len(execution.nodes[node].attempts)
+        self.metrics.set_attempts(execution.id, node, failed + 1)
+        eid, retries = execution.id, execution.job_retries
+        log.info("execution %s node %s: %s; retry %d of %d", eid, node, reason, failed, retries)
+
     def _on_pod(self, pod: Pod, deleted: bool) -> None:
         """Level-based: look at the pod as it is now, whatever event brought it."""
         self.metrics.set_pods_by_phase(self.watcher.phases)
@@ -396,11 +492,14 @@ class Controller:
             return
         node = pod.spec.node_name
         job = execution.nodes.get(node)
-        if job is None or job.status.terminal or (job.pod and job.pod != pod.metadata.name):
+        if job is None or job.status.terminal:
+            return
+        attempt = len(job.attempts)  # pods of earlier attempts are history
+        if pod.metadata.name != (job.pod or self._pod_name(node, execution.id, attempt)):
             return
         if job.status is JobStatus.PENDING:
             # the watch saw the pod before the create call returned
-            execution.pod_created(node, pod.metadata.name)
+            execution.pod_created(node, pod.metadata.name, attempt)
         if pod.finished:
             status = JobStatus.SUCCEEDED if pod.status.phase == "Succeeded" else JobStatus.FAILED
             self._finish(execution, node, status, pod.status.reason, pod)
@@ -449,8 +548,13 @@ class Controller:
         if execution is not None:
             execution.result_received(node)
 
+    def _pod_name(self, node: str, execution_id: str, attempt: int = 0) -> str:
+        return podspec.job_pod_name(self.config.name, node, execution_id, attempt)
+
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
-        pod = podspec.job_pod_name(self.config.name, node, execution_id)
+        execution = self.executions.get(execution_id)
+        job = execution.nodes.get(node) if isinstance(execution, Execution) else None
+        pod = job.pod if job is not None and job.pod else self._pod_name(node, execution_id)
         await send_event(self.kube, self.namespace, pod, self.config.name, event)
 
     # --- waiting (demo, tests) ------------------------------------------------

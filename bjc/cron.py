@@ -8,6 +8,15 @@ descriptors to 5-field forms, rejects 6-field (seconds) expressions like robfig'
 standard parser, turns `?` into `*` as robfig does, and runs `@every` as a fixed
 interval itself.
 
+Daylight saving changes follow cron (cronsim, like Debian's cron): a run at a
+fixed time inside a skipped hour runs once, at the change (02:30 on the day
+clocks jump 02:00 -> 03:00 runs at 03:00); one inside a repeated hour runs once,
+in the first pass. Schedules with wildcards or steps in the minute or hour run by
+the clock as it is (an hourly job runs at every real hour). `next_after` is
+strictly after its argument in absolute time, also when that lies in the second
+pass of a repeated hour (cronsim would answer the first pass, in the past, and a
+scheduler restarted then would run the job twice).
+
 This module only answers "when is the next run after T?". It deliberately does
 not sleep, start tasks or know about executions: the scheduler owns the timing
 loop and asks `next_after` each time.
@@ -108,7 +117,25 @@ class CronSchedule:
             # robfig ConstantDelaySchedule: drop sub-second part, add the interval.
             return dt.replace(microsecond=0).astimezone(zone) + timedelta(seconds=self.interval)
         assert self.fields is not None
-        return next(CronSim(self.fields, dt.astimezone(zone)))
+        runs = CronSim(self.fields, dt.astimezone(zone))
+        at = next(runs)
+        while at.timestamp() <= dt.timestamp():  # see the module docstring
+            at = next(runs)
+        return at
+
+    def last_at_or_before(self, dt: datetime) -> datetime:
+        """The latest run at or before `dt` of a cron table (not `@every`: no fixed times)."""
+        assert self.fields is not None, "an @every schedule has no fixed run times"
+        zone = self.timezone
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=local_timezone())
+        # from past any DST shift: cronsim ignores `fold`, so a `dt` in the second pass of
+        # a repeated hour would be read as the first pass, an hour earlier
+        runs = CronSim(self.fields, dt.astimezone(zone) + timedelta(hours=3), reverse=True)
+        at = next(runs)
+        while at.timestamp() > dt.timestamp():
+            at = next(runs)
+        return at
 
     def describe(self) -> str:
         """One line for logs: the expression, what it means, and the zone."""
@@ -135,8 +162,8 @@ class CronSchedule:
 def parse_cron(expression: str, tz: tzinfo | None = None) -> CronSchedule:
     """Parse a `cronExpression`; raise ValueError with the reason when robfig/cron would refuse it.
 
-    `tz` fixes the evaluation zone (tests, or a caller that knows better than the
-    process's local zone); a `CRON_TZ=`/`TZ=` prefix in the expression wins over it.
+    `tz` fixes the evaluation zone (the `timeZone` key, tests); a `CRON_TZ=`/`TZ=`
+    prefix in the expression wins over it.
     """
     from bjc.config import parse_duration  # config imports cron; keep the cycle lazy
 
@@ -146,7 +173,7 @@ def parse_cron(expression: str, tz: tzinfo | None = None) -> CronSchedule:
     if not spec:
         raise ValueError("empty cron expression")
 
-    tz_name: str | None = None
+    tz_name: str | None = str(tz) if tz is not None else None
     if spec.startswith(("TZ=", "CRON_TZ=")):
         prefix, _, rest = spec.partition(" ")
         tz_name = prefix.split("=", 1)[1]

@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from bjc.config import ConfigError, Environment, load_config_map
+from bjc.configwatch import TRIGGER_ANNOTATION
 from bjc.kube import KubeClient
 from bjc.runtime import Runtime
 from bjc.sim import JobBehaviour, NodeAgent, RunningPod, SimCluster
@@ -172,7 +173,12 @@ async def run_demo(args: argparse.Namespace, config_text: str, template_text: st
     await agent.start()
     kube = KubeClient.from_url(sim.url)
     runtime = Runtime(
-        config=config, template=loaded.template, env=env, kube=kube, bind_host="127.0.0.1"
+        config=config,
+        template=loaded.template,
+        env=env,
+        kube=kube,
+        bind_host="127.0.0.1",
+        config_data=data,
     )
     try:
         await runtime.start()
@@ -214,7 +220,15 @@ def _announce(runtime: Runtime, sim: SimCluster, args: argparse.Namespace) -> No
         f"  health       http://127.0.0.1:{p['health']}/readyz",
     ]
     if args.kubeconfig_out:
-        lines.append(f"  kubectl      KUBECONFIG={args.kubeconfig_out} kubectl get pods -A")
+        kubectl = f"KUBECONFIG={args.kubeconfig_out} kubectl -n {NAMESPACE}"
+        cm = f"configmap/{runtime.env.config_map_name}"
+        lines += [
+            f"  kubectl      {kubectl} get pods",
+            f"  trigger      {kubectl} annotate --overwrite {cm} {TRIGGER_ANNOTATION}=$(date +%s)",
+            f"               bjc trigger --kubeconfig {args.kubeconfig_out} -n {NAMESPACE} "
+            f"{runtime.env.config_map_name}",
+            f"  reload       {kubectl} edit {cm}   (e.g. podPoolSize; applies without a restart)",
+        ]
     print("\n".join(lines), flush=True)
 
 

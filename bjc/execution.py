@@ -39,8 +39,18 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.ABORTED)
 
 
+class Attempt(msgspec.Struct, omit_defaults=True):
+    """An earlier attempt of a node's job that failed and was retried (`jobRetries`)."""
+
+    pod: str = ""
+    reason: str = ""
+    created: float | None = None
+    finished: float | None = None
+    duration_ms: float | None = None
+
+
 class NodeJob(msgspec.Struct, omit_defaults=True):
-    """The job of one node in one execution."""
+    """The job of one node in one execution (its current attempt, and the earlier ones)."""
 
     status: JobStatus = JobStatus.PENDING
     pod: str = ""
@@ -48,8 +58,9 @@ class NodeJob(msgspec.Struct, omit_defaults=True):
     created: float | None = None  # epoch seconds, when bjc created the pod
     finished: float | None = None
     duration_ms: float | None = None
-    result: bool = False  # a result callback arrived
+    result: bool = False  # a result callback arrived (in any attempt)
     reason: str = ""
+    attempts: list[Attempt] = msgspec.field(default_factory=list)  # earlier, failed
 
     @property
     def error(self) -> bool:
@@ -62,6 +73,7 @@ class ExecutionState(msgspec.Struct, omit_defaults=True):
     started: float
     nodes: dict[str, NodeJob]
     finished: float | None = None
+    failed: str = ""  # why the execution stopped early (maxFailures); "" when it did not
 
     @property
     def done(self) -> bool:
@@ -149,6 +161,11 @@ class Execution:
         self._waiters: dict[str, asyncio.Event] = {}  # only for nodes someone waits on
         self._flush_task: asyncio.Task[None] | None = None  # at most one, draining what is due
         self.finished_jobs = sum(1 for j in state.nodes.values() if j.status.terminal)
+        self.failed_jobs = sum(1 for j in state.nodes.values() if j.status is JobStatus.FAILED)
+        # set by whoever dispatches: retries per node (jobRetries), failures that stop
+        # the execution (maxFailures resolved to a count; None: no limit)
+        self.job_retries = 0
+        self.max_failures: int | None = None
 
     @classmethod
     def new(
@@ -179,9 +196,10 @@ class Execution:
         return self.finished_jobs, len(self.state.nodes)
 
     # --- transitions -------------------------------------------------------
-    def pod_created(self, node: str, pod: str) -> bool:
+    def pod_created(self, node: str, pod: str, attempt: int = 0) -> bool:
+        """The pod of the node's `attempt` exists; False if that attempt is not pending."""
         job = self.state.nodes[node]
-        if job.status is not JobStatus.PENDING:
+        if job.status is not JobStatus.PENDING or len(job.attempts) != attempt:
             return False
         job.status, job.pod, job.created = JobStatus.CREATED, pod, time.time()
         self.changed(node)
@@ -203,6 +221,49 @@ class Execution:
         if waiter is not None:
             waiter.set()
         self.finished_jobs += 1
+        self.failed_jobs += status is JobStatus.FAILED
+        self.changed(node)
+        return True
+
+    @property
+    def halted(self) -> bool:
+        """Stopped early: no new pods, no retries."""
+        return bool(self.state.failed)
+
+    def halt(self, reason: str) -> bool:
+        """Mark the execution failed for `reason`; False if it already was."""
+        if self.state.failed:
+            return False
+        self.state.failed = reason
+        self.save_snapshot()
+        return True
+
+    def may_retry(self, node: str) -> bool:
+        """A failure of the node's current attempt would be retried."""
+        job = self.state.nodes.get(node)
+        return (
+            job is not None
+            and not job.status.terminal
+            and not self.halted
+            and len(job.attempts) < self.job_retries
+        )
+
+    def retry(self, node: str, reason: str, created: float | None = None) -> bool:
+        """Record the current attempt as failed and make the node pending again.
+
+        Its result (of any attempt) is kept. Wakes whoever waits for the attempt.
+        """
+        job = self.state.nodes.get(node)
+        if job is None or job.status.terminal:
+            return False
+        now = time.time()
+        start = job.created if job.created is not None else created
+        duration = None if start is None else round((now - start) * 1000.0, 3)
+        job.attempts.append(Attempt(job.pod, reason, start, now, duration))
+        job.status, job.pod, job.created, job.reason = JobStatus.PENDING, "", None, ""
+        waiter = self._waiters.pop(node, None)
+        if waiter is not None:
+            waiter.set()
         self.changed(node)
         return True
 
@@ -225,8 +286,12 @@ class Execution:
             self.state.finished = time.time()
             self.save_snapshot()
 
-    async def wait_finished(self, node: str) -> None:
-        if not self.state.nodes[node].status.terminal:
+    async def wait_finished(self, node: str, attempt: int | None = None) -> None:
+        """Until the node's job finished, or its `attempt` (default: the current one) failed
+        and is to be retried."""
+        job = self.state.nodes[node]
+        attempt = len(job.attempts) if attempt is None else attempt
+        while not job.status.terminal and len(job.attempts) == attempt:
             await self._waiters.setdefault(node, asyncio.Event()).wait()
 
     # --- what callbacks ask (shared with RetiredExecution) -----------------
@@ -237,6 +302,10 @@ class Execution:
     @property
     def pods_started(self) -> int:
         return self.state.pods_started
+
+    @property
+    def started(self) -> float:
+        return self.state.started
 
     def has_node(self, node: str) -> bool:
         return node in self.state.nodes
@@ -311,6 +380,7 @@ class RetiredExecution:
         self.nodes = nodes
         self.tokens = {n: j.token for n, j in state.nodes.items() if j.token} or None
         self.pods_started = state.pods_started
+        self.started = state.started
 
     done = True
 

@@ -35,6 +35,7 @@ class ObjectMeta(msgspec.Struct, rename="camel", omit_defaults=True):
     creation_timestamp: str | None = None
     deletion_timestamp: str | None = None
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
     owner_references: list[OwnerReference] = msgspec.field(default_factory=list)
 
 

@@ -54,7 +54,7 @@ from aioprometheus import Counter, Gauge, Registry
 from aioprometheus.formats.text import TEXT_CONTENT_TYPE, TextFormatter
 
 import bjc
-from bjc.config import Config
+from bjc.config import Config, GaugeConfig
 
 __all__ = [
     "EXECUTION_ID",
@@ -462,9 +462,21 @@ def _register_process_metrics(registry: Registry) -> None:
 class _ResultGauge:
     """A configured gauge (`metrics.gauges.<suffix>`): its family and key builder."""
 
-    __slots__ = ("blocks", "family", "latest_separate", "make_key", "names", "node_at", "size")
+    __slots__ = (
+        "blocks",
+        "family",
+        "latest_separate",
+        "make_key",
+        "names",
+        "node_at",
+        "size",
+        "spec",
+    )
 
-    def __init__(self, family: SeriesFamily, names: tuple[str, ...]) -> None:
+    def __init__(
+        self, family: SeriesFamily, names: tuple[str, ...], spec: tuple[str, tuple[str, ...]]
+    ) -> None:
+        self.spec = spec  # (help, labels) as configured
         self.family = family
         self.blocks = family.blocks
         self.size = len(names)
@@ -579,17 +591,8 @@ class Metrics:
             name_for("duration"), DURATION_HELP, (NODE, EXECUTION_ID), reg
         )
         self._info = Gauge(INFO_NAME, INFO_HELP, registry=reg)
-        self._info.set(
-            {
-                "version": version,
-                "name": config.name,
-                "prefix": prefix,
-                "poolSize": str(config.pod_pool_size),
-                "reportHistory": str(config.report_history),
-                "cron": config.cron_expression,
-            },
-            1,
-        )
+        self.version = version
+        self._set_info(config)
 
         # --- B extras ---
         self._progress_finished = SeriesFamily(
@@ -600,6 +603,18 @@ class Metrics:
         )
         self._progress_nodes = SeriesFamily(
             "bjc_execution_nodes", "Nodes selected for the execution", (EXECUTION_ID,), reg
+        )
+        self._failed = SeriesFamily(
+            "bjc_execution_failed",
+            "1 when the execution stopped early because maxFailures nodes failed, else 0",
+            (EXECUTION_ID,),
+            reg,
+        )
+        self._attempts = SeriesFamily(
+            "bjc_job_attempts",
+            "Pods started for the node's job (jobRetries); only nodes retried at least once",
+            (NODE, EXECUTION_ID),
+            reg,
         )
         self._progress_ratio = SeriesFamily(
             "bjc_execution_progress",
@@ -630,33 +645,64 @@ class Metrics:
             registry=reg,
         )
         self._skipped.set({}, 0)
+        self._suspended = Gauge(
+            "bjc_suspended",
+            "1 while the controller is suspended (no new executions start), else 0",
+            registry=reg,
+        )
+        self._suspended.set({}, 0)
+
+        self._config_problems = Gauge(
+            "bjc_config_problems",
+            "Problems of a reloaded configuration that was refused (the previous one runs), "
+            "by config key",
+            registry=reg,
+        )
+        self._config_reload_ok = Gauge(
+            "bjc_config_last_reload_successful",
+            "1 when the last ConfigMap change was applied (or none was made), 0 when refused",
+            registry=reg,
+        )
+        self._config_reload_ok.set({}, 1)
         _register_process_metrics(reg)
 
         # Configured gauges last, so that a name clash names the offending config key.
+        self._name_for = name_for
         self._results: dict[str, _ResultGauge] = {}
+        taken = set(reg.collectors)
         for suffix, gauge in config.metrics.gauges.items():
-            key = f"metrics.gauges.{suffix}"
-            if suffix in RESERVED_SUFFIXES:
-                raise ValueError(
-                    f"{key}: the metric name {suffix!r} is not allowed, it is one of the "
-                    f"reserved names {list(RESERVED_SUFFIXES)}"
-                )
-            labels = list(gauge.labels)
-            for label in labels:
-                if not _LABEL_NAME_RE.match(label) or label.startswith("__"):
-                    raise ValueError(f"{key}.labels: {label!r} is not a valid label name")
-            if len(set(labels)) != len(labels):
-                raise ValueError(f"{key}.labels: duplicate label names in {labels}")
-            name = name_for(suffix)
-            if name in reg.collectors:
-                raise ValueError(f"{key}: metric {name} is already exposed by bjc")
-            # Go's enrichLabels: node and executionID appended unless configured.
-            order = labels + [n for n in (NODE, EXECUTION_ID) if n not in labels]
-            family = SeriesFamily(name, gauge.help, order, reg)
-            reported = tuple(n for n in labels if n not in (NODE, EXECUTION_ID))
-            self._results[suffix] = _ResultGauge(family, reported)
-        self.result_suffixes = frozenset(self._results)
+            self._check_result_gauge(suffix, gauge, taken)
+            self._add_result_gauge(suffix, gauge)
+        self._index_results()
 
+    def _check_result_gauge(self, suffix: str, gauge: GaugeConfig, taken: Container[str]) -> None:
+        """Raise ValueError naming the key when `metrics.gauges.<suffix>` cannot be exposed."""
+        key = f"metrics.gauges.{suffix}"
+        if suffix in RESERVED_SUFFIXES:
+            raise ValueError(
+                f"{key}: the metric name {suffix!r} is not allowed, it is one of the "
+                f"reserved names {list(RESERVED_SUFFIXES)}"
+            )
+        labels = list(gauge.labels)
+        for label in labels:
+            if not _LABEL_NAME_RE.match(label) or label.startswith("__"):
+                raise ValueError(f"{key}.labels: {label!r} is not a valid label name")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"{key}.labels: duplicate label names in {labels}")
+        name = self._name_for(suffix)
+        if name in taken:
+            raise ValueError(f"{key}: metric {name} is already exposed by bjc")
+
+    def _add_result_gauge(self, suffix: str, gauge: GaugeConfig) -> None:
+        labels = list(gauge.labels)
+        # Go's enrichLabels: node and executionID appended unless configured.
+        order = labels + [n for n in (NODE, EXECUTION_ID) if n not in labels]
+        family = SeriesFamily(self._name_for(suffix), gauge.help, order, self.registry)
+        reported = tuple(n for n in labels if n not in (NODE, EXECUTION_ID))
+        self._results[suffix] = _ResultGauge(family, reported, (gauge.help, tuple(labels)))
+
+    def _index_results(self) -> None:
+        self.result_suffixes = frozenset(self._results)
         self._per_execution: tuple[SeriesFamily, ...] = (
             self._processing,
             self._duration,
@@ -664,7 +710,54 @@ class Metrics:
             self._progress_finished,
             self._progress_nodes,
             self._progress_ratio,
+            self._failed,
+            self._attempts,
         )
+
+    def _set_info(self, config: Config) -> None:
+        self._info.values.clear()
+        self._info.set(
+            {
+                "version": self.version,
+                "name": config.name,
+                "prefix": self.prefix,
+                "poolSize": str(config.pod_pool_size),
+                "reportHistory": str(config.report_history),
+                "cron": config.cron_expression,
+            },
+            1,
+        )
+
+    def reconfigure(self, config: Config) -> list[str]:
+        """Apply a reloaded config: configured gauges, `latestMetricsLabel`, the info series.
+
+        A gauge added, or changed in help or labels, starts without series (it returns
+        their suffixes, so the caller can replay stored results); a removed one goes
+        with its series. Raises ValueError, changing nothing, when a gauge cannot be
+        exposed. The prefix is fixed for the life of the process.
+        """
+        wanted = config.metrics.gauges
+        fresh = [
+            suffix
+            for suffix, gauge in wanted.items()
+            if suffix not in self._results
+            or self._results[suffix].spec != (gauge.help, tuple(gauge.labels))
+        ]
+        going = [suffix for suffix in self._results if suffix not in wanted or suffix in fresh]
+        taken = set(self.registry.collectors) - {self._results[s].family.name for s in going}
+        for suffix in fresh:
+            self._check_result_gauge(suffix, wanted[suffix], taken)
+        for suffix in going:
+            self.registry.deregister(self._results.pop(suffix).family.name)
+        for suffix in fresh:
+            self._add_result_gauge(suffix, wanted[suffix])
+        self._index_results()
+        if self.latest and not config.latest_metrics_label:
+            for family in self._per_execution:
+                family.remove(LATEST)
+        self.latest = bool(config.latest_metrics_label)
+        self._set_info(config)
+        return fresh
 
     # --- SPEC A6 ---
 
@@ -820,6 +913,14 @@ class Metrics:
         self._progress_nodes.put(execution_id, (), float(total))
         self._progress_ratio.put(execution_id, (), finished / total if total else 1.0)
 
+    def set_execution_failed(self, execution_id: str, failed: bool) -> None:
+        """`bjc_execution_failed{executionID}`: 1 when stopped early by maxFailures."""
+        self._failed.put(execution_id, (), 1.0 if failed else 0.0)
+
+    def set_attempts(self, execution_id: str, node: str, attempts: int) -> None:
+        """`bjc_job_attempts{node,executionID}`: pods started for the node's job (> 1)."""
+        self._attempts.put(execution_id, (node,), float(attempts))
+
     def set_pods_by_phase(self, counts: Mapping[str, int]) -> None:
         """`bjc_job_pods{phase}`: replaces all phases; the five pod phases are always present."""
         self._pods_by_phase.values.clear()
@@ -839,6 +940,21 @@ class Metrics:
     def count_skipped_trigger(self) -> None:
         """`bjc_skipped_triggers_total` += 1 (trigger skipped, concurrencyPolicy Forbid)."""
         self._skipped.inc({})
+
+    def set_config_problems(self, problems: Iterable[tuple[str, str]]) -> None:
+        """`bjc_config_problems{key,problem}` = 1 for each (key, problem) of a refused config.
+
+        An empty `problems` (a change applied) clears them and sets
+        `bjc_config_last_reload_successful` to 1; any problem sets it to 0.
+        """
+        self._config_problems.values.clear()
+        for key, problem in problems:
+            self._config_problems.set({"key": key[:100], "problem": problem[:200]}, 1)
+        self._config_reload_ok.set({}, 0 if self._config_problems.values else 1)
+
+    def set_suspended(self, suspended: bool) -> None:
+        """`bjc_suspended`: 1 while no new executions start (suspend key or annotation)."""
+        self._suspended.set({}, 1 if suspended else 0)
 
     # --- exposition ---
 

@@ -111,14 +111,17 @@ class OwnerReference(msgspec.Struct, kw_only=True, rename="camel"):
         return out
 
 
-def job_pod_name(config_name: str, node_name: str, execution_id: str) -> str:
+def job_pod_name(config_name: str, node_name: str, execution_id: str, attempt: int = 0) -> str:
     """`<name>-job-<first DNS label of node>-<executionID>`, lower-case.
 
+    A retry (`jobRetries`) gets its own pod: attempt N > 0 appends `-retry<N>`, so
+    the failed pod stays for `kubectl logs` until the next execution deletes it.
     Not truncated: with `name` limited to 63 characters and node labels to 63,
-    the result is at most 144 characters, within the 253 allowed for pod names.
+    the result is at most 155 characters, within the 253 allowed for pod names.
     """
     first_label = node_name.split(".", 1)[0]
-    return f"{config_name}-job-{first_label}-{execution_id}".lower()
+    retry = f"-retry{attempt}" if attempt else ""
+    return f"{config_name}-job-{first_label}-{execution_id}{retry}".lower()
 
 
 def callback_url(
@@ -417,12 +420,14 @@ def render_pod(
     callback_host: str,
     owner: OwnerReference | Mapping[str, Any] | None,
     token: str | None = None,
+    attempt: int = 0,
 ) -> dict[str, Any]:
     """The job pod for one node of one execution (SPEC A3), as an API-ready dict.
 
     `owner` is the controller pod's top-level owner (an `OwnerReference`, an
     owner-reference dict or the owner object itself), or None when not found.
-    `token` (callbackAuth token) is appended to the three callback URLs.
+    `token` (callbackAuth token) is appended to the three callback URLs;
+    `attempt` > 0 names the pod of a retry (see `job_pod_name`).
     """
     pod = template.substitute(namespace=namespace, node_name=node_name, execution_id=execution_id)
 
@@ -430,7 +435,7 @@ def render_pod(
     if not isinstance(meta, dict):
         meta = {}
     meta.pop("generateName", None)
-    meta["name"] = job_pod_name(config.name, node_name, execution_id)
+    meta["name"] = job_pod_name(config.name, node_name, execution_id, attempt)
     meta["namespace"] = namespace
     labels = dict(meta.get("labels") or {})
     labels[EXECUTION_LABEL] = execution_id

@@ -2,8 +2,13 @@
 
 `bjc run` and `bjc demo` both come through here, so the demo exercises exactly
 the production wiring. The runtime owns every server (callback, metrics, health,
-files) and, through one `Supervisor`, every long-lived task (leader election, and
-while leading: pod watch, schedule, dispatch); a task that dies ends the process.
+files) and, through one `Supervisor`, every long-lived task (leader election, the
+ConfigMap watch, and while leading: pod watch, schedule, dispatch); a task that
+dies ends the process.
+
+Every replica watches the ConfigMap (`bjc.configwatch`) and applies a changed
+configuration in place (`reconfigure`), so a standby that takes over runs with the
+current one; only the acting leader triggers from it and writes to it.
 
 Leadership is the only licence to write. A standby serves the history as it read
 it from disk and answers callbacks 503; it is Ready all the same (readiness is
@@ -20,24 +25,33 @@ configuration (`bjc.config`).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
-from bjc.config import Config, Environment, effective_report_directory
-from bjc.controller import Controller
-from bjc.cron import parse_cron
+from bjc.config import (
+    Config,
+    Environment,
+    LoadedConfig,
+    cron_schedule,
+    effective_report_directory,
+    with_keys,
+)
+from bjc.configwatch import ConfigMapWatch
+from bjc.controller import Controller, TriggerOutcome
 from bjc.kube import ApiError, KubeClient
 from bjc.leader import LeaderElector
 from bjc.metrics import Metrics, make_metrics_app
 from bjc.ownpod import find_top_owner, set_leader_label
 from bjc.podspec import PodTemplate
-from bjc.schedule import Schedule
+from bjc.schedule import Schedule, missed_run
 from bjc.store import ReportStore
 from bjc.supervisor import Supervisor
 from bjc.web import bound_port, serve
@@ -79,7 +93,10 @@ class Runtime:
         identity: str | None = None,
         lease_timing: tuple[float, float, float] = (15.0, 10.0, 2.0),
         create_backoff: float = 0.5,
+        retry_backoff: float = 10.0,
+        config_data: Mapping[str, str] | None = None,
     ) -> None:
+        """`config_data`: the ConfigMap data `config` and `template` were loaded from."""
         self.config = config
         self.env = env
         self.kube = kube
@@ -105,7 +122,7 @@ class Runtime:
             may_write=None if self.elector is None else self.elector.holds_lease,
         )
         self.metrics = Metrics(config)
-        self.cron = parse_cron(config.cron_expression)
+        self.cron = cron_schedule(config)
         self.controller = Controller(
             config=config,
             template=template,
@@ -115,8 +132,13 @@ class Runtime:
             metrics=self.metrics,
             callback_host="",
             create_backoff=create_backoff,
+            retry_backoff=retry_backoff,
         )
         self.controller.on_failure = self.supervisor.fail
+        self.config_watch = ConfigMapWatch(kube, env, config, self.metrics, self, config_data)
+        self.suspend(self.config_watch.suspension())
+        self._acting = False  # leading, resumed, scheduling: may trigger and write
+        self.catch_up: dt.datetime | None = None  # the missed run caught up on leading
         self.runners: dict[str, web.AppRunner] = {}
         self.ports: dict[str, int] = {}
         self.watch_silence_limit = WATCH_SILENCE_LIMIT_S
@@ -131,6 +153,63 @@ class Runtime:
     @property
     def leading(self) -> bool:
         return self.elector is None or self.elector.is_leader
+
+    @property
+    def acting(self) -> bool:
+        """Leading and done taking over: triggers and ConfigMap writes are allowed."""
+        return self._acting and self.leading
+
+    async def trigger(self, reason: str) -> TriggerOutcome:
+        return await self.controller.trigger(reason)
+
+    async def reconfigure(self, loaded: LoadedConfig, keys: list[str], template: bool) -> None:
+        """Hot reload: apply `keys` of a reloaded config (and the pod template) in place.
+
+        Everything reads the one `Config` object, so the change is seen at once by
+        the callback API and the metrics; an execution runs with the configuration it
+        started with (see `Controller._snapshot`), so it applies from the next one.
+        """
+        merged = with_keys(self.config, loaded.config, keys)
+        replay = self.metrics.reconfigure(merged)  # ValueError: refused, nothing changed
+        for field in msgspec.structs.fields(Config):
+            setattr(self.config, field.name, getattr(merged, field.name))
+        if template:
+            self.controller.template = loaded.template
+        if "cronExpression" in keys or "timeZone" in keys:
+            self.cron = cron_schedule(self.config)
+            if self.supervisor.get("schedule") is not None:  # leading: reschedule now
+                await self.supervisor.cancel("schedule")
+                self.supervisor.spawn("schedule", self._schedule().run())
+        if replay:
+            await self.controller.replay_results(replay)
+
+    def _schedule(self) -> Schedule:
+        return Schedule(self.cron, self._scheduled)
+
+    async def _scheduled(self, reason: str) -> None:
+        """A trigger of the schedule; with startingDeadline its time is recorded."""
+        now = dt.datetime.now(dt.UTC)
+        await self.controller.trigger(reason)
+        if self.config.starting_deadline is not None and reason != "start-up":
+            await self.config_watch.record_schedule(now)
+
+    async def _missed_run(self) -> dt.datetime | None:
+        """A scheduled run missed while no controller led, still within startingDeadline."""
+        deadline = self.config.starting_deadline
+        if deadline is None:
+            return None
+        await self.config_watch.synced.wait()
+        known = [self.config_watch.last_schedule_time(), self.controller.last_started()]
+        last = max((t for t in known if t is not None), default=None)
+        return missed_run(self.cron, last, dt.datetime.now(dt.UTC), deadline)
+
+    def suspend(self, why: str) -> None:
+        if why and why != self.controller.suspended:
+            log.info("suspended by %s: no new executions start", why)
+        elif self.controller.suspended and not why:
+            log.info("no longer suspended")
+        self.controller.suspended = why
+        self.metrics.set_suspended(bool(why))
 
     @property
     def failed(self) -> asyncio.Event:
@@ -152,6 +231,7 @@ class Runtime:
         await self.controller.load()
         self.loaded = True
         self.controller.callback_host = await callback_host(self.kube, self.config, self.env)
+        self.supervisor.spawn("config-watch", self.config_watch.run())
         if self.elector is None:
             self.supervisor.spawn("lead", self._lead(), forever=False)
         else:
@@ -217,10 +297,13 @@ class Runtime:
         self.supervisor.spawn("pod-watch", self.controller.watcher.run())
         # what the previous leader wrote to the (shared) report directory since we read it
         resumed = await self.controller.resume(await self.controller.load())
+        self._acting = True  # triggers and ConfigMap writes from now on
+        startup = self.config.startup_delay if self.config.run_on_startup and not resumed else None
+        self.catch_up = await self._missed_run() if startup is None else None
         self.accepting_callbacks.set()  # only now: a callback must not race the reload
         await self._label_pod(leading=True)
-        startup = self.config.startup_delay if self.config.run_on_startup and not resumed else None
-        self.supervisor.spawn("schedule", Schedule(self.cron, self.controller.trigger).run(startup))
+        self.supervisor.spawn("schedule", self._schedule().run(startup, self.catch_up))
+        await self.config_watch.reconcile()  # a trigger set while no one was leading
 
     async def _label_pod(self, *, leading: bool) -> None:
         await set_leader_label(
@@ -236,8 +319,9 @@ class Runtime:
         Lease is released, so a standby takes over at once.
         """
         self.supervisor.stopping = True
+        self._acting = False
         self.accepting_callbacks.clear()
-        await self.supervisor.cancel("schedule", "lead")
+        await self.supervisor.cancel("schedule", "lead", "config-watch")
         await self.controller.stop_running()
         callback = self.runners.pop("callback", None)
         if callback is not None:

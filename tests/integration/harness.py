@@ -56,9 +56,9 @@ async def post_result(pod: RunningPod) -> int:
     return 0
 
 
-def config_data(**overrides: Any) -> dict[str, str]:
+def config_data(template: str = POD_TEMPLATE, **overrides: Any) -> dict[str, str]:
     config = {**BASE_CONFIG, **overrides}
-    return {"config.yaml": yaml.safe_dump(config), "pod-template.yaml": POD_TEMPLATE}
+    return {"config.yaml": yaml.safe_dump(config), "pod-template.yaml": template}
 
 
 class Cluster:
@@ -70,6 +70,36 @@ class Cluster:
         self.kube = KubeClient.from_url(sim.url)
         self.agent: NodeAgent | None = None
         self.runtimes: list[Runtime] = []
+
+    async def store_config_map(self, template: str = POD_TEMPLATE, **overrides: Any) -> Any:
+        """Create or update the controllers' ConfigMap `batch` with this configuration."""
+        path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/batch"
+        data = config_data(template, **overrides)
+        current = self.sim.get("configmaps", NAMESPACE, "batch")
+        if current is None:
+            return self.sim.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "batch", "namespace": NAMESPACE},
+                    "data": data,
+                }
+            )
+        return await self.kube.patch(path, {"data": data})
+
+    async def annotate_config_map(self, annotations: dict[str, str | None]) -> dict[str, Any]:
+        """Merge-patch annotations (`None` removes one) onto the ConfigMap, as kubectl would."""
+        path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/batch"
+        return await self.kube.patch(path, {"metadata": {"annotations": annotations}})
+
+    async def start_operated(
+        self, nodes: int = 1, behaviour: JobBehaviour | None = None, **overrides: Any
+    ) -> Runtime:
+        """Nodes, their agent, the ConfigMap with this configuration and a controller of it."""
+        self.add_nodes(nodes)
+        await self.start_agent(behaviour)
+        await self.store_config_map(**overrides)
+        return await self.start_controller(**overrides)
 
     def add_nodes(self, count: int, prefix: str = "node", **kw: Any) -> list[str]:
         names = [f"{prefix}-{i:03d}" for i in range(count)]
@@ -102,7 +132,8 @@ class Cluster:
             dev_mode=dev_mode,
             report_directory=str(report_dir or self.tmp / "reports"),
         )
-        loaded = load_config_map(config_data(**overrides), env)
+        data = config_data(**overrides)
+        loaded = load_config_map(data, env)
         config = loaded.config
         config.callback_service_port = callback_port
         config.health_probe_port = 0
@@ -116,9 +147,13 @@ class Cluster:
             identity=identity,
             lease_timing=lease_timing,
             create_backoff=0.05,
+            retry_backoff=0.05,
+            config_data=data,
         )
         await runtime.start()
         self.runtimes.append(runtime)
+        if dev_mode:  # it leads at once: let it take over before the test acts
+            await runtime.accepting_callbacks.wait()
         return runtime
 
     async def close(self) -> None:
@@ -157,6 +192,19 @@ async def cluster(tmp_path: Path, **sim_kw: Any) -> AsyncIterator[Cluster]:
     finally:
         await c.close()
         await sim.stop()
+
+
+class Gate:
+    """Jobs that wait until `opened` is set, then report; `running` is set once one runs."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.running = asyncio.Event()
+
+    async def job(self, pod: RunningPod) -> int:
+        self.running.set()
+        await self.opened.wait()
+        return await post_result(pod)
 
 
 class LivePodWatch:

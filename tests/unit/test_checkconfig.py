@@ -174,3 +174,34 @@ def test_as_a_process(tmp_path: Path) -> None:
     assert (
         "config.yaml: podPoolSize: invalid value -1: must be at least 1" in fail.stderr.splitlines()
     )
+
+
+def test_summary_shows_the_operating_keys(tmp_path: Path) -> None:
+    config = CONFIG.replace("podPoolSize: 4", 'podPoolSize: "10%"') + (
+        "suspend: true\njobRetries: 2\nmaxFailures: 5%\nstartingDeadline: 10m\n"
+        "timeZone: Europe/Zurich\n"
+    )
+    code, out, err = run([str(write_configmap(tmp_path, config))])
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert "  pod pool size:   10% of the selected nodes (at least 1)" in lines
+    assert (
+        "  operating:       suspended, job retries 2, max failures 5%, "
+        "missed runs caught up within 10m0s"
+    ) in lines
+    cron = next(line for line in lines if line.startswith("  cron:"))
+    assert cron.endswith("Europe/Zurich)")
+    assert "+02:00" in out or "+01:00" in out  # the next run in the schedule's zone
+
+
+def test_every_new_key_is_checked_and_named(tmp_path: Path) -> None:
+    config = CONFIG + (
+        "suspend: maybe\njobRetries: -1\nmaxFailures: lots\nstartingDeadline: 10\n"
+        "timeZone: Mars/Olympus\npodPoolSize: 0%\n"
+    )
+    code, _, err = run([str(write_configmap(tmp_path, config))])
+    assert code == 1
+    keys = [line.split(": ")[1] for line in err.splitlines()[:-1]]
+    assert sorted(keys) == sorted(
+        ["suspend", "jobRetries", "maxFailures", "startingDeadline", "timeZone", "podPoolSize"]
+    )

@@ -147,3 +147,13 @@ def test_monitoring_component_scrapes_the_controller_pods(tmp_path):
     assert endpoint["port"] in ports
     # the alert rules select job="bjc"
     assert {"targetLabel": "job", "replacement": "bjc"} in endpoint["relabelings"]
+
+
+def test_the_controller_may_watch_and_answer_on_its_config_map():
+    role = next(
+        d
+        for d in yaml.safe_load_all((MANIFESTS / "base" / "rbac.yaml").read_text())
+        if d and d["kind"] == "Role"
+    )
+    (rule,) = [r for r in role["rules"] if "configmaps" in r["resources"]]
+    assert {"get", "list", "watch", "patch"} <= set(rule["verbs"])
