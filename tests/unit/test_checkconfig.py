@@ -196,7 +196,7 @@ def test_summary_shows_the_operating_keys(tmp_path: Path) -> None:
 
 def test_every_new_key_is_checked_and_named(tmp_path: Path) -> None:
     config = CONFIG + (
-        "suspend: maybe\njobRetries: -1\nmaxFailures: lots\nstartingDeadline: 10\n"
+        "suspend: maybe\njobRetries: -1\nmaxFailures: lots\nstartingDeadline: ten\n"
         "timeZone: Mars/Olympus\npodPoolSize: 0%\n"
     )
     code, _, err = run([str(write_configmap(tmp_path, config))])
