@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from typing import Any
@@ -124,7 +125,7 @@ class ServiceProxy:
             for port in spec.get("ports") or []:
                 target = port.get("targetPort", port["port"])
                 server = await asyncio.start_server(
-                    lambda r, w, t=target: self._forward(r, w, t),
+                    functools.partial(self._forward, target=target),
                     self.cluster_ip,
                     port["port"],
                     reuse_address=True,

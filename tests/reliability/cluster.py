@@ -50,6 +50,7 @@ SERVICE = "bjc-callback"
 CLUSTER_IP = "127.0.0.10"
 LEADER_LABEL = "batch-job-controller.bakito.github.com/leader"
 COMPONENT = {"app.kubernetes.io/component": "controller"}
+PROGRESS_BOUND = 120.0  # seconds without a new execution that count as a hang
 PROBE_PERIOD = 0.5  # seconds between readiness probes (the manifests use 2 s)
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,12 +134,15 @@ class ControllerPod:
             PYTHONPATH=str(REPO),
         )
         log = self.cluster.logs / f"{self.name}.{self.starts}.log"
-        with open(log, "wb") as out:
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tests.reliability.bound_run",
                 env=env, cwd=REPO, stdin=asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
+        finally:
+            os.close(out)
         self._tasks.append(asyncio.create_task(self._reap(self.proc), name=f"reap-{self.name}"))
 
     async def _reap(self, proc: asyncio.subprocess.Process) -> None:
@@ -313,9 +317,14 @@ class Cluster:
             self.sim.add_node(node)
         self.proxy = ServiceProxy(self.kube, NAMESPACE, SERVICE)
         await self.proxy.start()
-        self.agent = NodeAgent(self.sim.url, behaviour=JobBehaviour(run=self.program))
+        # a kubelet retries its status updates for as long as the API is away (the
+        # agent's default gives up after ~30 s, shorter than the outage scenario)
+        self.agent = NodeAgent(
+            self.sim.url, behaviour=JobBehaviour(run=self.program), max_retries=200
+        )
         await self.agent.start()
         await self.agent.synced.wait()
+        self.program.last_start = asyncio.get_running_loop().time()  # progress counts from here
 
     async def close(self) -> None:
         for pod in self.pods:
@@ -411,10 +420,10 @@ class Cluster:
         holder = self.lease_holder()
         return next((p for p in self.live() if p.name == holder), None)
 
-    async def until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    async def until(self, predicate: Callable[[], bool], bound: float, what: str) -> None:
         """Wait until `predicate` holds, woken by API changes and job records."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(bound):
                 while not predicate():
                     waits = [
                         asyncio.ensure_future(self.sim.store.changed().wait()),
@@ -426,19 +435,29 @@ class Cluster:
                         for w in waits:
                             w.cancel()
         except TimeoutError:
-            raise Stalled(f"waited {timeout:g}s for {what}") from None
+            raise Stalled(f"waited {bound:g}s for {what}") from None
 
-    async def wait_leader(self, timeout: float = 60.0) -> ControllerPod:
-        await self.until(lambda: self.leader() is not None, timeout, "a live leader")
+    async def wait_leader(self, bound: float = 60.0) -> ControllerPod:
+        await self.until(lambda: self.leader() is not None, bound, "a live leader")
         leader = self.leader()
         assert leader is not None
         return leader
 
-    async def wait_executions(self, count: int, timeout: float) -> None:
-        """Until job pods of `count` executions have started."""
-        await self.until(
-            lambda: len(self.program.executions) >= count, timeout, f"{count} executions"
-        )
+    async def wait_executions(self, count: int) -> None:
+        """Until job pods of `count` executions have started (Stalled if none starts for
+        PROGRESS_BOUND)."""
+        while (seen := len(self.program.executions)) < count:
+            await self.until(
+                lambda: len(self.program.executions) > seen,
+                PROGRESS_BOUND,
+                f"execution {seen + 1} of {count} to start",
+            )
+
+    def check_progress(self) -> None:
+        """Stalled when no execution has started for PROGRESS_BOUND (for fault loops)."""
+        idle = asyncio.get_running_loop().time() - self.program.last_start
+        if idle > PROGRESS_BOUND:
+            raise Stalled(f"no execution started for {idle:.0f}s")
 
     def job_pods_busy(self) -> bool:
         return any(

@@ -86,6 +86,7 @@ class JobProgram:
         self.retry_seconds = retry_seconds
         self.on_ack: Callable[[str, str], None] | None = None
         self.executions: set[str] = set()
+        self.last_start = 0.0  # loop time a job of a new execution first started
         self.acks = 0
         self.changed = asyncio.Event()  # set (and replaced) whenever a job starts or ends
         self._rng = random.Random(seed)
@@ -105,7 +106,9 @@ class JobProgram:
 
     async def __call__(self, pod: RunningPod) -> int:
         eid, node = pod.env["EXECUTION_ID"], pod.node
-        self.executions.add(eid)
+        if eid not in self.executions:
+            self.executions.add(eid)
+            self.last_start = asyncio.get_running_loop().time()
         self._record(eid, node, "run")
         await asyncio.sleep(self._rng.uniform(*self.work))
         outcome = await self._report(pod.env["CALLBACK_SERVICE_RESULT_URL"], eid, node)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cluster import Cluster, Stalled
+from .cluster import Cluster, ControllerPod, Stalled
 from .counts import Row, count
 
 RUN_BOUND = 900.0  # seconds: a hang bound for one scenario's fault loop
@@ -26,6 +26,7 @@ async def _sigkill_random(c: Cluster, n: int) -> str:
     (pod,) = c.pods
     kills = 0
     while len(c.program.executions) < n:
+        c.check_progress()
         await asyncio.sleep(c.rng.uniform(0.2, 4.0))
         await pod.kill()
         kills += 1
@@ -33,19 +34,25 @@ async def _sigkill_random(c: Cluster, n: int) -> str:
     return f"{kills} SIGKILL at random times"
 
 
+def _kill_at_ack(pod: ControllerPod, k: int) -> tuple[Callable[[str, str], None], asyncio.Event]:
+    """An `on_ack` hook that SIGKILLs `pod` on the k-th 200, and the event it sets then."""
+    acks, fired = 0, asyncio.Event()
+
+    def on_ack(eid: str, node: str) -> None:
+        nonlocal acks
+        acks += 1
+        if acks == k:
+            pod.kill_now()  # within microseconds of the job reading its 200
+            fired.set()
+
+    return on_ack, fired
+
+
 async def _sigkill_after_acks(c: Cluster, n: int) -> str:
     (pod,) = c.pods
     for _ in range(n):
-        k, acks, fired = c.rng.randint(1, 10), 0, asyncio.Event()
-
-        def on_ack(eid: str, node: str) -> None:
-            nonlocal acks
-            acks += 1
-            if acks == k:
-                pod.kill_now()  # within microseconds of the job reading its 200
-                fired.set()
-
-        c.program.on_ack = on_ack
+        k = c.rng.randint(1, 10)
+        c.program.on_ack, fired = _kill_at_ack(pod, k)
         try:
             await c.until(fired.is_set, 120, f"{k} acknowledged results")
         finally:
@@ -55,21 +62,26 @@ async def _sigkill_after_acks(c: Cluster, n: int) -> str:
     return f"{n} SIGKILL right after the k-th 200 of a burst (k = 1..10)"
 
 
+async def _under_way(c: Cluster) -> None:
+    """Until an execution has job pods running and a result acknowledged since now."""
+    acks = c.program.acks
+    await c.until(
+        lambda: c.program.acks > acks and c.job_pods_busy(),
+        120,
+        "an execution under way with results acknowledged",
+    )
+
+
 async def _replace_leader_mid_execution(c: Cluster, n: int, sig: int) -> None:
     for _ in range(n):
         leader = await c.wait_leader()
-        acks = c.program.acks
-        await c.until(
-            lambda: c.program.acks > acks and c.job_pods_busy(),
-            120,
-            "an execution under way with results acknowledged",
-        )
+        await _under_way(c)
         await asyncio.sleep(c.rng.uniform(0.0, 1.0))
         await leader.kill(sig)
         await leader.remove()
         await c.add_controller()  # the ReplicaSet replaces the pod: new name, new address
         await c.until(
-            lambda: (new := c.leader()) is not None and new is not leader,
+            lambda old=leader: (new := c.leader()) is not None and new is not old,
             60,
             "a standby to take over",
         )
@@ -88,6 +100,7 @@ async def _graceful_handover(c: Cluster, n: int) -> str:
 async def _watch_cuts(c: Cluster, n: int) -> str:
     cuts = storms = 0
     while len(c.program.executions) < n:
+        c.check_progress()
         await asyncio.sleep(c.rng.uniform(0.3, 1.5))
         if c.rng.random() < 0.25:
             for _ in range(3):  # history compacted again while clients relist
@@ -104,24 +117,21 @@ async def _watch_cuts(c: Cluster, n: int) -> str:
 async def _api_errors(c: Cluster, n: int) -> str:
     c.sim.faults.fail(0.025, 500)
     c.sim.faults.fail(0.025, 429, retry_after=1)
-    await c.wait_executions(n, RUN_BOUND)
+    await c.wait_executions(n)
     return f"5 % of API requests: {c.sim.faults.injected} answered 500/429"
 
 
 async def _api_outage(c: Cluster, n: int) -> str:
-    acks = c.program.acks
-    await c.until(
-        lambda: c.program.acks > acks and c.job_pods_busy(), 120, "an execution under way"
-    )
+    await _under_way(c)
     c.sim.faults.fail(1.0, 500)
     await asyncio.sleep(30)
     c.sim.faults.clear()
-    await c.wait_executions(len(c.program.executions) + n, RUN_BOUND)
+    await c.wait_executions(len(c.program.executions) + n)
     return "one 30 s API outage (every request 500)"
 
 
 async def _load(c: Cluster, n: int) -> str:
-    await c.wait_executions(n, RUN_BOUND)
+    await c.wait_executions(n)
     return f"{len(c.node_names)} concurrent job clients"
 
 
