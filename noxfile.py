@@ -1,4 +1,5 @@
-"""Developer sessions: `nox` runs lint and tests; `nox -s bench` and `nox -s e2e` are separate."""
+"""Developer sessions: `nox` runs lint and tests; `nox -s bench`, `nox -s e2e` and
+`nox -s reliability` are separate."""
 
 import nox
 
@@ -35,3 +36,10 @@ def e2e(session: nox.Session) -> None:
     session.run("bash", "tests/e2e/build_binaries.sh", external=True, success_codes=[0, 1])
     env = {"BJC_E2E": "1", "BJC_E2E_NO_BUILD": "1"}
     session.run("pytest", "-q", "-rs", "tests/e2e", *session.posargs, env=env)
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Faults and failover against bjc.sim, full counts; the table goes to docs/reliability.md."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.reliability", *session.posargs)

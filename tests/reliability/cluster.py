@@ -459,6 +459,19 @@ class Cluster:
         if idle > PROGRESS_BOUND:
             raise Stalled(f"no execution started for {idle:.0f}s")
 
+    def served(self) -> bool:
+        """Whether the callback Service selects a ready controller pod (in the API)."""
+        service = self.sim.get("services", NAMESPACE, SERVICE) or {}
+        selector = (service.get("spec") or {}).get("selector") or {}
+        for pod in self.sim.list("pods", NAMESPACE):
+            labels = pod["metadata"].get("labels") or {}
+            conditions = (pod.get("status") or {}).get("conditions") or []
+            if all(labels.get(k) == v for k, v in selector.items()) and any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+            ):
+                return True
+        return False
+
     def job_pods_busy(self) -> bool:
         return any(
             (p.get("status") or {}).get("phase") in ("Pending", "Running", None)

@@ -105,17 +105,17 @@ async def settle(cluster: Cluster, http: aiohttp.ClientSession, row: Row) -> Sam
     samples: Samples = {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
-    while True:
+    while True:  # a process shows its state only when asked: poll, bounded
         try:
             samples = await scrape(http, leader)
-        except aiohttp.ClientError as e:
-            row.notes.append(f"leader {leader.name} not scrapable: {e}")
-            return {}
-        unfinished = _unfinished(samples, cluster.program.executions)
-        if not unfinished:
-            return samples
+            unfinished = _unfinished(samples, cluster.program.executions)
+            if not unfinished:
+                return samples
+            problem = f"executions never finished: {', '.join(unfinished[:5])}"
+        except aiohttp.ClientError as e:  # e.g. restarted a moment ago, not listening yet
+            problem = f"leader {leader.name} not scrapable: {e}"
         if loop.time() > deadline:
-            row.notes.append(f"executions never finished: {', '.join(unfinished[:5])}")
+            row.notes.append(problem)
             return samples
         await asyncio.sleep(METRICS_POLL)
 

@@ -219,6 +219,12 @@ async def run_scenario(
         for _ in range(scenario.replicas):
             await cluster.add_controller()
         try:
+            what = "the callback Service to select a ready controller pod" + (
+                " (does bjc label its leader pod? --service ready selects by readiness)"
+                if select_leader
+                else ""
+            )
+            await cluster.until(cluster.served, 60, what)
             async with asyncio.timeout(RUN_BOUND):
                 row.faults = await scenario.run(cluster, n)
         except (Stalled, TimeoutError) as e:
