@@ -1,9 +1,9 @@
 """The job pods' program in the reliability scenarios, and the records it leaves.
 
 Each job pod reports one result through the callback Service, retrying on
-connection errors, 5xx and 429 for a bounded time the way a job script with
-`curl --retry` would, and records in `<records>/<executionID>/<node>` one line
-`run` when it starts and one final line: `ack` (the controller answered 200),
+connection errors, 5xx and 429 (honouring Retry-After) for a bounded time the way
+a job script with `curl --retry` would, and records in
+`<records>/<executionID>/<node>` one line `run` when it starts and one final line: `ack` (the controller answered 200),
 `refused <code>` (any other 4xx, final) or `gave-up` (retry budget spent). The
 records are the ground truth of what was promised: every `ack` is a result the
 controller must still have after any crash or failover, and two `run` lines mean
@@ -18,6 +18,7 @@ request still travels its own TCP connection (no keep-alive), as a curl would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import zlib
 from collections.abc import Callable
@@ -129,8 +130,9 @@ class JobProgram:
         body = result_body(eid, node)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_seconds
-        delay = 0.05
+        backoff = 0.05
         while True:
+            wait = backoff
             try:
                 async with self._http.post(
                     url, data=body, headers={"Content-Type": "application/json"}
@@ -140,9 +142,11 @@ class JobProgram:
                         return "ack"
                     if resp.status < 500 and resp.status != 429:
                         return f"refused {resp.status}"
+                    with contextlib.suppress(ValueError):  # a standby's 503, a 429
+                        wait = float(resp.headers.get("Retry-After") or wait)
             except (aiohttp.ClientError, TimeoutError):
                 pass
-            if loop.time() + delay > deadline:
+            if loop.time() + wait > deadline:
                 return "gave-up"
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(wait)
+            backoff = min(backoff * 2, 1.0)
