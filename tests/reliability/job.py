@@ -3,8 +3,9 @@
 Each job pod reports one result through the callback Service, retrying on
 connection errors, 5xx and 429 (honouring Retry-After) for a bounded time the way
 a job script with `curl --retry` would, and records in
-`<records>/<executionID>/<node>` one line `run` when it starts and one final line: `ack` (the controller answered 200),
-`refused <code>` (any other 4xx, final) or `gave-up` (retry budget spent). The
+`<records>/<executionID>/<node>` one line `run` when it starts and one final
+line: `ack` (the controller answered 200), `refused <code>` (any other 4xx,
+final) or `gave-up` (retry budget spent). The
 records are the ground truth of what was promised: every `ack` is a result the
 controller must still have after any crash or failover, and two `run` lines mean
 the node's job ran twice.
