@@ -40,6 +40,7 @@ from bjc.sim import JobBehaviour, NodeAgent, SimCluster
 from bjc.sim.proxy import ServiceProxy
 from bjc.sim.store import Change
 
+from ..integration.harness import POD_TEMPLATE
 from . import procfs
 from .job import GAUGE, JobProgram
 
@@ -53,15 +54,6 @@ COMPONENT = {"app.kubernetes.io/component": "controller"}
 PROGRESS_BOUND = 120.0  # seconds without a new execution that count as a hang
 PROBE_PERIOD = 0.5  # seconds between readiness probes (the manifests use 2 s)
 REPO = Path(__file__).resolve().parents[2]
-
-POD_TEMPLATE = """\
-apiVersion: v1
-kind: Pod
-spec:
-  containers:
-    - name: job
-      image: busybox
-"""
 
 
 class Stalled(Exception):
