@@ -224,7 +224,7 @@ async def run_scenario(
                 if select_leader
                 else ""
             )
-            await cluster.until(cluster.served, 60, what)
+            await cluster.until(cluster.served, 30, what)
             async with asyncio.timeout(RUN_BOUND):
                 row.faults = await scenario.run(cluster, n)
         except (Stalled, TimeoutError) as e:
