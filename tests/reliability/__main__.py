@@ -79,17 +79,18 @@ What each scenario does:
 """
 
 
+def replace_section(doc: str, text: str) -> str:
+    """`doc` with its SECTION (up to the next `## ` heading) replaced by `text`, or added."""
+    head, found, rest = doc.partition(SECTION)
+    if not found:
+        return doc.rstrip("\n") + "\n\n" + text
+    after = rest.find("\n## ")
+    return head + text + ("\n" + rest[after + 1 :] if after >= 0 else "")
+
+
 def write_doc(text: str) -> None:
     DOC.parent.mkdir(exist_ok=True)
-    old = DOC.read_text() if DOC.exists() else "# Reliability\n"
-    head, found, rest = old.partition(SECTION)
-    if found:
-        after = rest.find("\n## ")
-        tail = rest[after + 1 :] if after >= 0 else ""
-        new = head + text + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    DOC.write_text(new)
+    DOC.write_text(replace_section(DOC.read_text() if DOC.exists() else "# Reliability\n", text))
 
 
 def _parser() -> argparse.ArgumentParser:
