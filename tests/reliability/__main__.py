@@ -14,6 +14,7 @@ import datetime as dt
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -47,6 +48,18 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def revision() -> str:
+    """The commit measured (`+changes` when the tree differs from it)."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty=+changes"],
+            cwd=REPO, capture_output=True, text=True, check=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "an unknown commit"
+    return f"commit {out.stdout.strip()}"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     return (
@@ -67,8 +80,8 @@ def section(rows: list[Row], args: argparse.Namespace) -> str:
     )
     return f"""{SECTION}
 
-Measured {dt.date.today().isoformat()} on {machine()}, with the callback Service
-selecting {service}. Rerun with `nox -s reliability` (or `{how}`;
+Measured {dt.date.today().isoformat()} at {revision()} on {machine()}, with the
+callback Service selecting {service}. Rerun with `nox -s reliability` (or `{how}`;
 `--only NAME` for one scenario).
 
 {table(rows)}

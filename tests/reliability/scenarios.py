@@ -218,13 +218,17 @@ async def run_scenario(
     ) as cluster:
         for _ in range(scenario.replicas):
             await cluster.add_controller()
+        what = "the callback Service to select a ready controller pod" + (
+            " (does bjc label its leader pod? --service ready selects by readiness)"
+            if select_leader
+            else ""
+        )
         try:
-            what = "the callback Service to select a ready controller pod" + (
-                " (does bjc label its leader pod? --service ready selects by readiness)"
-                if select_leader
-                else ""
-            )
             await cluster.until(cluster.served, 30, what)
+        except Stalled as e:  # nothing can be acknowledged: no point in running faults
+            row.notes.append(str(e))
+            return row
+        try:
             async with asyncio.timeout(RUN_BOUND):
                 row.faults = await scenario.run(cluster, n)
         except (Stalled, TimeoutError) as e:
