@@ -1,5 +1,5 @@
-"""Developer sessions: `nox` runs lint and tests; `nox -s bench`, `nox -s e2e` and
-`nox -s fuzz` are separate."""
+"""Developer sessions: `nox` runs lint and tests; `nox -s bench`, `nox -s e2e`,
+`nox -s fuzz` and `nox -s reliability` are separate."""
 
 import os
 
@@ -63,3 +63,10 @@ def fuzz(session: nox.Session) -> None:
     session.run(
         "pytest", "-q", "tests/integration/test_callback_fuzz.py", *session.posargs, env=env
     )
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Faults and failover against bjc.sim, full counts; the table goes to docs/reliability.md."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.reliability", *session.posargs)
