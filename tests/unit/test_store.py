@@ -222,7 +222,7 @@ def test_check_name_names_what_it_checks_each_time() -> None:
     for what in ("node", "file name"):
         with pytest.raises(ValueError, match=f"^{what} 'a/b' must not contain a path separator"):
             check_name("a/b", what)
-    with pytest.raises(ValueError, match="^execution ID is empty"):
+    with pytest.raises(ValueError, match=r"^execution ID is empty"):
         check_name("", "execution ID")
 
 
