@@ -13,10 +13,12 @@ only once `<node>.json` is renamed into place (durable against SIGKILL).
   process, STEADY_RATE requests/s on a fixed timetable, latency measured from when
   each request was due (so a stall is not hidden by the client waiting it out).
 - Both on uvloop (what `bjc run` uses where installed) and on asyncio's own loop.
-- Where the time goes: `profile()` samples the server with py-spy during a wrk run
-  (`python -m benchmarks.bench_callbacks profile`).
+- Where the time goes: `profile()` samples the server with py-spy (all threads,
+  without pausing it) during one more wrk run; self and total shares per function.
+- The report directory is in the system's temporary directory (BJC_BENCH_DIR
+  overrides it: its file system's cost per write is a large part of the result).
 
-Run: `python -m benchmarks.bench_callbacks [rounds N] [profile]`; `run()` returns numbers.
+Run: `python -m benchmarks.bench_callbacks [rounds N] [profile]` (profile: only that).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -52,6 +55,7 @@ from benchmarks.processes import (
 from bjc.kube import KubeClient
 from bjc.kubetypes import Pod
 from bjc.podspec import EXECUTION_LABEL
+from bjc.store import ReportStore
 
 HERE = Path(__file__).parent
 NODES = 1000
@@ -60,7 +64,7 @@ WARMUP_S = 3
 WRK_SECONDS = 10
 STEADY_RATE = 500
 STEADY_SECONDS = 10
-ROUNDS = 2  # wrk runs per loop; the best counts, all are kept
+ROUNDS = 2  # wrk runs on uvloop (asyncio's loop gets one); the best counts, all are kept
 
 PAYLOAD = json.dumps(
     {
@@ -264,6 +268,38 @@ def profile(seconds: float = 10.0, *, uvloop: bool = True) -> dict[str, Any]:
         return {"wrk": load, **summarize_profile(raw.read_text())}
 
 
+# ------------------------------------------------------------------ the store
+async def _store_writes(root: str, writers: int = CONNECTIONS, each: int = 400) -> dict:
+    store = ReportStore(root)
+    eid = "202601010000"
+    await store.create_execution(eid)
+
+    async def writer(w: int) -> None:
+        for i in range(each):
+            await store.write_result(eid, f"node-{(w * each + i) % NODES + 1}", PAYLOAD)
+
+    before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    elapsed, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"per_s": round(writers * each / elapsed), "cpu_us": round(1e6 * cpu / (writers * each))}
+
+
+def store_writes() -> dict[str, Any]:
+    """ReportStore.write_result alone, in this process: 50 writers, 20,000 results,
+    in the benchmark's report file system and on tmpfs.
+
+    The part of a durable callback that is bjc's own (writer hand-off, name checks,
+    temporary file and rename); on tmpfs its CPU per write is nearly all Python.
+    """
+    out = {}
+    for where in (os.environ.get("BJC_BENCH_DIR") or tempfile.gettempdir(), "/dev/shm"):
+        if os.path.isdir(where) and filesystem(where) not in out:
+            with tempfile.TemporaryDirectory(dir=where) as root:
+                out[filesystem(root)] = asyncio.run(_store_writes(root))
+    return out
+
+
 # ------------------------------------------------------------------------ run
 def _measure(uvloop: bool, rounds: int) -> dict[str, Any]:
     with live_controller(uvloop=uvloop) as live:
@@ -279,26 +315,44 @@ def _measure(uvloop: bool, rounds: int) -> dict[str, Any]:
     return out
 
 
+def filesystem(path: str) -> str:
+    """The type of the file system `path` is on (from /proc/mounts), e.g. ext4, tmpfs."""
+    best, kind = "", "unknown"
+    with contextlib.suppress(OSError), open("/proc/mounts") as mounts:
+        for line in mounts:
+            _, mount, fstype, *_ = line.split()
+            if os.path.join(path, "").startswith(os.path.join(mount, "")) and len(mount) > len(
+                best
+            ):
+                best, kind = mount, fstype
+    return kind
+
+
 def run(rounds: int = ROUNDS) -> dict[str, Any]:
-    loops = {"uvloop": _measure(True, rounds), "asyncio": _measure(False, rounds)}
-    out: dict[str, Any] = {"callbacks": loops}
+    """uvloop (`rounds` wrk runs) and asyncio's loop (one), then a profile."""
     if wrk_path() is None:
         print(
             "bench: wrk is not installed (apt-get install wrk): "
             "the 50-connection throughput rows are skipped",
             file=sys.stderr,
         )
-        out["callbacks"]["wrk_missing"] = True
-    else:
+    loops = {"uvloop": _measure(True, rounds), "asyncio": _measure(False, 1)}
+    where = os.environ.get("BJC_BENCH_DIR") or tempfile.gettempdir()
+    detail: dict[str, Any] = {**loops, "report_filesystem": filesystem(where)}
+    out: dict[str, Any] = {"callbacks": detail}
+    if wrk_path() is not None:
         best = loops["uvloop"]["wrk"]
         out["callbacks_per_s"] = best["per_s"]
         out["callback_p99_ms"] = best["p99_ms"]
         out["callback_non_2xx"] = best["non_2xx"]
         spread = [r["per_s"] for r in loops["uvloop"]["wrk_runs"]]
-        out["callbacks"]["uvloop_spread_per_s"] = [min(spread), max(spread)]
+        detail["uvloop_spread_per_s"] = [min(spread), max(spread)]
         if len(spread) > 1:
-            out["callbacks"]["uvloop_stdev_per_s"] = round(statistics.stdev(spread), 1)
+            detail["uvloop_stdev_per_s"] = round(statistics.stdev(spread), 1)
     out["callback_steady_p99_ms"] = loops["uvloop"]["steady"]["p99_ms"]
+    out["store_writes"] = store_writes()
+    profiled = profile()
+    out["callback_profile"] = {k: v[:12] if isinstance(v, list) else v for k, v in profiled.items()}
     return out
 
 
