@@ -57,7 +57,7 @@ from bjc.kubetypes import ObjectMeta, Pod
 from bjc.podspec import job_pod_name
 from bjc.store import ReportStore
 
-# the history is kept here between runs (about 700 MB on disk)
+# the history is kept here between runs (about 600 MB on disk)
 CACHE = Path(os.environ.get("BJC_BENCH_CACHE", Path.home() / ".cache" / "bjc-bench"))
 NODES = 5000
 EXECUTIONS = 30
