@@ -1,150 +1,365 @@
-"""Result-callback throughput and latency: the real callback app, store and metrics.
+"""Durable result callbacks: throughput at 50 connections, and latency at a steady 500/s.
 
-The server (bjc.web.callback with a ReportStore in a temporary directory and the real
-Metrics) runs in its own process; this process is the client: 50 concurrent
-connections posting a 10-series result payload over loopback, a bounded number of
-requests (warm-up first, then at most 5,000 or 30 s). Every request writes
-`<node>.json` through the store (temporary file + rename, off the event loop) and
-sets 10 gauge series.
+The server under test is a real `bjc run` process against a `bjc sim` process, with
+a live execution (its job pods keep running) on NODES nodes; every request posts a
+10-series result of a configured gauge for the next node in turn, and is answered
+only once `<node>.json` is renamed into place (durable against SIGKILL).
 
-Run: `python -m benchmarks.bench_callbacks`; `run()` returns the numbers.
+- Throughput: wrk (a C load generator: it is not the bottleneck), 50 connections,
+  one thread, WRK_SECONDS after a warm-up; requests/s, p99 from wrk's latency
+  distribution, and the count of non-2xx answers (must be 0). Without wrk on PATH
+  this part is skipped, saying so (`apt-get install wrk`).
+- Latency at a steady load: `benchmarks.openloop`, an open-loop generator in its own
+  process, STEADY_RATE requests/s on a fixed timetable, latency measured from when
+  each request was due (so a stall is not hidden by the client waiting it out).
+- Both on uvloop (what `bjc run` uses where installed) and on asyncio's own loop.
+- Where the time goes: `profile()` samples the server with py-spy (all threads,
+  without pausing it) during one more wrk run; self and total shares per function.
+- The report directory is in the system's temporary directory (BJC_BENCH_DIR
+  overrides it: its file system's cost per write is a large part of the result).
+
+Run: `python -m benchmarks.bench_callbacks [rounds N] [profile]` (profile: only that).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
-import multiprocessing as mp
+import os
+import re
+import resource
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from multiprocessing.synchronize import Event as MpEvent
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-CONCURRENCY = 50
-REQUESTS = 5000
-WARMUP = 300
-TIME_LIMIT_S = 30.0
-EID = "202401011200"
-NODES = 200
+from benchmarks.processes import (
+    NS,
+    config_yaml,
+    controller_process,
+    free_port,
+    ports,
+    put_config_map,
+    sim_process,
+    stop,
+    wait_ready,
+)
+from bjc.kube import KubeClient
+from bjc.kubetypes import Pod
+from bjc.podspec import EXECUTION_LABEL
+from bjc.store import ReportStore
+
+HERE = Path(__file__).parent
+NODES = 1000
+CONNECTIONS = 50
+WARMUP_S = 3
+WRK_SECONDS = 10
+STEADY_RATE = 500
+STEADY_SECONDS = 10
+ROUNDS = 2  # wrk runs on uvloop (asyncio's loop gets one); the best counts, all are kept
 
 PAYLOAD = json.dumps(
     {
-        "test": [
-            {"value": i * 1.5, "labels": {"label_a": f"check-{i}", "label_b": "disk"}}
-            for i in range(10)
+        "check": [
+            {"value": i * 1.5, "labels": {"kind": f"check-{i}", "mount": "/var"}} for i in range(10)
         ]
     }
 ).encode()
 
 
-class _AllowAll:
-    def execution_allowed(self, node: str, execution_id: str) -> bool:
-        return execution_id == EID
+@dataclass
+class Live:
+    """A `bjc run` process with a running execution whose nodes may post results."""
 
-    def nodes_of(self, execution_id: str) -> None:
-        return None
-
-    def token_valid(self, node: str, execution_id: str, token: str) -> bool:
-        return True
-
-    async def result_received(self, node: str, execution_id: str) -> None:
-        return None
-
-    async def create_event(self, node: str, execution_id: str, event: Any) -> None:
-        return None
+    url: str  # the callback server
+    eid: str
+    pid: int
+    body: Path
 
 
-def _server(root: str, port_queue: Any, stop: MpEvent) -> None:
-    from bjc.config import Config, GaugeConfig, MetricsConfig
-    from bjc.metrics import Metrics
-    from bjc.store import ReportStore
-    from bjc.web import bound_port, serve
-    from bjc.web.callback import make_callback_app
+async def _first_execution(sim_url: str) -> str:
+    """The execution ID of the first job pod the controller creates (watching pods)."""
+    path = f"/api/v1/namespaces/{NS}/pods"
+    async with KubeClient.from_url(sim_url) as kube:
+        pods, rv = await kube.list(path, Pod)
+        for pod in pods:
+            if EXECUTION_LABEL in pod.metadata.labels:
+                return pod.metadata.labels[EXECUTION_LABEL]
+        async for ev in kube.watch(path, Pod, resource_version=rv):
+            if ev.type == "ADDED" and EXECUTION_LABEL in ev.object.metadata.labels:
+                return ev.object.metadata.labels[EXECUTION_LABEL]
+    raise RuntimeError("the pod watch ended before a job pod appeared")
 
-    async def main() -> None:
-        config = Config(
-            name="bench",
-            report_directory=root,
-            metrics=MetricsConfig(
-                prefix="bench",
-                gauges={"test": GaugeConfig(help="bench", labels=["label_a", "label_b"])},
-            ),
+
+@contextlib.contextmanager
+def live_controller(*, uvloop: bool) -> Iterator[Live]:
+    # job pods run for an hour: the execution stays live, its callbacks accepted
+    with (
+        sim_process(NODES, run_seconds=3600) as sim,
+        tempfile.TemporaryDirectory(dir=os.environ.get("BJC_BENCH_DIR")) as tmp,
+    ):
+        placed = ports()
+        text = config_yaml(
+            reportDirectory=str(Path(tmp) / "reports"),
+            runOnStartup=True,
+            startupDelay="100ms",
+            metrics={
+                "port": free_port(),
+                "prefix": "bench",
+                "gauges": {"check": {"help": "check result", "labels": ["kind", "mount"]}},
+            },
+            **placed,
         )
-        store = ReportStore(root)
-        await store.create_execution(EID)
-        app = make_callback_app(config, store, Metrics(config), _AllowAll(), dev_mode=False)
-        runner = await serve(app, "127.0.0.1", 0)
-        port_queue.put(bound_port(runner))
+        asyncio.run(put_config_map(sim, text))
+        body = Path(tmp) / "result.json"
+        body.write_bytes(PAYLOAD)
+        proc = controller_process(sim, Path(tmp), uvloop=uvloop)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+            asyncio.run(wait_ready(placed["healthProbePort"], proc))
+            eid = asyncio.run(asyncio.wait_for(_first_execution(sim), 60))
+            yield Live(f"http://127.0.0.1:{placed['callbackServicePort']}", eid, proc.pid, body)
         finally:
-            await runner.cleanup()
-
-    asyncio.run(main())
+            stop(proc)
 
 
-async def _load(port: int, count: int, deadline: float) -> tuple[list[float], int, float]:
-    import aiohttp
-
-    latencies: list[float] = []
-    errors = 0
-    issued = 0
-    url = f"http://127.0.0.1:{port}/report/node-{{}}/{EID}/result"
-    headers = {"Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            nonlocal issued, errors
-            while issued < count and time.monotonic() < deadline:
-                n = issued
-                issued += 1
-                t0 = time.perf_counter()
-                async with session.post(
-                    url.format(n % NODES), data=PAYLOAD, headers=headers
-                ) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        errors += 1
-                latencies.append(time.perf_counter() - t0)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        elapsed = time.perf_counter() - start
-    return latencies, errors, elapsed
+# ------------------------------------------------------------------------ wrk
+def wrk_path() -> str | None:
+    return shutil.which("wrk")
 
 
-def run() -> dict[str, float]:
-    ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="bjc-bench-") as root:
-        ports = ctx.Queue()
-        stop = ctx.Event()
-        proc = ctx.Process(target=_server, args=(root, ports, stop), daemon=True)
-        proc.start()
-        try:
-            port = ports.get(timeout=30)
-            asyncio.run(_load(port, WARMUP, time.monotonic() + TIME_LIMIT_S))
-            latencies, errors, elapsed = asyncio.run(
-                _load(port, REQUESTS, time.monotonic() + TIME_LIMIT_S)
-            )
-        finally:
-            stop.set()
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    if errors:
-        raise RuntimeError(f"{errors} of {len(latencies)} result callbacks failed")
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each thread of `pid`, summed by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = collections.defaultdict(float)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            stat = (task / "stat").read_text()
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[name] += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return dict(out)
+
+
+def wrk(live: Live, seconds: float) -> dict[str, float]:
+    """One wrk run; requests/s and latency quantiles in ms."""
+    wrk_bin = wrk_path()
+    assert wrk_bin is not None
+    cpu_before = thread_cpu_s(live.pid)
+    env = {
+        **os.environ,
+        "BJC_EID": live.eid,
+        "BJC_NODES": str(NODES),
+        "BJC_BODY": str(live.body),
+    }
+    command = [wrk_bin, "-t1", f"-c{CONNECTIONS}", f"-d{round(seconds)}s", "--timeout", "10s"]
+    command += ["-s", str(HERE / "callbacks.lua"), live.url]
+    out = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"^BJC-RESULT (.*)$", out, re.M)
+    if not match:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    r = json.loads(match.group(1))
+    cpu_after = thread_cpu_s(live.pid)
+    # the server's CPU time per request, by thread (the loop's is "python")
+    cpu_us = {
+        name: round(1e6 * (cpu_after[name] - cpu_before.get(name, 0.0)) / max(r["requests"], 1))
+        for name in cpu_after
+    }
     return {
-        "callbacks_per_s": round(len(latencies) / elapsed, 1),
-        "callback_p99_ms": round(p99 * 1000, 2),
-        "callback_p50_ms": round(statistics.median(latencies) * 1000, 2),
-        "callback_requests": float(len(latencies)),
+        "server_cpu_us_per_request": cpu_us,
+        "per_s": round(r["requests"] / (r["duration_us"] / 1e6), 1),
+        "p50_ms": r["p50_us"] / 1000,
+        "p90_ms": r["p90_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "max_ms": r["max_us"] / 1000,
+        "requests": float(r["requests"]),
+        "non_2xx": float(r["non_2xx"]),
+        "socket_errors": float(r["socket_errors"]),
     }
 
 
+# ------------------------------------------------------------------ open loop
+def steady(live: Live, rate: float = STEADY_RATE, seconds: float = STEADY_SECONDS) -> dict:
+    command = [sys.executable, "-m", "benchmarks.openloop", live.url, "--eid", live.eid]
+    command += ["--nodes", str(NODES), "--rate", str(rate), "--duration", str(seconds)]
+    command += ["--body", str(live.body)]
+    out = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
+    ).stdout
+    return dict(json.loads(out))
+
+
+# -------------------------------------------------------------------- profile
+def _py_spy() -> str | None:
+    found = shutil.which("py-spy")
+    beside = Path(sys.executable).parent / "py-spy"
+    return found or (str(beside) if beside.exists() else None)
+
+
+def summarize_profile(raw: str, top: int = 20) -> dict[str, Any]:
+    """Self and total sample shares per function, from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [re.sub(r" \((.*/)?(site-packages/)?", " (", f) for f in stack.split(";")]
+        samples += n
+        if frames[0].startswith("thread ("):
+            threads[frames[0]] += n
+            frames = frames[1:]
+        if frames:
+            own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+
+    def share(counter: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(f, round(100 * n / samples, 1)) for f, n in counter.most_common(top)]
+
+    return {
+        "samples": samples,
+        "threads_pct": share(threads),
+        "self_pct": share(own),
+        "total_pct": share(total),
+    }
+
+
+def profile(seconds: float = 10.0, *, uvloop: bool = True) -> dict[str, Any]:
+    """py-spy samples the server (all threads, without pausing it) during a wrk run."""
+    py_spy = _py_spy()
+    if py_spy is None or wrk_path() is None:
+        return {"skipped": "needs py-spy (pip install py-spy) and wrk (apt-get install wrk)"}
+    with live_controller(uvloop=uvloop) as live, tempfile.TemporaryDirectory() as tmp:
+        wrk(live, WARMUP_S)
+        raw = Path(tmp) / "profile.txt"
+        command = [py_spy, "record", "--pid", str(live.pid), "--duration", str(int(seconds))]
+        command += ["--rate", "200", "--nonblocking", "--threads", "--format", "raw"]
+        sampler = subprocess.Popen(
+            [*command, "--output", str(raw)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        load = wrk(live, seconds)
+        _, err = sampler.communicate(timeout=seconds + 30)
+        if sampler.returncode != 0 or not raw.exists():
+            return {"skipped": f"py-spy failed: {err.strip()[-300:]}"}
+        return {"wrk": load, **summarize_profile(raw.read_text())}
+
+
+# ------------------------------------------------------------------ the store
+async def _store_writes(root: str, writers: int = CONNECTIONS, each: int = 400) -> dict:
+    store = ReportStore(root)
+    eid = "202601010000"
+    await store.create_execution(eid)
+
+    async def writer(w: int) -> None:
+        for i in range(each):
+            await store.write_result(eid, f"node-{(w * each + i) % NODES + 1}", PAYLOAD)
+
+    before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    elapsed, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"per_s": round(writers * each / elapsed), "cpu_us": round(1e6 * cpu / (writers * each))}
+
+
+def store_writes() -> dict[str, Any]:
+    """ReportStore.write_result alone, in this process: 50 writers, 20,000 results,
+    in the benchmark's report file system and on tmpfs.
+
+    The part of a durable callback that is bjc's own (writer hand-off, name checks,
+    temporary file and rename); on tmpfs its CPU per write is nearly all Python.
+    """
+    out = {}
+    for where in (os.environ.get("BJC_BENCH_DIR") or tempfile.gettempdir(), "/dev/shm"):
+        if os.path.isdir(where) and filesystem(where) not in out:
+            with tempfile.TemporaryDirectory(dir=where) as root:
+                out[filesystem(root)] = asyncio.run(_store_writes(root))
+    return out
+
+
+# ------------------------------------------------------------------------ run
+def _measure(uvloop: bool, rounds: int) -> dict[str, Any]:
+    with live_controller(uvloop=uvloop) as live:
+        out: dict[str, Any] = {}
+        if wrk_path() is not None:
+            wrk(live, WARMUP_S)
+            runs = [wrk(live, WRK_SECONDS) for _ in range(rounds)]
+            out["wrk_runs"] = runs
+            out["wrk"] = max(runs, key=lambda r: r["per_s"])
+        else:
+            out["steady_warmup"] = steady(live, STEADY_RATE, WARMUP_S)
+        out["steady"] = steady(live)
+    return out
+
+
+def filesystem(path: str) -> str:
+    """The type of the file system `path` is on (from /proc/mounts), e.g. ext4, tmpfs."""
+    best, kind = "", "unknown"
+    with contextlib.suppress(OSError), open("/proc/mounts") as mounts:
+        for line in mounts:
+            _, mount, fstype, *_ = line.split()
+            if os.path.join(path, "").startswith(os.path.join(mount, "")) and len(mount) > len(
+                best
+            ):
+                best, kind = mount, fstype
+    return kind
+
+
+def run(rounds: int = ROUNDS) -> dict[str, Any]:
+    """uvloop (`rounds` wrk runs) and asyncio's loop (one), then a profile."""
+    if wrk_path() is None:
+        print(
+            "bench: wrk is not installed (apt-get install wrk): "
+            "the 50-connection throughput rows are skipped",
+            file=sys.stderr,
+        )
+    loops = {"uvloop": _measure(True, rounds), "asyncio": _measure(False, 1)}
+    where = os.environ.get("BJC_BENCH_DIR") or tempfile.gettempdir()
+    detail: dict[str, Any] = {**loops, "report_filesystem": filesystem(where)}
+    out: dict[str, Any] = {"callbacks": detail}
+    if wrk_path() is not None:
+        best = loops["uvloop"]["wrk"]
+        out["callbacks_per_s"] = best["per_s"]
+        out["callback_p99_ms"] = best["p99_ms"]
+        out["callback_non_2xx"] = best["non_2xx"]
+        spread = [r["per_s"] for r in loops["uvloop"]["wrk_runs"]]
+        detail["uvloop_spread_per_s"] = [min(spread), max(spread)]
+        if len(spread) > 1:
+            detail["uvloop_stdev_per_s"] = round(statistics.stdev(spread), 1)
+    out["callback_steady_p99_ms"] = loops["uvloop"]["steady"]["p99_ms"]
+    out["store_writes"] = store_writes()
+    profiled = profile()
+    out["callback_profile"] = {k: v[:12] if isinstance(v, list) else v for k, v in profiled.items()}
+    return out
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    args = sys.argv[1:]
+    rounds = int(args[args.index("rounds") + 1]) if "rounds" in args else ROUNDS
+    started = time.perf_counter()
+    result = profile() if "profile" in args else run(rounds)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(result, indent=2))

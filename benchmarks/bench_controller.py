@@ -15,114 +15,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgspec
-import yaml
 from aiohttp import web
 
+from benchmarks.processes import (
+    NS,
+    POD_TEMPLATE,
+    config_yaml,
+    controller_process,
+    free_port,
+    ports,
+    put_config_map,
+    rss_mb,
+    sim_process,
+    stop,
+    wait_ready,
+)
 from bjc.config import Environment, load_config_map
 from bjc.execution import ExecutionState, JobStatus, NodeJob
 from bjc.kube import KubeClient
 from bjc.kubetypes import Pod
 from bjc.podspec import render_pod
-
-NS = "bench"
-POD_TEMPLATE = """\
-apiVersion: v1
-kind: Pod
-spec:
-  containers:
-    - name: check
-      image: busybox:1.36
-      command: ["sh", "-c", "echo checking {{ .NodeName }}"]
-"""
-
-
-def config_yaml(**over: Any) -> str:
-    cfg = {
-        "name": "bench",
-        "cronExpression": "0 0 1 1 *",
-        "reportDirectory": "/tmp/unused",
-        "reportHistory": 30,
-        "podPoolSize": 10,
-        "metrics": {
-            "prefix": "bench",
-            "gauges": {"check": {"help": "check result", "labels": ["kind"]}},
-        },
-        **over,
-    }
-    return yaml.safe_dump(cfg)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-@contextlib.contextmanager
-def sim_process(nodes: int, run_seconds: float = 0.0) -> Iterator[str]:
-    """A `bjc sim` process (its own core); yields its URL."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bjc",
-            "sim",
-            "--port",
-            "0",
-            "--nodes",
-            str(nodes),
-            "--run-seconds",
-            str(run_seconds),
-            "--history-size",
-            "200000",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
-        if not match:
-            raise RuntimeError(f"bjc sim did not start: {line!r}")
-        yield match.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-async def _setup(url: str, config_text: str) -> None:
-    async with KubeClient.from_url(url) as kube:
-        with contextlib.suppress(Exception):
-            await kube.create("/api/v1/namespaces", {"metadata": {"name": NS}})
-        cm = {
-            "metadata": {"name": "bench", "namespace": NS},
-            "data": {"config.yaml": config_text, "pod-template.yaml": POD_TEMPLATE},
-        }
-        with contextlib.suppress(Exception):
-            await kube.request("DELETE", f"/api/v1/namespaces/{NS}/configmaps/bench")
-        await kube.create(f"/api/v1/namespaces/{NS}/configmaps", cm)
 
 
 # --------------------------------------------------------------------- watch
@@ -296,7 +218,7 @@ def bench_makespan(nodes: int = 1000, pool: int = 10, rounds: int = 2) -> dict[s
     names = [f"node-{i}" for i in range(1, nodes + 1)]
     floors, bjcs = [], []
     with sim_process(nodes) as url:
-        asyncio.run(_setup(url, config_yaml()))
+        asyncio.run(put_config_map(url, config_yaml()))
         for _ in range(rounds):
             floors.append(asyncio.run(floor_makespan(url, names, pool)))
             bjcs.append(asyncio.run(bjc_makespan(url, pool)))
@@ -328,55 +250,6 @@ def write_history(root: Path, nodes: list[str], executions: int) -> None:
         (d / ".bjc-execution.json").write_bytes(enc.encode(state))
 
 
-def _controller_process(url: str, tmp: Path, config_text: str) -> subprocess.Popen[bytes]:
-    kubeconfig = tmp / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "sim",
-                "clusters": [{"name": "sim", "cluster": {"server": url}}],
-                "contexts": [{"name": "sim", "context": {"cluster": "sim", "user": "sim"}}],
-                "users": [{"name": "sim", "user": {}}],
-            }
-        )
-    )
-    asyncio.run(_setup(url, config_text))
-    env = {
-        **os.environ,
-        "NAMESPACE": NS,
-        "CONFIG_MAP_NAME": "bench",
-        "KUBECONFIG": str(kubeconfig),
-        "HOSTNAME": "bench-controller",
-        "POD_IP": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen([sys.executable, "-m", "bjc", "run"], env=env)
-
-
-def _ports() -> dict[str, Any]:
-    return {
-        "callbackServicePort": free_port(),
-        "healthProbePort": free_port(),
-        "fileServerPort": free_port(),
-    }
-
-
-async def _wait_ready(port: int, proc: subprocess.Popen[bytes], limit: float = 120) -> None:
-    deadline = time.monotonic() + limit
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bjc run exited with {proc.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise RuntimeError("bjc run never became ready")
-
-
 async def _wait_metric(port: int, pattern: str, limit: float) -> None:
     deadline = time.monotonic() + limit
     async with aiohttp.ClientSession() as http:
@@ -391,19 +264,19 @@ async def _wait_metric(port: int, pattern: str, limit: float) -> None:
 
 def bench_idle_rss() -> float:
     with sim_process(3) as url, tempfile.TemporaryDirectory() as tmp:
-        ports = _ports()
+        placed = ports()
         metrics_port = free_port()
         text = config_yaml(
-            reportDirectory=tmp, metrics={"port": metrics_port, "prefix": "bench"}, **ports
+            reportDirectory=tmp, metrics={"port": metrics_port, "prefix": "bench"}, **placed
         )
-        proc = _controller_process(url, Path(tmp), text)
+        asyncio.run(put_config_map(url, text))
+        proc = controller_process(url, Path(tmp))
         try:
-            asyncio.run(_wait_ready(ports["healthProbePort"], proc))
+            asyncio.run(wait_ready(placed["healthProbePort"], proc))
             time.sleep(2.0)
             return rss_mb(proc.pid)
         finally:
-            proc.terminate()
-            proc.wait(15)
+            stop(proc)
 
 
 def bench_history_rss(nodes: int = 5000, history: int = 30) -> dict[str, float]:
@@ -411,7 +284,7 @@ def bench_history_rss(nodes: int = 5000, history: int = 30) -> dict[str, float]:
     with sim_process(nodes) as url, tempfile.TemporaryDirectory() as tmp:
         reports = Path(tmp) / "reports"
         write_history(reports, names, history - 1)
-        ports = _ports()
+        placed = ports()
         metrics_port = free_port()
         text = config_yaml(
             reportDirectory=str(reports),
@@ -424,12 +297,13 @@ def bench_history_rss(nodes: int = 5000, history: int = 30) -> dict[str, float]:
                 "prefix": "bench",
                 "gauges": {"check": {"help": "check result", "labels": ["kind"]}},
             },
-            **ports,
+            **placed,
         )
-        proc = _controller_process(url, Path(tmp), text)
+        asyncio.run(put_config_map(url, text))
+        proc = controller_process(url, Path(tmp))
         try:
             start = time.perf_counter()
-            asyncio.run(_wait_ready(ports["healthProbePort"], proc))
+            asyncio.run(wait_ready(placed["healthProbePort"], proc))
             ready = time.perf_counter() - start
             asyncio.run(
                 _wait_metric(
@@ -444,8 +318,7 @@ def bench_history_rss(nodes: int = 5000, history: int = 30) -> dict[str, float]:
                 "series_hint": nodes * history * 3,
             }
         finally:
-            proc.terminate()
-            proc.wait(15)
+            stop(proc)
 
 
 def run() -> dict[str, Any]:

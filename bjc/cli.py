@@ -4,7 +4,7 @@ Each subcommand lives in its own module and is imported only when chosen, so
 `bjc run` does not pay for the simulator, `bjc check-config` starts instantly and
 `bjc report` (run in job pods) loads nothing but the standard library.
 This module also owns process-level concerns of `bjc run`: logging format,
-signals, exit codes.
+signals, exit codes, and the event loop (uvloop where installed).
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from bjc.config import Environment
     from bjc.kube import Credentials
+
+T = TypeVar("T")
 
 USAGE = """usage: bjc <command> [options]
 
@@ -93,6 +96,25 @@ async def wait_for_signal(failed: asyncio.Event | None = None) -> bool:
             loop.remove_signal_handler(sig)
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where uvloop is installed, else None: asyncio's own loop.
+
+    uvloop serves the callback API faster (see docs/benchmarks.md); a platform
+    without its wheels runs on asyncio's loop, which does everything just as well.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on the loop of `event_loop_factory` (`bjc run`, `bjc demo`)."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(main)
+
+
 def run(argv: list[str]) -> int:
     """`bjc run`: SPEC A1 environment, ConfigMap through the API, then serve."""
     from bjc.config import ConfigError, load_environment
@@ -112,7 +134,7 @@ def run(argv: list[str]) -> int:
     except KubeConfigError as e:
         print(f"bjc: {e}", file=sys.stderr)
         return 2
-    return asyncio.run(_run(env, creds))
+    return run_async(_run(env, creds))
 
 
 async def _run(env: Environment, creds: Credentials) -> int:

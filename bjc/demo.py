@@ -234,13 +234,13 @@ def _announce(runtime: Runtime, sim: SimCluster, args: argparse.Namespace) -> No
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from bjc.cli import setup_logging
+    from bjc.cli import run_async, setup_logging
 
     setup_logging(human=True)
     config_text = Path(args.config).read_text() if args.config else DEMO_CONFIG
     template_text = Path(args.pod_template).read_text() if args.pod_template else DEMO_POD_TEMPLATE
     try:
-        return asyncio.run(run_demo(args, config_text, template_text))
+        return run_async(run_demo(args, config_text, template_text))
     except KeyboardInterrupt:
         return 0
 

@@ -68,14 +68,14 @@ class DiscardingStore(ReportStore):
     async def ensure_execution(self, eid: str) -> Path:
         return self.execution_dir(eid)
 
-    async def write_result(self, eid: str, node: str, data: bytes) -> Path:
+    async def write_result(self, eid: str, node: str, data: bytes) -> str:
         name = self.result_filename(node)
         try:
             shown = json.dumps(json.loads(data), separators=(",", ":"), ensure_ascii=False)
         except (ValueError, RecursionError):
             shown = data.decode("utf-8", "replace")
         _note(f"file={name} result={shown}")
-        return self.execution_dir(eid) / name
+        return str(self.execution_dir(eid) / name)
 
     @contextlib.asynccontextmanager
     async def upload(

@@ -314,14 +314,16 @@ class Runtime:
         """Graceful shutdown (SIGTERM): hand over without losing an acknowledgement.
 
         New callbacks are refused (503: the job retries and reaches the next leader);
-        triggering and dispatching stop; callbacks in flight finish and the state is
-        flushed while this replica still holds the Lease; then the label goes and the
-        Lease is released, so a standby takes over at once.
+        triggering, dispatching and the pod watch stop (a job that ends from now on is
+        the next leader's to see: nothing changes after the final flush); callbacks in
+        flight finish and the state is flushed while this replica still holds the
+        Lease; then the label goes and the Lease is released, so a standby takes over
+        at once.
         """
         self.supervisor.stopping = True
         self._acting = False
         self.accepting_callbacks.clear()
-        await self.supervisor.cancel("schedule", "lead", "config-watch")
+        await self.supervisor.cancel("schedule", "lead", "config-watch", "pod-watch")
         await self.controller.stop_running()
         callback = self.runners.pop("callback", None)
         if callback is not None:

@@ -43,9 +43,11 @@ controller), metrics, and any HTTP concerns.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import functools
+import itertools
 import os
+import queue
 import re
 import shutil
 import threading
@@ -73,9 +75,13 @@ _CONTAINER_LOG = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\.log")
 _BUFFER_BYTES = 1024 * 1024
 
 
+# random per process, so controller replicas sharing a volume never pick the same name
+_TMP_PROCESS = f"{_TMP_PREFIX}{os.urandom(8).hex()}-"
+_tmp_serial = itertools.count()
+
+
 def _temp_name() -> str:
-    """Random, so controller replicas sharing a volume never pick the same name."""
-    return f"{_TMP_PREFIX}{os.urandom(8).hex()}"
+    return f"{_TMP_PROCESS}{next(_tmp_serial)}"  # next() of a count is atomic
 
 
 class UploadTooLarge(Exception):
@@ -101,37 +107,44 @@ class _Writer:
     """One thread running small blocking writes in batches (see the module docstring).
 
     The thread starts with the first write and ends after a few idle seconds, so a
-    store that is not written to holds no thread.
+    store that is not written to holds no thread. The queue is the C-implemented
+    SimpleQueue: handing a write over costs the event loop about a microsecond.
     """
 
     _IDLE_S = 5.0
 
     def __init__(self) -> None:
-        self._queue: collections.deque[_Job] = collections.deque()
-        self._cond = threading.Condition()
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards starting and ending the thread
         self._running = False
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        with self._cond:
-            self._queue.append((fn, args, future))
+        self._queue.put((fn, args, future))
+        with self._lock:  # the thread checks for work under this lock before it ends
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._work, name="bjc-writer", daemon=True).start()
-            self._cond.notify()
         return await future
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                if not self._queue:
-                    self._cond.wait(self._IDLE_S)
-                if not self._queue:
+    def _next_batch(self) -> list[_Job]:
+        """Everything queued (waiting for the first write); [] once idle: the thread ends."""
+        try:
+            batch = [self._queue.get(timeout=self._IDLE_S)]
+        except queue.Empty:
+            with self._lock:
+                if self._queue.empty():
                     self._running = False
-                    return
-                batch = list(self._queue)
-                self._queue.clear()
+                    return []
+            batch = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self._queue.get_nowait())
+        return batch
+
+    def _work(self) -> None:
+        while batch := self._next_batch():
             settled: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
             for fn, args, future in batch:
                 try:
@@ -154,6 +167,12 @@ def _settle(outcomes: list[tuple[Any, ...]]) -> None:
             future.set_exception(error)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def is_execution_id(name: str) -> bool:
     return bool(_EXECUTION_ID.match(name))
 
@@ -170,8 +189,20 @@ def check_name(name: str, what: str = "name") -> str:
     whose percent-decoding contains a separator or is `..` (`%2F`, `%2e%2e`), and names
     longer than a file system allows.
     """
-    if not isinstance(name, str) or name == "":
-        raise ValueError(f"{what} is empty")
+    problem = _name_problem(name) if isinstance(name, str) else "{what} is empty"
+    if problem is not None:
+        raise ValueError(problem.format(what=what, name=name))
+    return name
+
+
+@functools.lru_cache(maxsize=16384)
+def _name_problem(name: str) -> str | None:
+    """What is wrong with `name` (a template for check_name), None if nothing.
+
+    Cached: every callback checks its node and execution ID, and these repeat.
+    """
+    if name == "":
+        return "{what} is empty"
     decoded = name
     # Decode repeatedly so that double encoding (`%252F`) cannot hide a separator.
     for _ in range(4):
@@ -181,14 +212,14 @@ def check_name(name: str, what: str = "name") -> str:
         decoded = nxt
     for candidate in {name, decoded}:
         if "/" in candidate or "\\" in candidate:
-            raise ValueError(f"{what} {name!r} must not contain a path separator")
+            return "{what} {name!r} must not contain a path separator"
         if candidate in (".", ".."):
-            raise ValueError(f"{what} {name!r} is not a file name")
+            return "{what} {name!r} is not a file name"
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in candidate):
-            raise ValueError(f"{what} {name!r} must not contain NUL or control characters")
+            return "{what} {name!r} must not contain NUL or control characters"
     if len(name.encode("utf-8", "surrogatepass")) > _MAX_COMPONENT_BYTES:
-        raise ValueError(f"{what} is longer than {_MAX_COMPONENT_BYTES} bytes")
-    return name
+        return f"{{what}} is longer than {_MAX_COMPONENT_BYTES} bytes"
+    return None
 
 
 def file_owner(filename: str, nodes: Container[str]) -> str | None:
@@ -227,7 +258,7 @@ class ReportStore:
         self.root = Path(root).absolute()
         self.history = history
         self.may_write = may_write
-        self._resolved_dirs: dict[str, Path] = {}
+        self._resolved_dirs: dict[str, str] = {}
         self._writer = _Writer()
 
     # ----------------------------------------------------------------- helpers
@@ -242,26 +273,27 @@ class ReportStore:
         check_name(eid, "execution ID")
         return self.root / eid
 
-    def _target(self, eid: str, filename: str) -> Path:
+    def _target(self, eid: str, filename: str) -> str:
         """The final path of `filename` in execution `eid`, checked to stay inside it.
 
         Besides the name check, the resolved execution directory must be a direct
         child of the resolved root, and an existing final path must not be a symlink
         leading elsewhere (a rename would replace the link, but refuse it anyway).
+        Plain strings, not Paths: this runs for every result.
         """
         check_name(filename, "file name")
-        directory = self.execution_dir(eid)
         resolved_dir = self._resolved_dirs.get(eid)
         if resolved_dir is None:
-            resolved_dir = directory.resolve()
-            if resolved_dir.parent != self.root.resolve():
+            directory = self.execution_dir(eid)
+            resolved_dir = str(directory.resolve())
+            if os.path.dirname(resolved_dir) != str(self.root.resolve()):
                 raise ValueError(f"execution ID {eid!r} leaves the report directory")
             if directory.is_dir():  # cache only what exists; pruning removes the entry
                 self._resolved_dirs[eid] = resolved_dir
-        path = resolved_dir / filename
-        if path.parent != resolved_dir or path.name != filename:
+        path = os.path.join(resolved_dir, filename)
+        if os.path.split(path) != (resolved_dir, filename):
             raise ValueError(f"file name {filename!r} leaves the execution directory")
-        if os.path.islink(path) and Path(os.path.realpath(path)).parent != resolved_dir:
+        if os.path.islink(path) and os.path.dirname(os.path.realpath(path)) != resolved_dir:
             raise ValueError(f"file name {filename!r} is a link out of the execution directory")
         return path
 
@@ -278,17 +310,19 @@ class ReportStore:
     def log_filename(node: str, container: str) -> str:
         return f"{check_name(node, 'node')}-container-{check_name(container, 'container')}.log"
 
-    def _write_sync(self, eid: str, filename: str, data: bytes) -> Path:
+    def _write_sync(self, eid: str, filename: str, data: bytes) -> str:
         path = self._target(eid, filename)
         self._check_writable()
-        tmp = path.parent / _temp_name()
+        tmp = os.path.join(os.path.dirname(path), _temp_name())
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
             raise ExecutionNotFound(f"execution {eid} does not exist") from None
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -356,31 +390,31 @@ class ReportStore:
         return await self._run(self._prune_sync, self.history if keep is None else keep)
 
     # ------------------------------------------------------------------ files
-    async def write_result(self, eid: str, node: str, data: bytes) -> Path:
+    async def write_result(self, eid: str, node: str, data: bytes) -> str:
         """Save a result body verbatim as `<node>.json`; on return it is in place."""
         return await self._writer.run(self._write_sync, eid, self.result_filename(node), data)
 
-    async def write_log(self, eid: str, node: str, container: str, data: bytes) -> Path:
+    async def write_log(self, eid: str, node: str, container: str, data: bytes) -> str:
         return await self._run(self._write_sync, eid, self.log_filename(node, container), data)
 
-    async def write_file(self, eid: str, filename: str, data: bytes) -> Path:
+    async def write_file(self, eid: str, filename: str, data: bytes) -> str:
         """Save `data` as `<root>/<eid>/<filename>` (one checked path component)."""
         return await self._run(self._write_sync, eid, filename, data)
 
-    def _write_state_sync(self, eid: str, data: bytes) -> Path:
+    def _write_state_sync(self, eid: str, data: bytes) -> str:
         path = self._write_sync(eid, STATE_FILE, data)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path.parent / JOURNAL_FILE)  # folded into the snapshot
+            os.unlink(os.path.join(os.path.dirname(path), JOURNAL_FILE))  # folded in
         return path
 
-    async def write_state(self, eid: str, data: bytes) -> Path:
+    async def write_state(self, eid: str, data: bytes) -> str:
         """Replace the execution's state snapshot atomically; its journal is dropped."""
         return await self._writer.run(self._write_state_sync, eid, data)
 
     def _append_journal_sync(self, eid: str, data: bytes) -> None:
         path = self._target(eid, JOURNAL_FILE)
         self._check_writable()
-        if not path.parent.is_dir():
+        if not os.path.isdir(os.path.dirname(path)):
             raise ExecutionNotFound(f"execution {eid} does not exist")
         with open(path, "ab") as f:
             f.write(data)
@@ -415,7 +449,8 @@ class ReportStore:
             if node == entry.name or node not in nodes:
                 continue
             try:
-                out[node] = self._target(eid, entry.name).read_bytes()
+                with open(self._target(eid, entry.name), "rb") as f:
+                    out[node] = f.read()
             except (OSError, ValueError):
                 continue  # vanished, or an unsafe link: nothing to restore
         return out
@@ -459,7 +494,7 @@ class ReportStore:
         file is removed and an existing file of that name is left untouched.
         """
         filename = self.upload_filename(node, name)  # ValueError before any disk access
-        path = await self._run(self._target, eid, filename)
+        path = Path(await self._run(self._target, eid, filename))
         sink = UploadSink(self, path, max_size)
         try:
             yield sink
@@ -508,9 +543,7 @@ class UploadSink:
     def _flush_sync(self, data: bytes) -> None:
         self._open_sync()
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        _write_all(self._fd, data)
 
     def _commit_sync(self, data: bytes) -> None:
         self._flush_sync(data)

@@ -194,6 +194,27 @@ async def test_a_replica_that_loses_its_lease_stops_writing_and_exits(tmp_path):
         assert not (a.store.root / "202601010000" / "node-x.json").exists()
 
 
+async def test_graceful_stop_ends_the_pod_watch_before_giving_up_the_lease(tmp_path):
+    """Jobs that end during a SIGTERM are the next leader's to record: once the final
+    flush has begun, no pod event may change (and try to persist) the state."""
+    async with cluster(tmp_path) as c:
+        c.add_nodes(2)
+        await c.start_agent(JobBehaviour(run_seconds=3600))
+        a = await c.start_controller(identity="a", dev_mode=False, lease_timing=LEASE)
+        await wait_leader(a)
+        await a.controller.trigger("test")
+        await until_pods(c.kube, lambda pods: sum("-job-" in n for n in pods) == 2)
+        watching_when_stepping_down: list[bool] = []
+        a.elector.on_change(
+            lambda leading: watching_when_stepping_down.append(
+                a.supervisor.get("pod-watch") is not None
+            )
+        )
+        await a.stop()
+        c.runtimes.remove(a)
+        assert watching_when_stepping_down == [False]
+
+
 async def test_sigkill_right_after_acknowledged_results_loses_none(sim, tmp_path, start_agent):
     """Each 200 is on disk: a controller killed the instant after still has every result."""
     sim.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
+from bjc import store as store_module
 from bjc.store import LATEST, STATE_FILE, ReportStore, UploadTooLarge, check_name
 
 E1, E2, E3 = "202401011200", "202401011300", "202401021200"
@@ -112,6 +115,36 @@ async def test_write_replaces_atomically_and_leaves_no_temp(tmp_path: Path) -> N
     assert os.listdir(tmp_path / E1) == ["node-a.json"]
 
 
+async def test_concurrent_results_all_land_with_their_own_bodies(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path)
+    await store.create_execution(E1)
+    nodes = [f"node-{i}" for i in range(300)]
+    await asyncio.gather(*(store.write_result(E1, n, n.encode()) for n in nodes))
+    assert {n: (tmp_path / E1 / f"{n}.json").read_bytes() for n in nodes} == {
+        n: n.encode() for n in nodes
+    }
+    assert sorted(os.listdir(tmp_path / E1)) == sorted(f"{n}.json" for n in nodes)
+
+
+def _writer_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "bjc-writer"}
+
+
+async def test_writer_thread_ends_when_idle_and_a_later_write_starts_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    others = _writer_threads()  # of earlier tests' stores
+    monkeypatch.setattr(store_module._Writer, "_IDLE_S", 0.01)
+    store = ReportStore(tmp_path)
+    await store.create_execution(E1)
+    await store.write_result(E1, "node-a", b"first")
+    for thread in _writer_threads() - others:
+        await asyncio.to_thread(thread.join)  # it ends by itself once idle
+    assert _writer_threads() - others == set()
+    await store.write_result(E1, "node-a", b"second")
+    assert (tmp_path / E1 / "node-a.json").read_bytes() == b"second"
+
+
 async def test_large_upload_goes_through_temp_file(tmp_path: Path) -> None:
     store = ReportStore(tmp_path)
     await store.create_execution(E1)
@@ -182,6 +215,15 @@ async def test_write_to_missing_execution_fails(tmp_path: Path) -> None:
 def test_check_name_refuses(name: str) -> None:
     with pytest.raises(ValueError):
         check_name(name)
+
+
+def test_check_name_names_what_it_checks_each_time() -> None:
+    # the verdict on a name is cached; the message still names what was checked
+    for what in ("node", "file name"):
+        with pytest.raises(ValueError, match=f"^{what} 'a/b' must not contain a path separator"):
+            check_name("a/b", what)
+    with pytest.raises(ValueError, match=r"^execution ID is empty"):
+        check_name("", "execution ID")
 
 
 @pytest.mark.parametrize("name", ["report.txt", "a..b", "...", ".hidden", "x%41y", "日本.txt"])
