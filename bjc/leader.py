@@ -25,10 +25,10 @@ read each other's leases the same way:
   other coroutine can trigger an execution.
 - Release on graceful shutdown (client-go's ReleaseOnCancel): `holderIdentity`
   emptied, `leaseDurationSeconds` 1, times set to now.
-- A standby also watches the Lease and tries at once when it is released, and it
-  wakes exactly when a silent holder's lease expires in its eyes, rather than at
-  its next retry: a graceful handover takes an API round trip, a crash about one
-  lease duration.
+- A standby also watches the Lease: it sees each renewal when it happens, tries at
+  once when the Lease is released, and wakes exactly when a silent holder's lease
+  expires in its eyes rather than at its next retry. A graceful handover takes an
+  API round trip, a crash one lease duration after the holder's last renewal.
 
 Deliberately not here: deciding what leadership means (the controller reacts to
 `on_change`), and the legacy `leaderElectionResourceLock` values (config maps them
@@ -181,7 +181,7 @@ class LeaderElector:
         it, then re-raises CancelledError.
         """
         loop = asyncio.get_running_loop()
-        releases = asyncio.create_task(self._watch_releases(), name="lease-watch")
+        releases = asyncio.create_task(self._watch_lease(), name="lease-watch")
         try:
             while not self._closed:
                 started = loop.time()
@@ -289,13 +289,17 @@ class LeaderElector:
         if not self._closed:
             self._wake.clear()
 
-    async def _watch_releases(self) -> None:
-        """Wake a standby the moment the holder releases the Lease.
+    async def _watch_lease(self) -> None:
+        """See every change of the Lease as it happens.
 
-        A graceful handover then takes one API round trip instead of up to one
-        retry period. Expiry still needs the timer (a dead holder writes nothing),
-        and a broken watch only means falling back to it: errors back off and retry.
+        A standby then judges expiry from the moment the holder last renewed, not
+        from when its own next poll noticed (up to a retry period later), and it is
+        woken the moment the holder releases the Lease: a graceful handover takes
+        one API round trip. Expiry itself still needs the timer (a dead holder
+        writes nothing), and a broken watch only means falling back to polling:
+        errors back off and retry.
         """
+        loop = asyncio.get_running_loop()
         params = {"fieldSelector": f"metadata.name={self.lease_name}"}
         while True:
             try:
@@ -303,10 +307,11 @@ class LeaderElector:
                 async for event in self.kube.watch(
                     self._collection, dict, resource_version=rv, params=params
                 ):
-                    spec = event.object.get("spec") or {}
-                    if event.type != "BOOKMARK" and not spec.get("holderIdentity"):
-                        if not self._leading:
-                            self._wake.set()
+                    if event.type not in ("ADDED", "MODIFIED"):
+                        continue
+                    self._observe(event.object, loop.time())
+                    if not self._leading and not self.holder:
+                        self._wake.set()
             except (*_ATTEMPT_ERRORS, ValueError) as e:
                 log.debug("lease %s: watch failed: %r", self.lease_name, e)
                 await asyncio.sleep(self.retry_period * random.uniform(0.5, 1.0))
