@@ -94,7 +94,7 @@ async def wait_for_signal(failed: asyncio.Event | None = None) -> bool:
 
 
 def run(argv: list[str]) -> int:
-    """`bjc run`: SPEC A1 environment, ConfigMap through the API, then serve."""
+    """`bjc run`: the Go controller's environment, the ConfigMap through the API, then serve."""
     from bjc.config import ConfigError, load_environment
     from bjc.kube import KubeConfigError, load_credentials
 
