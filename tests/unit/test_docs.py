@@ -4,7 +4,7 @@ config loader, the README's shell commands by running them, and every relative l
 Three checks:
 - every `config.yaml` key the loader knows is a row of the key table in
   docs/configuration.md, and every row is a key the loader accepts without an
-  "unknown key" warning;
+  "unknown key" warning; likewise the environment variables;
 - every command in a ```sh / ```shell / ```console block of README.md runs, in a
   temporary directory and bounded in time (see `_check_command` for the few commands
   that are checked without being run, and why);
@@ -26,7 +26,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bjc.config import _KNOWN_KEYS, MetricsConfig, load_config
+from bjc.config import _KNOWN_KEYS, Environment, MetricsConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -44,10 +44,14 @@ COMMAND_TIMEOUT = 120
 # --------------------------------------------------------------------------- config keys
 
 
-def documented_keys() -> list[str]:
-    """The first column of the table under "## `config.yaml` keys"."""
-    section = CONFIGURATION.read_text().split("## `config.yaml` keys", 1)[1].split("\n## ", 1)[0]
+def first_column(heading: str) -> list[str]:
+    """The first column (code-quoted) of the table under `## heading` in configuration.md."""
+    section = CONFIGURATION.read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"^\| `([^`]+)` \|", section, flags=re.M)
+
+
+def documented_keys() -> list[str]:
+    return first_column("`config.yaml` keys")
 
 
 def code_keys() -> set[str]:
@@ -67,6 +71,12 @@ def test_every_documented_config_key_is_known_to_the_loader():
     assert len(documented) == len(set(documented)), "a key is documented twice"
     unknown = set(documented) - code_keys()
     assert not unknown, f"docs/configuration.md documents unknown keys: {sorted(unknown)}"
+
+
+def test_the_environment_table_lists_exactly_the_variables_the_controller_reads():
+    documented = set(first_column("Controller environment"))
+    read = {f.name.upper() for f in msgspec.structs.fields(Environment)}
+    assert documented == read
 
 
 def test_the_loader_accepts_every_documented_top_level_key_without_a_warning():
