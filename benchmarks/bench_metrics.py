@@ -6,7 +6,7 @@ with the same 100,000 series of 4 labels ({a, b, node, executionID}: 10 executio
 1,000 nodes x 10 series), measured in the same run. Each side runs in a fresh
 subprocess so that the RSS delta (VmRSS before/after) is its own.
 
-What it deliberately does not do: assert anything (numbers are reported, the README
+What it deliberately does not do: assert anything (numbers are reported, docs/benchmarks.md
 and `nox -s bench` show them), or measure HTTP (see the callback benchmarks).
 
 Run standalone: `python -m benchmarks.bench_metrics` (prints JSON).

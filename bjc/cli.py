@@ -116,12 +116,12 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 
 def run(argv: list[str]) -> int:
-    """`bjc run`: SPEC A1 environment, ConfigMap through the API, then serve."""
+    """`bjc run`: the Go controller's environment, the ConfigMap through the API, then serve."""
     from bjc.config import ConfigError, load_environment
     from bjc.kube import KubeConfigError, load_credentials
 
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: bjc run   (configured by NAMESPACE, CONFIG_MAP_NAME, ... see README)")
+        print("usage: bjc run   (configured by NAMESPACE, CONFIG_MAP_NAME, ... see docs/configuration.md)")
         return 0
     try:
         env = load_environment(os.environ)

@@ -33,7 +33,7 @@ MiB = 1024 * 1024
 CONFIG_FILE_KEY = "config.yaml"
 POD_TEMPLATE_KEY = "pod-template.yaml"
 
-#: Gauge suffixes bjc itself uses for `<prefix>_<suffix>` (SPEC A6).
+#: Gauge suffixes bjc itself uses for `<prefix>_<suffix>` (the Go controller's metrics).
 RESERVED_GAUGE_SUFFIXES = frozenset({"processing", "duration", "pods", "current_execution_id"})
 #: Labels bjc adds to every result series; a gauge may not declare them itself.
 RESERVED_LABELS = frozenset({"node", "executionID"})
@@ -78,7 +78,7 @@ class PullSecret(msgspec.Struct):
 
 
 class Config(msgspec.Struct, kw_only=True, rename="camel"):
-    """config.yaml (SPEC A2 + B). Durations are seconds (float) after loading."""
+    """config.yaml: the Go controller's keys, then bjc's own. Durations are seconds (float)."""
 
     name: str
     job_service_account: str = ""
@@ -99,7 +99,7 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     leader_election_resource_lock: str = "leases"
     save_pod_log: bool = False
     custom: dict[str, object] = msgspec.field(default_factory=dict)
-    # --- part B ---
+    # --- bjc only (each defaults to the Go controller's behaviour) ---
     concurrency_policy: str = "Replace"  # "Replace" | "Forbid"
     job_timeout: float | None = None  # seconds
     callback_auth: str = "none"  # "none" | "token"
@@ -117,7 +117,7 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 class Environment(msgspec.Struct, kw_only=True):
-    """The controller's environment (SPEC A1)."""
+    """The controller's environment, the variables the Go controller reads."""
 
     namespace: str
     config_map_name: str
@@ -549,7 +549,7 @@ def _parse_yaml_mapping(text: str, what: str) -> tuple[dict[str, Any] | None, li
 def load_config(text: str, *, report_directory: str | None = None) -> tuple[Config, list[str]]:
     """Parse and validate `config.yaml` (YAML or JSON); return the config and the warnings.
 
-    `report_directory` (the `REPORT_DIRECTORY` override, SPEC A1) replaces the
+    `report_directory` (the `REPORT_DIRECTORY` override, as in the Go controller) replaces the
     file's `reportDirectory`, which then may be missing. Raises `ConfigError`
     with every problem found.
     """
@@ -895,7 +895,7 @@ def problem_key(problem: str) -> tuple[str, str]:
 
 
 def load_environment(environ: Mapping[str, str]) -> Environment:
-    """The controller environment (SPEC A1); NAMESPACE and CONFIG_MAP_NAME are required."""
+    """The controller environment; NAMESPACE and CONFIG_MAP_NAME are required."""
     problems = []
     for key in ("NAMESPACE", "CONFIG_MAP_NAME"):
         if not environ.get(key):

@@ -54,7 +54,7 @@ _ID_FORMAT = "%Y%m%d%H%M"
 
 
 def next_execution_id(now: dt.datetime, existing: str | None) -> str:
-    """Local time `yyyyMMddHHmm` (SPEC A4.3), never reusing an id.
+    """Local time `yyyyMMddHHmm` (the Go controller's id format), never reusing an id.
 
     A second trigger in the same minute (`@every 30s`, Replace, a restart) would
     otherwise write into the first execution's directory; it takes the next free
@@ -68,7 +68,7 @@ def next_execution_id(now: dt.datetime, existing: str | None) -> str:
 
 
 def select_nodes(nodes: list[Node], run_on_unscheduled: bool) -> list[str]:
-    """SPEC A4.2: Ready, and schedulable unless runOnUnscheduledNodes."""
+    """As the Go controller selects nodes: Ready, and schedulable unless runOnUnscheduledNodes."""
     return sorted(
         n.metadata.name
         for n in nodes
@@ -402,7 +402,7 @@ class Controller:
             self.execution_done.notify_all()
 
     async def _delete_earlier_pods(self, eid: str) -> None:
-        """SPEC A4.4: every job pod of an earlier execution goes (background)."""
+        """As in the Go controller, every job pod of an earlier execution goes (background)."""
         selector = f"{podspec.OWNER_LABEL}={self.config.name},{podspec.EXECUTION_LABEL}!={eid}"
         try:
             await self.kube.request(

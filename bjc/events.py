@@ -1,4 +1,4 @@
-"""Kubernetes Events posted by job pods through the callback API (SPEC A5, `.../event`).
+"""Kubernetes Events posted by job pods through the callback API (`.../event`).
 
 A job pod sends `{"warning", "reason", "message", "action", "args"}`; bjc formats the
 message Go-style (the Go controller passed it to fmt.Sprintf), and creates an

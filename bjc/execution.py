@@ -6,7 +6,7 @@ fate. The state machine here is pure: transitions return whether they happened,
 so a node's job ends exactly once however many watch events, relists or timeouts
 report it. Every change is written to the execution's report directory (atomic
 rename, coalesced so a burst of changes costs one write) so that a restarted or
-newly elected controller resumes where the last one stopped (SPEC B).
+newly elected controller resumes where the last one stopped.
 
 Deliberately not here: Kubernetes calls, metrics, HTTP. The controller wires those.
 """
@@ -64,7 +64,7 @@ class NodeJob(msgspec.Struct, omit_defaults=True):
 
     @property
     def error(self) -> bool:
-        """SPEC A4.6: an error unless the pod succeeded and a result arrived."""
+        """As in the Go controller: an error unless the pod succeeded and a result arrived."""
         return self.status is not JobStatus.SUCCEEDED or not self.result
 
 

@@ -1,6 +1,6 @@
 """Every Prometheus series bjc exposes, and the `/metrics` endpoint that serves them.
 
-Why this exists: the Go controller's metrics (SPEC A6) are a Prometheus compatibility
+Why this exists: the Go controller's metrics are a Prometheus compatibility
 surface - dashboards and alerts query them by name, label and help text - and with
 thousands of nodes and 30 executions of history they are also bjc's largest data
 structure (100,000-300,000 series). A plain aioprometheus `Gauge` keys every series by
@@ -552,9 +552,9 @@ class _SeriesCount:
 
 
 class Metrics:
-    """All series of one bjc controller (SPEC A6 + B extras) in one aioprometheus Registry.
+    """All series of one bjc controller (the Go controller's and bjc's) in one Registry.
 
-    Naming of the B extras: process metrics and the leader gauge use the standard names
+    Naming of bjc's extras: process metrics and the leader gauge use the standard names
     the Go controller also exposes (`process_*`, `leader_election_master_status`); the
     other extras are `bjc_*` so they can never collide with configured gauges under the
     Go metric prefix.
@@ -579,7 +579,7 @@ class Metrics:
                 raise ValueError(f"metrics.prefix: {name!r} is not a valid metric name")
             return name
 
-        # --- SPEC A6 ---
+        # --- the Go controller's series ---
         self._current_execution = Gauge(
             name_for("current_execution_id"), CURRENT_EXECUTION_HELP, registry=reg
         )
@@ -594,7 +594,7 @@ class Metrics:
         self.version = version
         self._set_info(config)
 
-        # --- B extras ---
+        # --- bjc's extras ---
         self._progress_finished = SeriesFamily(
             "bjc_execution_finished_nodes",
             "Nodes of the execution whose job pod has finished (or was given up)",
@@ -759,7 +759,7 @@ class Metrics:
         self._set_info(config)
         return fresh
 
-    # --- SPEC A6 ---
+    # --- the Go controller's series ---
 
     def set_current_execution(self, execution_id: str) -> None:
         """`<prefix>_current_execution_id` = the id as a number, and
@@ -903,7 +903,7 @@ class Metrics:
                 counts.total += 1
         return counts
 
-    # --- B extras ---
+    # --- bjc's extras ---
 
     def set_progress(self, execution_id: str, finished: int, total: int) -> None:
         """`bjc_execution_finished_nodes`, `bjc_execution_nodes`, `bjc_execution_progress`."""

@@ -1,4 +1,4 @@
-"""The job pod: the operator's `pod-template.yaml` plus the fields bjc enforces (SPEC A3).
+"""The job pod: the operator's `pod-template.yaml` plus the fields bjc enforces (as Go does).
 
 The Go controller runs the template through Go's text/template and parses the
 result. bjc supports only the three field references that template ever had data
@@ -422,7 +422,7 @@ def render_pod(
     token: str | None = None,
     attempt: int = 0,
 ) -> dict[str, Any]:
-    """The job pod for one node of one execution (SPEC A3), as an API-ready dict.
+    """The job pod for one node of one execution, as an API-ready dict.
 
     `owner` is the controller pod's top-level owner (an `OwnerReference`, an
     owner-reference dict or the owner object itself), or None when not found.

@@ -67,7 +67,7 @@ WATCH_SILENCE_LIMIT_S = 600.0
 
 
 async def callback_host(kube: KubeClient, config: Config, env: Environment) -> str:
-    """SPEC B: the Service's ClusterIP when configured (survives failover), else POD_IP."""
+    """The Service's ClusterIP when configured (survives failover), else POD_IP."""
     if config.callback_service_name:
         path = f"/api/v1/namespaces/{env.namespace}/services/{config.callback_service_name}"
         try:

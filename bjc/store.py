@@ -1,6 +1,6 @@
 """The report directory: where results, uploads, pod logs and execution state live.
 
-Layout (SPEC A4, compatible with the Go controller)::
+Layout (the Go controller's)::
 
     <root>/<executionID>/                     one directory per execution (yyyyMMddHHmm)
     <root>/<executionID>/<node>.json          result JSON, saved verbatim

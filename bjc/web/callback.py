@@ -1,4 +1,4 @@
-"""The callback API job pods talk to (SPEC A5): results, files and events.
+"""The callback API job pods talk to (the Go controller's routes): results, files and events.
 
 `POST /report/{node}/{executionID}/result|file|event`, with the Go controller's status
 codes and body prefixes, and `GET /openapi.json`, the API's OpenAPI document. Handlers

@@ -1,4 +1,4 @@
-"""The report directory served read-only, with HTML directory listings (SPEC A7, port 8080).
+"""The report directory served read-only, with HTML directory listings (port 8080, as in Go).
 
 Operators browse `<reportDirectory>/latest/...` and older executions here. GET and HEAD
 only; files go out through aiohttp's `FileResponse` (ranges, ETags, content types, file

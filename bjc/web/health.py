@@ -1,4 +1,4 @@
-"""`/healthz` and `/readyz` on healthProbePort (SPEC A7).
+"""`/healthz` and `/readyz` on healthProbePort, as the Go controller serves them.
 
 `/healthz` runs every liveness check (report directory present, each server up,
 the leader's pod watch alive); `/readyz` runs them too plus the readiness checks

@@ -1,4 +1,4 @@
-"""Callback API (SPEC A5) over a real aiohttp server: admission, result and event routes.
+"""Callback API over a real aiohttp server: admission, result and event routes.
 
 Uploads are in test_callback_files.py. The controller side is a small in-test
 CallbackTarget; store and metrics are the real ones.
@@ -268,7 +268,7 @@ async def test_bad_result_is_400_and_not_stored(
 
 
 async def test_labels_that_differ_from_the_config_are_accepted_like_go(make_env: MakeEnv) -> None:
-    """SPEC A5 refuses only bad JSON, empty results and invalid names: a missing label
+    """The Go controller refuses only bad JSON, empty results and invalid names: a missing label
     is exposed as "", one that is not configured is dropped (the Go controller's rule)."""
     env = await make_env()
     body = {"test": [{"value": 3, "labels": {"label_a": "A", "z": "1"}}]}

@@ -1,4 +1,4 @@
-"""Callback API file uploads (SPEC A5 `.../file`, B upload safety) over a real aiohttp server."""
+"""Callback API file uploads (`.../file`, and bjc's upload safety) over a real aiohttp server."""
 
 from __future__ import annotations
 

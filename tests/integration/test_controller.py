@@ -48,7 +48,7 @@ async def test_full_execution_respects_pool_size(tmp_path):
         assert all(j.status is JobStatus.SUCCEEDED and j.result for j in execution.nodes.values())
         assert 1 <= watch.max_live <= 5
         assert execution.state.pods_started == 50
-        # report layout (SPEC A4): one result per node, latest link, state file
+        # the Go controller's report layout: one result per node, latest link, state file
         root = runtime.store.root
         assert (root / "latest").resolve() == (root / execution.id).resolve()
         results = sorted(p.name for p in (root / execution.id).glob("node-*.json"))
@@ -292,7 +292,7 @@ async def test_history_is_pruned_with_its_metrics(tmp_path):
         metrics = await scrape(runtime)
         seen = {dict(labels).get("executionID") for _, labels in metrics} - {None}
         assert seen == set(ids)
-        # callbacks of a pruned execution are refused from then on (SPEC A4.7)
+        # callbacks of a pruned execution are refused from then on (406, as in the Go controller)
         url = f"http://127.0.0.1:{runtime.ports['callback']}/report/node-000/{pruned}/result"
         async with aiohttp.ClientSession() as http:
             body = {"checks": [{"value": 1, "labels": {"kind": "x"}}]}

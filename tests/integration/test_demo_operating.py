@@ -1,4 +1,4 @@
-"""`bjc demo` operated as the README shows: kubectl annotate, kubectl patch, bjc trigger."""
+"""`bjc demo` operated as docs/operating.md shows: kubectl annotate, kubectl patch, bjc trigger."""
 
 from __future__ import annotations
 

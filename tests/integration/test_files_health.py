@@ -1,4 +1,4 @@
-"""Report file server (SPEC A7, port 8080) and the health probes, over real servers."""
+"""Report file server (port 8080) and the health probes, over real servers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""config.yaml, environment and ConfigMap loading (SPEC A1, A2 and the B keys)."""
+"""config.yaml, environment and ConfigMap loading (the Go controller's keys and bjc's own)."""
 
 from __future__ import annotations
 

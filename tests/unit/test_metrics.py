@@ -1,6 +1,7 @@
 """Tests of bjc.metrics: the exposition parsed back with prometheus_client's text parser.
 
-Every SPEC A6 series and B extra is checked by name, help, type, labels and value;
+Every series of the Go controller and every bjc extra is checked by name, help, type,
+labels and value;
 escaping, latestMetricsLabel, pruning, freezing of past executions and the aiohttp
 handler (over a real test server) are covered. No timing asserts (see
 benchmarks/bench_metrics.py for those).
@@ -79,7 +80,7 @@ def labels(**kv: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(kv.items()))
 
 
-# --- SPEC A6 ---
+# --- the Go controller's series ---
 
 
 def test_a6_series_names_help_types_labels_values() -> None:
@@ -468,7 +469,7 @@ def test_series_family_refuses_aioprometheus_set() -> None:
         family.set({"node": "n"}, 1)  # type: ignore[arg-type]
 
 
-# --- B extras ---
+# --- bjc's extras ---
 
 
 def test_progress_gauges() -> None:

@@ -1,4 +1,4 @@
-"""Pod template validation and job pod rendering (SPEC A3, plus jobTimeout and token URLs)."""
+"""Pod template validation and job pod rendering (Go's enforced fields, jobTimeout, token URLs)."""
 
 from __future__ import annotations
 
