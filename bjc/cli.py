@@ -121,7 +121,8 @@ def run(argv: list[str]) -> int:
     from bjc.kube import KubeConfigError, load_credentials
 
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: bjc run   (configured by NAMESPACE, CONFIG_MAP_NAME, ... see docs/configuration.md)")
+        print("usage: bjc run   (configured by NAMESPACE, CONFIG_MAP_NAME, ...;")
+        print("                  see docs/configuration.md)")
         return 0
     try:
         env = load_environment(os.environ)
