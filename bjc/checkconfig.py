@@ -19,14 +19,9 @@ import sys
 from datetime import datetime
 from typing import TextIO
 
-from bjc.config import (
-    ConfigError,
-    LoadedConfig,
-    cron_schedule,
-    format_duration,
-    load_config_map_manifest,
-    load_pair,
-)
+from bjc.config import cron_schedule
+from bjc.configmap import LoadedConfig, load_config_map_manifest, load_pair
+from bjc.values import ConfigError, format_duration
 
 USAGE = """\
 bjc check-config CONFIGMAP_FILE

@@ -3,8 +3,8 @@
 Each subcommand lives in its own module and is imported only when chosen, so
 `bjc run` does not pay for the simulator, `bjc check-config` starts instantly and
 `bjc report` (run in job pods) loads nothing but the standard library.
-This module also owns process-level concerns of `bjc run`: logging format,
-signals, exit codes.
+This module also owns the exit codes of `bjc run`; logging and signals are in
+`bjc.process`, which `bjc demo` shares.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,68 +33,12 @@ commands:
 """
 
 
-class _HumanFormatter(logging.Formatter):
-    """`2024-01-01 12:00:00.123 INFO    bjc.controller: ...` (local time, milliseconds)."""
-
-    default_msec_format = "%s.%03d"
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line; `ts` is RFC 3339 local time with milliseconds."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        import msgspec  # here, not at the top: `bjc report` must not load it
-
-        when = datetime.fromtimestamp(record.created).astimezone()
-        entry = {
-            "ts": when.isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return msgspec.json.encode(entry).decode()
-
-
-def log_formatter(human: bool) -> logging.Formatter:
-    """Timestamps carry milliseconds: pod events and callbacks are often that close."""
-    return _HumanFormatter() if human else _JsonFormatter()
-
-
-def setup_logging(human: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(log_formatter(human))
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), handlers=[handler])
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-async def wait_for_signal(failed: asyncio.Event | None = None) -> bool:
-    """Return on SIGTERM or SIGINT (True), or once `failed` is set (False)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    waits = [asyncio.ensure_future(stop.wait())]
-    if failed is not None:
-        waits.append(asyncio.ensure_future(failed.wait()))
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        return stop.is_set()
-    finally:
-        for wait in waits:
-            wait.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-
-
 def run(argv: list[str]) -> int:
     """`bjc run`: SPEC A1 environment, ConfigMap through the API, then serve."""
-    from bjc.config import ConfigError, load_environment
+    from bjc.config import load_environment
     from bjc.kube import KubeConfigError, load_credentials
+    from bjc.process import setup_logging
+    from bjc.values import ConfigError
 
     if argv and argv[0] in ("-h", "--help"):
         print("usage: bjc run   (configured by NAMESPACE, CONFIG_MAP_NAME, ... see README)")
@@ -116,10 +58,12 @@ def run(argv: list[str]) -> int:
 
 
 async def _run(env: Environment, creds: Credentials) -> int:
-    from bjc.config import ConfigError, load_config_map
+    from bjc.configmap import load_config_map
     from bjc.kube import ApiError, KubeClient
     from bjc.kubetypes import ConfigMap
+    from bjc.process import wait_for_signal
     from bjc.runtime import Runtime
+    from bjc.values import ConfigError
 
     log = logging.getLogger("bjc")
     async with KubeClient(creds) as kube:

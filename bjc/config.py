@@ -12,21 +12,25 @@ Deliberately pure: nothing here talks to Kubernetes, reads files or logs. Warnin
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import yaml
 
 from bjc.cron import CronSchedule, parse_cron
-
-if TYPE_CHECKING:
-    from bjc.podspec import PodTemplate
+from bjc.values import (
+    DURATION_HINT,
+    ConfigError,
+    kind,
+    parse_duration,
+    parse_size,
+    show,
+    yaml_error,
+)
 
 MiB = 1024 * 1024
 
@@ -127,166 +131,13 @@ class Environment(msgspec.Struct, kw_only=True):
     report_directory: str | None = None
 
 
-class ConfigError(Exception):
-    """Every problem found in a configuration, one message per problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-@dataclass
-class LoadedConfig:
-    """A validated ConfigMap: the config, the parsed pod template and the load warnings."""
-
-    config: Config
-    template: PodTemplate
-    warnings: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- durations, sizes
-
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "\u00b5s": 1e-6,  # micro sign
-    "\u03bcs": 1e-6,  # greek mu
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART_RE = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_DURATION_HINT = "use a Go duration such as '10s', '1m30s', '500ms' or '1h'"
-
-
-def parse_duration(s: str) -> float:
-    """A Go duration string (`time.ParseDuration` syntax) as float seconds; negatives refused."""
-    if not isinstance(s, str):
-        raise ValueError(f"expected a duration string, got {type(s).__name__}; {_DURATION_HINT}")
-    text = s
-    if text.startswith("-"):
-        raise ValueError("negative durations are not allowed")
-    if text.startswith("+"):
-        text = text[1:]
-    if text == "0":
-        return 0.0
-    if not text:
-        raise ValueError(f"empty duration; {_DURATION_HINT}")
-    pos = 0
-    total = 0.0
-    while pos < len(text):
-        m = _DURATION_PART_RE.match(text, pos)
-        if m is None:
-            rest = text[pos:]
-            if re.match(r"^(\d+\.?\d*|\.\d+)$", rest):
-                reason = f"missing unit after {rest!r}"
-            else:
-                reason = f"cannot parse {rest!r}"
-            raise ValueError(f"{reason}; {_DURATION_HINT} (units: ns, us, ms, s, m, h)")
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds in Go's `Duration.String()` style (`1m30s`, `500ms`, `1h0m0s`)."""
-    if seconds == 0:
-        return "0s"
-    if seconds < 1:
-        ms = seconds * 1000
-        return f"{ms:g}ms" if ms >= 1 else f"{seconds * 1e6:g}us"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    sec_text = f"{secs:g}s"
-    if hours:
-        return f"{int(hours)}h{int(minutes)}m{sec_text}"
-    if minutes:
-        return f"{int(minutes)}m{sec_text}"
-    return sec_text
-
-
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_SIZE_FACTORS = {
-    None: 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from an int or a Kubernetes quantity string (`64Mi`, `10M`, `1.5Gi`, `1048576`)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a byte count or a quantity such as '64Mi', got a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value.strip())
-        if m is None:
-            raise ValueError(
-                "expected a byte count or a quantity such as '64Mi', '10M', '1Gi' "
-                "(suffixes k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei)"
-            )
-        return math.ceil(float(m.group(1)) * _SIZE_FACTORS[m.group(2)])
-    raise ValueError(f"expected a byte count or a quantity such as '64Mi', got {_kind(value)}")
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _show(value: Any) -> str:
-    """A value as the operator wrote it (JSON-ish, shortened)."""
-    try:
-        text = json.dumps(value, default=str, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _yaml_error(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    detail = f"{context}, {problem}" if context else problem
-    return f"invalid YAML{where}: {detail}"
-
-
 class _Collector:
     def __init__(self) -> None:
         self.problems: list[str] = []
         self.warnings: list[str] = []
 
     def invalid(self, key: str, value: Any, reason: str) -> None:
-        self.problems.append(f"{key}: invalid value {_show(value)}: {reason}")
+        self.problems.append(f"{key}: invalid value {show(value)}: {reason}")
 
     def missing(self, key: str, hint: str = "") -> None:
         self.problems.append(f"{key}: required but missing{hint}")
@@ -311,7 +162,7 @@ def _typed(c: _Collector, raw: Mapping[str, Any], key: str, typ: type, path: str
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        c.invalid(path or key, value, f"expected {_EXPECT[typ]}, got {_kind(value)}")
+        c.invalid(path or key, value, f"expected {_EXPECT[typ]}, got {kind(value)}")
         return None
     return value
 
@@ -348,7 +199,7 @@ def _check_duration(c: _Collector, key: str, value: Any) -> float | None:
             return None
         return int(value) / 1e9
     if not isinstance(value, str):
-        c.invalid(key, value, f"expected a duration string, got {_kind(value)}; {_DURATION_HINT}")
+        c.invalid(key, value, f"expected a duration string, got {kind(value)}; {DURATION_HINT}")
         return None
     try:
         return parse_duration(value)
@@ -363,10 +214,10 @@ def _check_label_map(c: _Collector, key: str, value: Mapping[Any, Any]) -> dict[
     for k, v in value.items():
         path = f"{key}.{k}"
         if not isinstance(k, str):
-            c.invalid(key, k, f"label keys must be strings, got {_kind(k)}")
+            c.invalid(key, k, f"label keys must be strings, got {kind(k)}")
             continue
         if not isinstance(v, str):
-            c.invalid(path, v, f"label values must be strings, got {_kind(v)}; quote it")
+            c.invalid(path, v, f"label values must be strings, got {kind(v)}; quote it")
             continue
         prefix, slash, label_name = k.rpartition("/")
         if (slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix))) or (
@@ -390,7 +241,7 @@ def _check_pull_secrets(c: _Collector, key: str, value: Any) -> list[dict[str, s
     if value is None:
         return None
     if not isinstance(value, list):
-        c.invalid(key, value, f"expected a list of {{name: ...}}, got {_kind(value)}")
+        c.invalid(key, value, f"expected a list of {{name: ...}}, got {kind(value)}")
         return None
     out: list[dict[str, str]] = []
     for i, item in enumerate(value):
@@ -399,7 +250,7 @@ def _check_pull_secrets(c: _Collector, key: str, value: Any) -> list[dict[str, s
             c.invalid(path, item, f"expected {{name: {item}}}, got a plain string")
             continue
         if not isinstance(item, dict):
-            c.invalid(path, item, f"expected {{name: ...}}, got {_kind(item)}")
+            c.invalid(path, item, f"expected {{name: ...}}, got {kind(item)}")
             continue
         name = item.get("name")
         if not isinstance(name, str) or not name:
@@ -420,7 +271,7 @@ def _check_metrics(c: _Collector, value: Any) -> dict[str, Any]:
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        c.invalid("metrics", value, f"expected a mapping, got {_kind(value)}")
+        c.invalid("metrics", value, f"expected a mapping, got {kind(value)}")
         return out
     for k in value:
         if k not in ("port", "prefix", "gauges"):
@@ -450,7 +301,7 @@ def _check_metrics(c: _Collector, value: Any) -> dict[str, Any]:
         c.invalid(
             "metrics.gauges",
             gauges_raw,
-            f"expected a mapping of suffix: {{help, labels}}, got {_kind(gauges_raw)}",
+            f"expected a mapping of suffix: {{help, labels}}, got {kind(gauges_raw)}",
         )
         gauges_raw = None
     for suffix, gauge in (gauges_raw or {}).items():
@@ -477,7 +328,7 @@ def _check_metrics(c: _Collector, value: Any) -> dict[str, Any]:
         if gauge is None:
             gauge = {}
         if not isinstance(gauge, dict):
-            c.invalid(path, gauge, f"expected a mapping with help and labels, got {_kind(gauge)}")
+            c.invalid(path, gauge, f"expected a mapping with help and labels, got {kind(gauge)}")
             continue
         for k in gauge:
             if k not in ("help", "labels"):
@@ -489,7 +340,7 @@ def _check_metrics(c: _Collector, value: Any) -> dict[str, Any]:
             c.invalid(
                 f"{path}.labels",
                 labels_raw,
-                f"expected a list of label names, got {_kind(labels_raw)}",
+                f"expected a list of label names, got {kind(labels_raw)}",
             )
             labels_raw = None
         seen: set[str] = set()
@@ -497,7 +348,7 @@ def _check_metrics(c: _Collector, value: Any) -> dict[str, Any]:
         for label in labels_raw or []:
             lpath = f"{path}.labels"
             if not isinstance(label, str):
-                c.invalid(lpath, label, f"label names must be strings, got {_kind(label)}")
+                c.invalid(lpath, label, f"label names must be strings, got {kind(label)}")
                 gauge_ok = False
             elif not LABEL_NAME_RE.match(label):
                 c.invalid(lpath, label, "not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)")
@@ -535,14 +386,14 @@ def _parse_yaml_mapping(text: str, what: str) -> tuple[dict[str, Any] | None, li
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
-        return None, [_yaml_error(exc)]
+        return None, [yaml_error(exc)]
     if not docs:
         return {}, []
     if len(docs) > 1:
         return None, [f"expected one YAML document in {what}, found {len(docs)}"]
     doc = docs[0]
     if not isinstance(doc, dict):
-        return None, [f"{what} must be a mapping of keys, got {_kind(doc)}"]
+        return None, [f"{what} must be a mapping of keys, got {kind(doc)}"]
     return doc, []
 
 
@@ -597,8 +448,8 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
         if primary != alias:
             c.problems.append(
                 "jobImagePullSecrets and imagePullSecrets: both given with different values "
-                f"({_show(raw.get('jobImagePullSecrets'))} vs "
-                f"{_show(raw.get('imagePullSecrets'))}); "
+                f"({show(raw.get('jobImagePullSecrets'))} vs "
+                f"{show(raw.get('imagePullSecrets'))}); "
                 "keep only one (imagePullSecrets is an alias)"
             )
         else:
@@ -685,7 +536,7 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
 
     lock = raw.get("leaderElectionResourceLock")
     if lock is not None and not isinstance(lock, str):
-        c.invalid("leaderElectionResourceLock", lock, f"expected a string, got {_kind(lock)}")
+        c.invalid("leaderElectionResourceLock", lock, f"expected a string, got {kind(lock)}")
     elif lock and lock != "leases":
         if lock in LEGACY_RESOURCE_LOCKS:
             c.warnings.append(
@@ -902,7 +753,7 @@ def load_environment(environ: Mapping[str, str]) -> Environment:
             problems.append(f"{key}: required environment variable is not set")
     namespace = environ.get("NAMESPACE", "")
     if namespace and (len(namespace) > 63 or not _DNS_LABEL_RE.match(namespace)):
-        problems.append(f"NAMESPACE: invalid value {_show(namespace)}: not a valid namespace name")
+        problems.append(f"NAMESPACE: invalid value {show(namespace)}: not a valid namespace name")
     if problems:
         raise ConfigError(problems)
     return Environment(
@@ -920,101 +771,3 @@ def effective_report_directory(config: Config, env: Environment | None) -> str:
     if env is not None and env.report_directory:
         return env.report_directory
     return config.report_directory
-
-
-# --------------------------------------------------------------------------- ConfigMap
-
-
-def load_pair(
-    config_text: str | None,
-    template_text: str | None,
-    *,
-    report_directory: str | None = None,
-    config_source: str = CONFIG_FILE_KEY,
-    template_source: str = POD_TEMPLATE_KEY,
-    problems: list[str] | None = None,
-) -> LoadedConfig:
-    """Validate a config and a pod template together; problems are prefixed with their source.
-
-    A missing text (None) is a problem unless `problems` (problems the caller
-    already found, reported first) is given, in which case the caller has
-    reported it. Raises `ConfigError` with the problems of both.
-    """
-    from bjc.podspec import PodTemplate
-
-    report_missing = problems is None
-    problems = list(problems or [])
-    warnings: list[str] = []
-    config: Config | None = None
-    template: PodTemplate | None = None
-    if config_text is None:
-        if report_missing:
-            problems.append(f"{config_source}: missing")
-    else:
-        try:
-            config, cfg_warnings = load_config(config_text, report_directory=report_directory)
-            warnings.extend(f"{config_source}: {w}" for w in cfg_warnings)
-        except ConfigError as exc:
-            problems.extend(f"{config_source}: {p}" for p in exc.problems)
-    if template_text is None:
-        if report_missing:
-            problems.append(f"{template_source}: missing")
-    else:
-        try:
-            template = PodTemplate.parse(template_text)
-            warnings.extend(f"{template_source}: {w}" for w in template.warnings)
-        except ConfigError as exc:
-            problems.extend(f"{template_source}: {p}" for p in exc.problems)
-    if problems:
-        raise ConfigError(problems)
-    assert config is not None and template is not None
-    return LoadedConfig(config=config, template=template, warnings=warnings)
-
-
-def load_config_map(data: Mapping[str, Any], env: Environment | None = None) -> LoadedConfig:
-    """Validate a ConfigMap's `data` (`config.yaml` + `pod-template.yaml`), applying `env`."""
-    problems = []
-    texts: dict[str, str | None] = {}
-    for key in (CONFIG_FILE_KEY, POD_TEMPLATE_KEY):
-        value = data.get(key)
-        if value is None:
-            problems.append(f"ConfigMap data has no {key!r} key")
-        elif not isinstance(value, str):
-            problems.append(f"ConfigMap data.{key}: expected a string, got {_kind(value)}")
-            value = None
-        texts[key] = value
-    loaded = load_pair(
-        texts[CONFIG_FILE_KEY],
-        texts[POD_TEMPLATE_KEY],
-        report_directory=env.report_directory if env is not None else None,
-        problems=problems,
-    )
-    for key in data:
-        if key not in (CONFIG_FILE_KEY, POD_TEMPLATE_KEY):
-            loaded.warnings.append(f"ConfigMap data.{key}: unknown key ignored")
-    return loaded
-
-
-def load_config_map_manifest(text: str, env: Environment | None = None) -> LoadedConfig:
-    """Validate a ConfigMap manifest file (kind ConfigMap, `data` with the two keys)."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"ConfigMap manifest: {_yaml_error(exc)}"]) from None
-    maps = [d for d in docs if isinstance(d, dict) and d.get("kind") == "ConfigMap"]
-    if not maps:
-        kinds = (
-            ", ".join(sorted({str(d.get("kind")) for d in docs if isinstance(d, dict)}))
-            or "nothing"
-        )
-        raise ConfigError([f"ConfigMap manifest: no document of kind ConfigMap (found {kinds})"])
-    if len(maps) > 1:
-        names = ", ".join(str((m.get("metadata") or {}).get("name")) for m in maps)
-        raise ConfigError(
-            [f"ConfigMap manifest: {len(maps)} ConfigMaps ({names}); give exactly one"]
-        )
-    manifest = maps[0]
-    data = manifest.get("data")
-    if not isinstance(data, dict):
-        raise ConfigError([f"ConfigMap manifest: data: expected a mapping, got {_kind(data)}"])
-    return load_config_map(data, env)

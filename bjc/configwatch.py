@@ -47,17 +47,16 @@ from bjc.config import (
     POD_TEMPLATE_KEY,
     RESTART_KEYS,
     Config,
-    ConfigError,
     Environment,
-    LoadedConfig,
     changed_keys,
-    load_config_map,
     problem_key,
 )
+from bjc.configmap import LoadedConfig, load_config_map
 from bjc.events import EventRequest, build_event
 from bjc.kube import ApiError, KubeClient
 from bjc.kubetypes import ConfigMap
 from bjc.metrics import Metrics
+from bjc.values import ConfigError
 
 log = logging.getLogger(__name__)
 

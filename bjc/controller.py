@@ -44,9 +44,9 @@ from bjc.kube import ApiError, KubeClient, delete_options
 from bjc.kubetypes import Node, Pod
 from bjc.metrics import Metrics
 from bjc.reconciler import PodWatcher
+from bjc.results import apply_result, decode_result
 from bjc.store import ReportStore
 from bjc.supervisor import SideWork
-from bjc.web.callback import apply_result, decode_result
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from bjc.values import parse_duration
+
 __all__ = ["DESCRIPTORS", "CronSchedule", "local_timezone", "parse_cron"]
 
 #: robfig/cron descriptors and the 5-field expressions they stand for.
@@ -165,8 +167,6 @@ def parse_cron(expression: str, tz: tzinfo | None = None) -> CronSchedule:
     `tz` fixes the evaluation zone (the `timeZone` key, tests); a `CRON_TZ=`/`TZ=`
     prefix in the expression wins over it.
     """
-    from bjc.config import parse_duration  # config imports cron; keep the cycle lazy
-
     if not isinstance(expression, str):
         raise ValueError(f"expected a string, got {type(expression).__name__}")
     spec = expression.strip()

@@ -24,11 +24,14 @@ from pathlib import Path
 
 import aiohttp
 
-from bjc.config import ConfigError, Environment, load_config_map
+from bjc.config import Environment
+from bjc.configmap import load_config_map
 from bjc.configwatch import TRIGGER_ANNOTATION
 from bjc.kube import KubeClient
+from bjc.process import setup_logging, wait_for_signal
 from bjc.runtime import Runtime
 from bjc.sim import JobBehaviour, NodeAgent, RunningPod, SimCluster
+from bjc.values import ConfigError
 
 log = logging.getLogger("bjc.demo")
 
@@ -186,8 +189,6 @@ async def run_demo(args: argparse.Namespace, config_text: str, template_text: st
         if args.executions:
             await _run_executions(runtime, args.executions)
         else:
-            from bjc.cli import wait_for_signal
-
             await wait_for_signal()
     finally:
         await runtime.stop()
@@ -234,8 +235,6 @@ def _announce(runtime: Runtime, sim: SimCluster, args: argparse.Namespace) -> No
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from bjc.cli import setup_logging
-
     setup_logging(human=True)
     config_text = Path(args.config).read_text() if args.config else DEMO_CONFIG
     template_text = Path(args.pod_template).read_text() if args.pod_template else DEMO_POD_TEMPLATE

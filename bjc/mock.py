@@ -27,9 +27,11 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
-from bjc.config import Config, ConfigError, load_config, load_config_map_manifest
+from bjc.config import Config, load_config
+from bjc.configmap import load_config_map_manifest
 from bjc.events import EventRequest, format_note
 from bjc.store import ReportStore, UploadSink, UploadTooLarge
+from bjc.values import ConfigError
 from bjc.web import bound_port, serve
 from bjc.web.callback import Handler, make_callback_app
 
@@ -164,7 +166,7 @@ async def _log_requests(request: web.Request, handler: Handler) -> web.StreamRes
 def load_mock_config(path: str | None) -> tuple[Config, list[str]]:
     """A config.yaml or a ConfigMap manifest; default: no gauges. Returns (config, warnings).
 
-    Raises bjc.config.ConfigError with every problem, OSError if the file is unreadable.
+    Raises bjc.values.ConfigError with every problem, OSError if the file is unreadable.
     """
     if path is None:
         return Config(name="mock", report_directory=_NOWHERE), []

@@ -28,7 +28,8 @@ from urllib.parse import quote
 import msgspec
 import yaml
 
-from bjc.config import Config, ConfigError, _kind, _show, _yaml_error
+from bjc.config import Config
+from bjc.values import ConfigError, kind, show, yaml_error
 
 __all__ = [
     "CALLBACK_ROUTES",
@@ -230,7 +231,7 @@ class PodTemplate:
         try:
             docs = [d for d in yaml.safe_load_all(prepared) if d is not None]
         except yaml.YAMLError as exc:
-            raise ConfigError([display.text(_yaml_error(exc))]) from None
+            raise ConfigError([display.text(yaml_error(exc))]) from None
         if len(docs) != 1:
             raise ConfigError([f"expected one YAML document (a Pod manifest), found {len(docs)}"])
         doc = docs[0]
@@ -277,7 +278,7 @@ class _Display:
         return s
 
     def value(self, v: Any) -> str:
-        return self.text(_show(v))
+        return self.text(show(v))
 
 
 def _validate_containers(
@@ -299,7 +300,7 @@ def _validate_containers(
         if not isinstance(container, dict):
             problems.append(
                 f"{cpath}: invalid value {display.value(container)}: expected a mapping, "
-                f"got {_kind(container)}"
+                f"got {kind(container)}"
             )
             continue
         for field_name in ("name", "image"):
@@ -309,7 +310,7 @@ def _validate_containers(
             elif not isinstance(value, str):
                 problems.append(
                     f"{cpath}.{field_name}: invalid value {display.value(value)}: expected a "
-                    f"string, got {_kind(value)}"
+                    f"string, got {kind(value)}"
                 )
         env = container.get("env")
         if env is None:
@@ -328,13 +329,13 @@ def _validate_containers(
             elif "value" in entry and not isinstance(entry["value"], str | None):
                 problems.append(
                     f"{epath}.value: invalid value {display.value(entry['value'])}: env values "
-                    f"must be strings, got {_kind(entry['value'])}; quote it"
+                    f"must be strings, got {kind(entry['value'])}; quote it"
                 )
 
 
 def _validate_pod(doc: Any, problems: list[str], warnings: list[str], display: _Display) -> None:
     if not isinstance(doc, dict):
-        problems.append(f"expected a Pod manifest (a mapping), got {_kind(doc)}")
+        problems.append(f"expected a Pod manifest (a mapping), got {kind(doc)}")
         return
     if doc.get("apiVersion") != "v1":
         problems.append(

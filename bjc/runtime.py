@@ -36,14 +36,8 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from bjc.config import (
-    Config,
-    Environment,
-    LoadedConfig,
-    cron_schedule,
-    effective_report_directory,
-    with_keys,
-)
+from bjc.config import Config, Environment, cron_schedule, effective_report_directory, with_keys
+from bjc.configmap import LoadedConfig
 from bjc.configwatch import ConfigMapWatch
 from bjc.controller import Controller, TriggerOutcome
 from bjc.kube import ApiError, KubeClient

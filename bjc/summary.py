@@ -43,6 +43,7 @@ from pathlib import Path
 import msgspec
 
 from bjc.execution import ExecutionState, JobStatus, NodeJob, decode_state
+from bjc.results import result_decoder
 from bjc.store import JOURNAL_FILE, LATEST, STATE_FILE, ReportStore, is_execution_id
 
 SUCCEEDED = "succeeded"
@@ -235,14 +236,6 @@ class _Files:
         return None
 
 
-class _Entry(msgspec.Struct):
-    value: float
-    labels: dict[str, str] = {}
-
-
-_result_decoder = msgspec.json.Decoder(dict[str, list[_Entry]])
-
-
 def _values(path: Path, size: int) -> tuple[list[ResultValue], int]:
     """The first MAX_VALUES values of a result file and how many more it has.
 
@@ -252,7 +245,7 @@ def _values(path: Path, size: int) -> tuple[list[ResultValue], int]:
     if size > MAX_RESULT_BYTES:
         return [], 0
     try:
-        result = _result_decoder.decode(path.read_bytes())
+        result = result_decoder.decode(path.read_bytes())
     except (OSError, msgspec.DecodeError, msgspec.ValidationError):
         return [], 0
     values: list[ResultValue] = []

@@ -12,7 +12,7 @@ controller-runtime's manager returns the first runnable's error).
 `SideWork` runs fire-and-forget work (pod log fetches) with bounded concurrency
 and a bounded backlog, owned by whoever created it.
 
-Deliberately not here: what the tasks do, and signal handling (`bjc.cli`).
+Deliberately not here: what the tasks do, and signal handling (`bjc.process`).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import logging
 import mimetypes
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container
 from contextlib import AsyncExitStack
 from importlib import resources
 from typing import Protocol
@@ -46,8 +46,9 @@ from aiohttp.multipart import (
     parse_content_disposition,
 )
 
-from bjc.config import Config, is_valid_metric_name
-from bjc.events import EventRequest, PodNotFound, decode_event, decode_json
+from bjc.config import Config
+from bjc.events import EventRequest, PodNotFound, decode_event
+from bjc.results import ResultMetrics, apply_result, check_limits, check_names, decode_result
 from bjc.store import (
     CONTROLLER,
     ExecutionNotFound,
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 
 NOT_ALLOWED = "node / execution ID not allowed"
 _CHUNK = 256 * 1024
-ROUTES = ("result", "file", "event")
 #: Event bodies over this are refused (413): the note is cut to 1 KiB anyway, and the
 #: cost of formatting grows with the message and its arguments.
 EVENT_MAX_BYTES = 64 * 1024
@@ -89,39 +89,12 @@ class CallbackTarget(Protocol):
         ...
 
 
-class CallbackMetrics(Protocol):
+class CallbackMetrics(ResultMetrics, Protocol):
     """The part of bjc.metrics.Metrics the callback API uses."""
-
-    def set_result(
-        self, execution_id: str, node: str, suffix: str, labels: dict[str, str], value: float
-    ) -> None: ...
 
     def set_processing(self, execution_id: str, node: str, value: float) -> None: ...
 
     def count_callback(self, route: str, code: int) -> None: ...
-
-    def new_series(
-        self, execution_id: str, node: str, series: Iterable[tuple[str, Mapping[str, str]]]
-    ) -> int:
-        """How many distinct (suffix, labels) series set_result would add."""
-        ...
-
-    def series_held(self, execution_id: str, node: str) -> tuple[int, int]:
-        """Result series of (the node, the whole execution) held now."""
-        ...
-
-
-class ResultEntry(msgspec.Struct):
-    value: float
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
-
-
-result_decoder = msgspec.json.Decoder(dict[str, list[ResultEntry]])
-
-
-def decode_result(body: bytes) -> dict[str, list[ResultEntry]]:
-    """A result body; msgspec.DecodeError for anything malformed (see decode_json)."""
-    return decode_json(result_decoder, body)
 
 
 CONFIG = web.AppKey("config", Config)
@@ -185,81 +158,6 @@ async def _admit(request: web.Request) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------- result
-def _check_result(config: Config, result: dict[str, list[ResultEntry]]) -> None:
-    if not result:
-        raise ValueError("empty result: at least one metric is required")
-    prefix = config.metrics.prefix
-    for suffix in result:
-        name = f"{prefix}_{suffix}" if prefix else suffix
-        if not suffix or not is_valid_metric_name(name):
-            raise ValueError(f"result key {suffix!r} gives an invalid metric name {name!r}")
-
-
-def check_limits(
-    metrics: CallbackMetrics,
-    config: Config,
-    eid: str,
-    node: str,
-    result: dict[str, list[ResultEntry]],
-) -> None:
-    """ValueError naming the limit a result would break; runs before anything is written.
-
-    Only series count (entries of configured gauges, with their configured labels):
-    `maxLabelValueLength` per value, `maxSeriesPerNode` entries in one result and
-    series of the node in the execution, `maxSeriesPerExecution` for all its nodes.
-    """
-    gauges = config.metrics.gauges
-    per_node = config.max_series_per_node
-    entries = sum(len(v) for k, v in result.items() if k in gauges)
-    if entries > per_node:
-        raise ValueError(
-            f"{entries} entries of configured gauges in one result, over maxSeriesPerNode "
-            f"({per_node})"
-        )
-    longest = config.max_label_value_length
-    for suffix, items in result.items():
-        gauge = gauges.get(suffix)
-        if gauge is None or not gauge.labels:
-            continue
-        for entry in items:
-            for label in gauge.labels:
-                if len(entry.labels.get(label, "")) > longest:
-                    raise ValueError(
-                        f"{suffix}: value of label {label!r} is longer than "
-                        f"maxLabelValueLength ({longest} characters)"
-                    )
-    series = [(k, e.labels) for k, v in result.items() if k in gauges for e in v]
-    added = metrics.new_series(eid, node, series)
-    if not added:
-        return
-    held_node, held_execution = metrics.series_held(eid, node)
-    if held_node + added > per_node:
-        raise ValueError(
-            f"node {node} would hold {held_node + added} series in execution {eid}, over "
-            f"maxSeriesPerNode ({per_node})"
-        )
-    per_execution = config.max_series_per_execution
-    if held_execution + added > per_execution:
-        raise ValueError(
-            f"execution {eid} would hold {held_execution + added} result series, over "
-            f"maxSeriesPerExecution ({per_execution})"
-        )
-
-
-def apply_result(
-    metrics: CallbackMetrics,
-    config: Config,
-    eid: str,
-    node: str,
-    result: dict[str, list[ResultEntry]],
-) -> None:
-    """Set the configured gauges of a result; suffixes not configured expose nothing."""
-    for suffix, entries in result.items():
-        if suffix in config.metrics.gauges:
-            for entry in entries:
-                metrics.set_result(eid, node, suffix, entry.labels, entry.value)
-
-
 async def post_result(request: web.Request) -> web.Response:
     node, eid = await _admit(request)
     app = request.app
@@ -270,7 +168,7 @@ async def post_result(request: web.Request) -> web.Response:
     except msgspec.DecodeError as e:
         return _text(400, f"error decoding result: {e}")
     try:
-        _check_result(config, result)
+        check_names(config, result)
         check_limits(app[METRICS], config, eid, node, result)
     except ValueError as e:
         return _text(400, f"invalid result: {e}")

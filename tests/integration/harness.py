@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bjc.config import Environment, load_config_map
+from bjc.config import Environment
+from bjc.configmap import load_config_map
 from bjc.kube import KubeClient
 from bjc.kubetypes import Pod
 from bjc.runtime import Runtime

@@ -9,18 +9,14 @@ import yaml
 
 from bjc.config import (
     Config,
-    ConfigError,
     Environment,
     MiB,
     effective_report_directory,
-    format_duration,
     load_config,
-    load_config_map,
-    load_config_map_manifest,
     load_environment,
-    parse_duration,
-    parse_size,
 )
+from bjc.configmap import load_config_map, load_config_map_manifest
+from bjc.values import ConfigError, format_duration, parse_duration, parse_size
 
 BASE = {
     "name": "foo",

@@ -7,7 +7,7 @@ import logging
 import re
 from datetime import datetime
 
-from bjc.cli import log_formatter
+from bjc.process import log_formatter
 
 CREATED = 1_704_110_400.123  # 2024-01-01T12:00:00.123Z
 

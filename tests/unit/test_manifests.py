@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bjc.config import load_config, load_config_map_manifest
+from bjc.config import load_config
+from bjc.configmap import load_config_map_manifest
 from bjc.ownpod import LEADER_LABEL
 from bjc.podspec import OWNER_LABEL
 

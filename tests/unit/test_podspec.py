@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bjc.config import Config, ConfigError, PullSecret, load_config
+from bjc.config import Config, PullSecret, load_config
 from bjc.podspec import (
     EXECUTION_LABEL,
     OWNER_LABEL,
@@ -18,6 +18,7 @@ from bjc.podspec import (
     job_pod_name,
     render_pod,
 )
+from bjc.values import ConfigError
 
 TEMPLATE = """\
 apiVersion: v1
