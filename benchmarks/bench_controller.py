@@ -32,7 +32,8 @@ import msgspec
 import yaml
 from aiohttp import web
 
-from bjc.config import Environment, load_config_map
+from bjc.config import Environment
+from bjc.configmap import load_config_map
 from bjc.execution import ExecutionState, JobStatus, NodeJob
 from bjc.kube import KubeClient
 from bjc.kubetypes import Pod
