@@ -57,8 +57,7 @@ def summary(loaded: LoadedConfig, now: datetime | None = None) -> list[str]:
         f"  pod pool size:   {cfg.pod_pool_size}"
         + (" of the selected nodes (at least 1)" if isinstance(cfg.pod_pool_size, str) else ""),
         f"  nodes selector:  {selector}",
-        f"  report dir:      {cfg.report_directory} "
-        f"(keeps {max(cfg.report_history, 1)} executions)",
+        f"  report dir:      {cfg.report_directory} (keeps {cfg.kept_executions} executions)",
         f"  ports:           callback {cfg.callback_service_port}, metrics {cfg.metrics.port}, "
         f"health {cfg.health_probe_port}, files {cfg.file_server_port}",
         f"  concurrency:     {cfg.concurrency_policy}, job timeout "

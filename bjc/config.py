@@ -40,7 +40,9 @@ POD_TEMPLATE_KEY = "pod-template.yaml"
 #: Gauge suffixes bjc itself uses for `<prefix>_<suffix>` (SPEC A6).
 RESERVED_GAUGE_SUFFIXES = frozenset({"processing", "duration", "pods", "current_execution_id"})
 #: Labels bjc adds to every result series; a gauge may not declare them itself.
-RESERVED_LABELS = frozenset({"node", "executionID"})
+NODE_LABEL = "node"
+EXECUTION_ID_LABEL = "executionID"
+RESERVED_LABELS = frozenset({NODE_LABEL, EXECUTION_ID_LABEL})
 #: Lock types the Go controller accepted; bjc always uses a Lease and warns about the others.
 LEGACY_RESOURCE_LOCKS = frozenset(
     {"configmapsleases", "endpointsleases", "configmaps", "endpoints"}
@@ -118,6 +120,11 @@ class Config(msgspec.Struct, kw_only=True, rename="camel"):
     max_failures: int | str | None = None  # a count, or "N%" of the selected nodes
     time_zone: str = ""  # IANA zone of cronExpression; "" = local time (or its TZ= prefix)
     starting_deadline: float | None = None  # seconds; None: a missed run is skipped
+
+    @property
+    def kept_executions(self) -> int:
+        """Executions the report directory keeps: `reportHistory`, at least the current one."""
+        return max(self.report_history, 1)
 
 
 class Environment(msgspec.Struct, kw_only=True):

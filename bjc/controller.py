@@ -149,24 +149,26 @@ class Controller:
         loaded: dict[str, Execution | RetiredExecution] = {}
         unfinished: list[Execution] = []
         previous: RetiredExecution | None = None
-        for eid in await self.store.list_executions():  # oldest first: "latest" ends right
-            signature = await self.store.signature(eid)  # before reading: a later change shows
-            known = self.executions.get(eid)
-            if known is None or self._signatures.get(eid) != signature:
+        for execution_id in await self.store.list_executions():  # oldest first: "latest" ends right
+            signature = await self.store.signature(
+                execution_id
+            )  # before reading: a later change shows
+            known = self.executions.get(execution_id)
+            if known is None or self._signatures.get(execution_id) != signature:
                 if known is not None:
-                    self.metrics.remove_execution(eid)
-                known = await self._read_execution(eid, previous)
+                    self.metrics.remove_execution(execution_id)
+                known = await self._read_execution(execution_id, previous)
                 if known is None:
                     continue
-                self._signatures[eid] = signature
-            loaded[eid] = known
+                self._signatures[execution_id] = signature
+            loaded[execution_id] = known
             if isinstance(known, RetiredExecution):
                 previous = known
             elif not known.done:
                 unfinished.append(known)
-        for eid in set(self.executions) - set(loaded):
-            self.metrics.remove_execution(eid)
-            self._signatures.pop(eid, None)
+        for execution_id in set(self.executions) - set(loaded):
+            self.metrics.remove_execution(execution_id)
+            self._signatures.pop(execution_id, None)
         self.executions = loaded
         if loaded:
             newest = max(loaded)
@@ -175,17 +177,17 @@ class Controller:
         return unfinished
 
     async def _read_execution(
-        self, eid: str, previous: RetiredExecution | None
+        self, execution_id: str, previous: RetiredExecution | None
     ) -> Execution | RetiredExecution | None:
-        data = await self.store.read_state(eid)
+        data = await self.store.read_state(execution_id)
         if data is None:
             return None
         try:
             state = decode_state(*data)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            log.warning("execution %s: unreadable state, skipped: %s", eid, e)
+            log.warning("execution %s: unreadable state, skipped: %s", execution_id, e)
             return None
-        results = await self.store.read_results(eid, state.nodes)
+        results = await self.store.read_results(execution_id, state.nodes)
         state.note_results(results)
         self._rebuild_metrics(state, results)
         if state.done:
@@ -205,28 +207,30 @@ class Controller:
         self.metrics.set_progress(state.id, finished, len(state.nodes))
 
     def _restore_result(
-        self, eid: str, node: str, body: bytes, only: Collection[str] | None = None
+        self, execution_id: str, node: str, body: bytes, only: Collection[str] | None = None
     ) -> None:
         """Expose a stored result again (all configured gauges, or those in `only`)."""
         try:
             result = decode_result(body)
             if only is not None:
                 result = {suffix: result[suffix] for suffix in only if suffix in result}
-            apply_result(self.metrics, self.config, eid, node, result)
+            apply_result(self.metrics, self.config, execution_id, node, result)
         except (msgspec.DecodeError, KeyError, ValueError) as e:
             # e.g. a gauge's labels changed in the config since the result was stored
-            log.warning("execution %s node %s: result not restored: %s", eid, node, e)
+            log.warning("execution %s node %s: result not restored: %s", execution_id, node, e)
 
     async def replay_results(self, suffixes: Collection[str]) -> None:
         """Expose the stored results of every kept execution for new or changed gauges."""
-        for eid, execution in sorted(self.executions.items()):
-            for node, body in (await self.store.read_results(eid, execution.nodes)).items():
-                self._restore_result(eid, node, body, suffixes)
+        for execution_id, execution in sorted(self.executions.items()):
+            for node, body in (
+                await self.store.read_results(execution_id, execution.nodes)
+            ).items():
+                self._restore_result(execution_id, node, body, suffixes)
 
-    def _record_node_metrics(self, eid: str, node: str, job: NodeJob) -> None:
-        self.metrics.set_processing(eid, node, 1.0 if job.error else 0.0)
+    def _record_node_metrics(self, execution_id: str, node: str, job: NodeJob) -> None:
+        self.metrics.set_processing(execution_id, node, 1.0 if job.error else 0.0)
         if job.duration_ms is not None:
-            self.metrics.set_duration(eid, node, job.duration_ms)
+            self.metrics.set_duration(execution_id, node, job.duration_ms)
 
     def last_started(self) -> dt.datetime | None:
         """When the newest execution of the history started (None: no history)."""
@@ -238,10 +242,10 @@ class Controller:
         return max(retired, key=lambda e: e.id, default=None)
 
     async def _prune(self) -> None:
-        for eid in await self.store.prune(max(self.config.report_history, 1)):
-            self.executions.pop(eid, None)
-            self.metrics.remove_execution(eid)
-            log.info("execution %s pruned from the history", eid)
+        for execution_id in await self.store.prune(self.config.kept_executions):
+            self.executions.pop(execution_id, None)
+            self.metrics.remove_execution(execution_id)
+            log.info("execution %s pruned from the history", execution_id)
 
     # --- triggering ------------------------------------------------------------
     @property
@@ -270,10 +274,12 @@ class Controller:
                 for p in self.watcher.pods.values()
             }
             newest = max([*self.executions, *seen], default=None) or None
-            eid = next_execution_id(dt.datetime.now(), newest)
-            log.info("execution %s triggered (%s)", eid, reason)
-            self._runner = asyncio.create_task(self._logged(self._start(eid), eid))
-            return TriggerOutcome(execution_id=eid)
+            execution_id = next_execution_id(dt.datetime.now(), newest)
+            log.info("execution %s triggered (%s)", execution_id, reason)
+            self._runner = asyncio.create_task(
+                self._logged(self._start(execution_id), execution_id)
+            )
+            return TriggerOutcome(execution_id=execution_id)
 
     async def _replace_current(self) -> None:
         await self.stop_running()
@@ -319,12 +325,12 @@ class Controller:
             )
         return True
 
-    async def _logged(self, run: Awaitable[None], eid: str) -> None:
+    async def _logged(self, run: Awaitable[None], execution_id: str) -> None:
         try:
             await run
         except Exception as e:
-            log.exception("execution %s stopped by an error", eid)
-            self.on_failure(f"execution {eid} stopped by an error: {e!r}")
+            log.exception("execution %s stopped by an error", execution_id)
+            self.on_failure(f"execution {execution_id} stopped by an error: {e!r}")
 
     def _snapshot(self) -> tuple[Config, podspec.PodTemplate]:
         """What an execution runs with: a configuration reloaded meanwhile applies to the next."""
@@ -343,22 +349,22 @@ class Controller:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    async def _start(self, eid: str) -> None:
+    async def _start(self, execution_id: str) -> None:
         config, template = self._snapshot()
         names = await self._selected_nodes(config)
         async with self._history_lock:
-            await self.store.create_execution(eid)
+            await self.store.create_execution(execution_id)
             execution = Execution.new(
-                eid, names, self.store, tokens=config.callback_auth == "token"
+                execution_id, names, self.store, tokens=config.callback_auth == "token"
             )
             previous = self.current
-            self.executions[eid] = self.current = execution
+            self.executions[execution_id] = self.current = execution
             if previous is not None and previous.done and previous.id in self.executions:
                 self.executions[previous.id] = previous.retire(self._newest_retired())
-            self.metrics.set_current_execution(eid)
-            self.metrics.set_progress(eid, 0, len(names))
+            self.metrics.set_current_execution(execution_id)
+            self.metrics.set_progress(execution_id, 0, len(names))
             await self._prune()
-        self.metrics.set_execution_failed(eid, False)
+        self.metrics.set_execution_failed(execution_id, False)
         self._arm(execution, config)
         await self._dispatch(execution, config, template)
 
@@ -401,9 +407,11 @@ class Controller:
         async with self.execution_done:
             self.execution_done.notify_all()
 
-    async def _delete_earlier_pods(self, eid: str) -> None:
+    async def _delete_earlier_pods(self, execution_id: str) -> None:
         """SPEC A4.4: every job pod of an earlier execution goes (background)."""
-        selector = f"{podspec.OWNER_LABEL}={self.config.name},{podspec.EXECUTION_LABEL}!={eid}"
+        selector = (
+            f"{podspec.OWNER_LABEL}={self.config.name},{podspec.EXECUTION_LABEL}!={execution_id}"
+        )
         try:
             await self.kube.request(
                 "DELETE",
@@ -460,8 +468,8 @@ class Controller:
         if status is JobStatus.FAILED:
             log.info("execution %s node %s failed: %s", execution.id, node, reason or "pod failed")
         if self.config.save_pod_log and pod is not None:
-            eid = execution.id
-            if not self.side_work.submit(lambda: self._save_logs(eid, node, pod)):
+            execution_id = execution.id
+            if not self.side_work.submit(lambda: self._save_logs(execution_id, node, pod)):
                 log.warning("too many pod logs waiting: log of %s not saved", pod.metadata.name)
 
     def _stop_if_too_many_failed(self, execution: Execution) -> None:
@@ -481,8 +489,10 @@ class Controller:
             return
         failed = len(execution.nodes[node].attempts)
         self.metrics.set_attempts(execution.id, node, failed + 1)
-        eid, retries = execution.id, execution.job_retries
-        log.info("execution %s node %s: %s; retry %d of %d", eid, node, reason, failed, retries)
+        execution_id, retries = execution.id, execution.job_retries
+        log.info(
+            "execution %s node %s: %s; retry %d of %d", execution_id, node, reason, failed, retries
+        )
 
     def _on_pod(self, pod: Pod, deleted: bool) -> None:
         """Level-based: look at the pod as it is now, whatever event brought it."""
@@ -508,7 +518,7 @@ class Controller:
                 execution, node, JobStatus.FAILED, "job pod deleted before it finished", pod
             )
 
-    async def _save_logs(self, eid: str, node: str, pod: Pod) -> None:
+    async def _save_logs(self, execution_id: str, node: str, pod: Pod) -> None:
         path = f"/api/v1/namespaces/{self.namespace}/pods/{pod.metadata.name}/log"
         for container in [*pod.spec.init_containers, *pod.spec.containers]:
             try:
@@ -516,7 +526,7 @@ class Controller:
             except (ApiError, aiohttp.ClientError) as e:
                 log.warning("no log of %s/%s: %s", pod.metadata.name, container.name, e)
                 continue
-            await self.store.write_log(eid, node, container.name, text)
+            await self.store.write_log(execution_id, node, container.name, text)
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop dispatching, give side work (pod logs) `grace` seconds, flush state."""

@@ -2,11 +2,10 @@
 
 The Go controller takes `cronExpression` through robfig/cron's standard parser:
 5 fields, the `@hourly`/`@daily`/... descriptors, `@every <duration>` and an
-optional `CRON_TZ=<zone>`/`TZ=<zone>` prefix. `cronsim` (the evaluator behind
-aiocron) knows plain 5/6-field expressions only, so this module maps the
-descriptors to 5-field forms, rejects 6-field (seconds) expressions like robfig's
-standard parser, turns `?` into `*` as robfig does, and runs `@every` as a fixed
-interval itself.
+optional `CRON_TZ=<zone>`/`TZ=<zone>` prefix. `cronsim` knows plain 5/6-field
+expressions only, so this module maps the descriptors to 5-field forms, rejects
+6-field (seconds) expressions like robfig's standard parser, turns `?` into `*`
+as robfig does, and runs `@every` as a fixed interval itself.
 
 Daylight saving changes follow cron (cronsim, like Debian's cron): a run at a
 fixed time inside a skipped hour runs once, at the change (02:30 on the day

@@ -67,7 +67,6 @@ class Dispatcher:
         self.finish = finish
         self.create_attempts = create_attempts
         self.backoff = backoff
-        self.in_flight = 0
 
     async def run(self, execution: Execution, plan: DispatchPlan) -> None:
         """Dispatch every unfinished node; returns when all their jobs ended."""
@@ -100,7 +99,6 @@ class Dispatcher:
     async def _run_node(
         self, execution: Execution, node: str, pool: asyncio.Semaphore, plan: DispatchPlan
     ) -> None:
-        self.in_flight += 1
         try:
             job = execution.nodes[node]
             while not job.status.terminal:  # one attempt per turn
@@ -120,7 +118,6 @@ class Dispatcher:
                     execution.pod_created(node, pod["metadata"]["name"], attempt)
                 await self._wait(execution, node, attempt, plan.job_timeout)
         finally:
-            self.in_flight -= 1
             pool.release()
 
     async def _create(self, pod: dict[str, Any]) -> str | None:

@@ -22,6 +22,8 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from bjc.kubetypes import micro_time
+
 T = TypeVar("T")
 
 # Limits of events.k8s.io/v1 validation in the apiserver (bytes, as Go's len counts).
@@ -444,11 +446,6 @@ def _truncate_bytes(s: str, limit: int) -> str:
 
 
 # ------------------------------------------------------------------------ events
-def micro_time(now: _dt.datetime) -> str:
-    """A Kubernetes MicroTime: RFC 3339 with microseconds, in UTC."""
-    return now.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def build_event(
     pod: dict[str, Any],
     req: EventRequest,

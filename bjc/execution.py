@@ -116,10 +116,10 @@ _COMPACT_RATIO = 4
 class StateFiles(Protocol):
     """Where an execution's state lives (the report store)."""
 
-    async def write_state(self, eid: str, data: bytes) -> object:
+    async def write_state(self, execution_id: str, data: bytes) -> object:
         """Atomically replace the snapshot and drop the journal."""
 
-    async def append_journal(self, eid: str, data: bytes) -> object: ...
+    async def append_journal(self, execution_id: str, data: bytes) -> object: ...
 
 
 def decode_state(snapshot: bytes, journal: bytes | None = None) -> ExecutionState:

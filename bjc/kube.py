@@ -417,16 +417,10 @@ class KubeClient:
     async def list(
         self, path: str, type: type[T], params: Mapping[str, str] | None = None
     ) -> tuple[list[T], str]:
-        """All items (following `continue`) and the list's resourceVersion."""
-        items: list[T] = []
-        query = dict(params or {})
-        while True:
-            raw = await self.request("GET", path, params=query)
-            page = msgspec.json.decode(raw, type=ObjectList[type])  # type: ignore[valid-type]
-            items.extend(page.items)
-            if not page.metadata.continue_:
-                return items, page.metadata.resource_version
-            query["continue"] = page.metadata.continue_
+        """All items and the list's resourceVersion (no `limit` is sent: one page)."""
+        raw = await self.request("GET", path, params=params)
+        page = msgspec.json.decode(raw, type=ObjectList[type])  # type: ignore[valid-type]
+        return page.items, page.metadata.resource_version
 
     async def create(self, path: str, obj: Any) -> dict[str, Any]:
         return msgspec.json.decode(await self.request("POST", path, body=obj))

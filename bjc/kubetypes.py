@@ -11,20 +11,51 @@ leases) are built as plain dicts close to where they are sent.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 T = TypeVar("T")
 
 
+def micro_time(when: datetime | None = None) -> str:
+    """A Kubernetes MicroTime (`2006-01-02T15:04:05.000000Z`): UTC, microseconds; now by default."""
+    return (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class OwnerReference(msgspec.Struct, rename="camel", omit_defaults=True):
+    """A metadata.ownerReferences entry (a job pod's is the controller pod's top owner)."""
+
     api_version: str = ""
     kind: str = ""
     name: str = ""
     uid: str = ""
     controller: bool | None = None
     block_owner_deletion: bool | None = None
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> OwnerReference:
+        """From an owner-reference dict or a whole Kubernetes object (camelCase or snake_case)."""
+        meta = obj.get("metadata")
+        if isinstance(meta, Mapping):
+            return cls(
+                api_version=str(obj.get("apiVersion") or obj.get("api_version") or ""),
+                kind=str(obj.get("kind") or ""),
+                name=str(meta.get("name") or ""),
+                uid=str(meta.get("uid") or ""),
+            )
+        ctrl = obj.get("controller")
+        block = obj.get("blockOwnerDeletion", obj.get("block_owner_deletion"))
+        return cls(
+            api_version=str(obj.get("apiVersion") or obj.get("api_version") or ""),
+            kind=str(obj.get("kind") or ""),
+            name=str(obj.get("name") or ""),
+            uid=str(obj.get("uid") or ""),
+            controller=ctrl if isinstance(ctrl, bool) else None,
+            block_owner_deletion=block if isinstance(block, bool) else None,
+        )
 
 
 class ObjectMeta(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -41,7 +72,6 @@ class ObjectMeta(msgspec.Struct, rename="camel", omit_defaults=True):
 
 class ListMeta(msgspec.Struct, rename="camel"):
     resource_version: str = ""
-    continue_: str = msgspec.field(default="", name="continue")
 
 
 class Container(msgspec.Struct):

@@ -43,18 +43,17 @@ import math
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import msgspec
 
 from bjc.kube import ApiError, KubeClient
+from bjc.kubetypes import micro_time
 
 log = logging.getLogger(__name__)
 
 LEASE_SUFFIX = "-leader-election"
-MICROTIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 # What a failed attempt can raise without being a bug in bjc.
 _ATTEMPT_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError, OSError, msgspec.DecodeError)
@@ -63,11 +62,6 @@ _ATTEMPT_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError, OSError, msgspec
 def lease_name(name: str) -> str:
     """The Lease a controller called `name` elects its leader on."""
     return name + LEASE_SUFFIX
-
-
-def micro_time(when: datetime | None = None) -> str:
-    """A Kubernetes MicroTime: UTC, microseconds, `Z` (`2006-01-02T15:04:05.000000Z`)."""
-    return (when or datetime.now(UTC)).astimezone(UTC).strftime(MICROTIME_FORMAT)
 
 
 def _record(obj: dict[str, Any]) -> tuple[Any, ...]:

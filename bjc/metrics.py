@@ -54,14 +54,19 @@ from aioprometheus import Counter, Gauge, Registry
 from aioprometheus.formats.text import TEXT_CONTENT_TYPE, TextFormatter
 
 import bjc
-from bjc.config import Config, GaugeConfig
+from bjc.config import (
+    EXECUTION_ID_LABEL,
+    NODE_LABEL,
+    RESERVED_GAUGE_SUFFIXES,
+    Config,
+    GaugeConfig,
+    is_valid_label_name,
+    is_valid_metric_name,
+)
 
 __all__ = [
-    "EXECUTION_ID",
     "LATEST",
     "METRICS_KEY",
-    "NODE",
-    "RESERVED_SUFFIXES",
     "Metrics",
     "SeriesFamily",
     "escape_label_value",
@@ -69,10 +74,7 @@ __all__ = [
     "metrics_handler",
 ]
 
-NODE = "node"
-EXECUTION_ID = "executionID"
 LATEST = "latest"
-RESERVED_SUFFIXES = ("processing", "duration", "pods")
 
 # Names and help texts of the Go controller (github.com/bakito/batch-job-controller,
 # pkg/metrics/metrics.go), kept byte for byte.
@@ -93,8 +95,6 @@ LEADER_HELP = (
 
 POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 
-_METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _UNESCAPE_RE = re.compile(r"\\(.)")
 _SPECIAL_VALUES = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
 
@@ -195,17 +195,17 @@ class SeriesFamily(Gauge):
     def __init__(self, name: str, doc: str, label_names: Sequence[str], registry: Registry) -> None:
         super().__init__(name, doc, registry=registry)
         names = tuple(label_names)
-        if EXECUTION_ID not in names:
-            raise ValueError(f"metric {name}: label {EXECUTION_ID} is required")
+        if EXECUTION_ID_LABEL not in names:
+            raise ValueError(f"metric {name}: label {EXECUTION_ID_LABEL} is required")
         self.label_names = names
-        self.execution_last = names[-1] == EXECUTION_ID
+        self.execution_last = names[-1] == EXECUTION_ID_LABEL
         self.key_fields = names[:-1] if self.execution_last else names
         self.blocks: dict[str, _Block] = {}
         self._head = f"# HELP {name} {_escape_help(doc)}\n# TYPE {name} gauge\n".encode()
         value_re = r'"((?:[^"\\]|\\.)*)"'
         pairs = [f"{n}={value_re}" for n in self.key_fields]
         if self.execution_last:
-            pairs.append(f'{EXECUTION_ID}="(?:[^"\\\\]|\\\\.)*"')
+            pairs.append(f'{EXECUTION_ID_LABEL}="(?:[^"\\\\]|\\\\.)*"')
         self._line_re = re.compile(re.escape(name) + r"\{" + ",".join(pairs) + r"\} (\S+)\n")
 
     # --- writing ---
@@ -283,7 +283,7 @@ class SeriesFamily(Gauge):
         start = self.name + "{"
         if self.execution_last:
             sep = "," if self.key_fields else ""
-            end = f'{sep}{EXECUTION_ID}="{escape_label_value(execution_id)}"}} '
+            end = f'{sep}{EXECUTION_ID_LABEL}="{escape_label_value(execution_id)}"}} '
         else:
             end = "} "
         pairs = ",".join(f'{n}="%s"' for n in self.key_fields)
@@ -341,7 +341,7 @@ class SeriesFamily(Gauge):
             for key, value in self._series_of(block):
                 labels = dict(zip(fields, key, strict=True))
                 if self.execution_last:
-                    labels[EXECUTION_ID] = execution_id
+                    labels[EXECUTION_ID_LABEL] = execution_id
                 result.append((labels, value))
         return result
 
@@ -487,7 +487,7 @@ class _ResultGauge:
         # each decoded callback would otherwise keep its own copies alive.
         self.make_key: Callable[[Mapping[str, str], str, str], SeriesKey]
         intern = sys.intern
-        if fields == (*names, NODE):  # the usual layout: configured labels, node, executionID
+        if fields == (*names, NODE_LABEL):  # the usual layout: configured labels, node, executionID
             if not names:
                 self.make_key = lambda labels, node, execution_id: (node,)
             elif len(names) == 1:
@@ -510,14 +510,18 @@ class _ResultGauge:
 
             def make_key(labels: Mapping[str, str], node: str, execution_id: str) -> SeriesKey:
                 return tuple(
-                    node if f == NODE else execution_id if f == EXECUTION_ID else intern(labels[f])
+                    node
+                    if f == NODE_LABEL
+                    else execution_id
+                    if f == EXECUTION_ID_LABEL
+                    else intern(labels[f])
                     for f in fields
                 )
 
             self.make_key = make_key
         # Only when executionID is part of the key does "latest" need a key of its own.
-        self.latest_separate = EXECUTION_ID in fields
-        self.node_at = fields.index(NODE)  # where a key holds the node name
+        self.latest_separate = EXECUTION_ID_LABEL in fields
+        self.node_at = fields.index(NODE_LABEL)  # where a key holds the node name
 
     def conform(self, labels: Mapping[str, str]) -> dict[str, str]:
         """The configured labels only, a missing one as "" (the Go controller's rule)."""
@@ -575,7 +579,7 @@ class Metrics:
 
         def name_for(suffix: str) -> str:
             name = f"{prefix}_{suffix}"
-            if not _METRIC_NAME_RE.match(name):
+            if not is_valid_metric_name(name):
                 raise ValueError(f"metrics.prefix: {name!r} is not a valid metric name")
             return name
 
@@ -585,10 +589,10 @@ class Metrics:
         )
         self._pods = Gauge(name_for("pods"), PODS_HELP, registry=reg)
         self._processing = SeriesFamily(
-            name_for("processing"), PROCESSING_HELP, (NODE, EXECUTION_ID), reg
+            name_for("processing"), PROCESSING_HELP, (NODE_LABEL, EXECUTION_ID_LABEL), reg
         )
         self._duration = SeriesFamily(
-            name_for("duration"), DURATION_HELP, (NODE, EXECUTION_ID), reg
+            name_for("duration"), DURATION_HELP, (NODE_LABEL, EXECUTION_ID_LABEL), reg
         )
         self._info = Gauge(INFO_NAME, INFO_HELP, registry=reg)
         self.version = version
@@ -598,28 +602,28 @@ class Metrics:
         self._progress_finished = SeriesFamily(
             "bjc_execution_finished_nodes",
             "Nodes of the execution whose job pod has finished (or was given up)",
-            (EXECUTION_ID,),
+            (EXECUTION_ID_LABEL,),
             reg,
         )
         self._progress_nodes = SeriesFamily(
-            "bjc_execution_nodes", "Nodes selected for the execution", (EXECUTION_ID,), reg
+            "bjc_execution_nodes", "Nodes selected for the execution", (EXECUTION_ID_LABEL,), reg
         )
         self._failed = SeriesFamily(
             "bjc_execution_failed",
             "1 when the execution stopped early because maxFailures nodes failed, else 0",
-            (EXECUTION_ID,),
+            (EXECUTION_ID_LABEL,),
             reg,
         )
         self._attempts = SeriesFamily(
             "bjc_job_attempts",
             "Pods started for the node's job (jobRetries); only nodes retried at least once",
-            (NODE, EXECUTION_ID),
+            (NODE_LABEL, EXECUTION_ID_LABEL),
             reg,
         )
         self._progress_ratio = SeriesFamily(
             "bjc_execution_progress",
             "Finished share of the execution's nodes, 0 to 1 (1 when it has no nodes)",
-            (EXECUTION_ID,),
+            (EXECUTION_ID_LABEL,),
             reg,
         )
         self._current_info = Gauge(
@@ -678,14 +682,14 @@ class Metrics:
     def _check_result_gauge(self, suffix: str, gauge: GaugeConfig, taken: Container[str]) -> None:
         """Raise ValueError naming the key when `metrics.gauges.<suffix>` cannot be exposed."""
         key = f"metrics.gauges.{suffix}"
-        if suffix in RESERVED_SUFFIXES:
+        if suffix in RESERVED_GAUGE_SUFFIXES:
             raise ValueError(
                 f"{key}: the metric name {suffix!r} is not allowed, it is one of the "
-                f"reserved names {list(RESERVED_SUFFIXES)}"
+                f"reserved names {sorted(RESERVED_GAUGE_SUFFIXES)}"
             )
         labels = list(gauge.labels)
         for label in labels:
-            if not _LABEL_NAME_RE.match(label) or label.startswith("__"):
+            if not is_valid_label_name(label):
                 raise ValueError(f"{key}.labels: {label!r} is not a valid label name")
         if len(set(labels)) != len(labels):
             raise ValueError(f"{key}.labels: duplicate label names in {labels}")
@@ -696,9 +700,9 @@ class Metrics:
     def _add_result_gauge(self, suffix: str, gauge: GaugeConfig) -> None:
         labels = list(gauge.labels)
         # Go's enrichLabels: node and executionID appended unless configured.
-        order = labels + [n for n in (NODE, EXECUTION_ID) if n not in labels]
+        order = labels + [n for n in (NODE_LABEL, EXECUTION_ID_LABEL) if n not in labels]
         family = SeriesFamily(self._name_for(suffix), gauge.help, order, self.registry)
-        reported = tuple(n for n in labels if n not in (NODE, EXECUTION_ID))
+        reported = tuple(n for n in labels if n not in (NODE_LABEL, EXECUTION_ID_LABEL))
         self._results[suffix] = _ResultGauge(family, reported, (gauge.help, tuple(labels)))
 
     def _index_results(self) -> None:
@@ -773,7 +777,7 @@ class Metrics:
             raise ValueError(f"execution id {execution_id!r} is not a number") from None
         self._current_execution.set({}, value)
         self._current_info.values.clear()
-        self._current_info.set({EXECUTION_ID: execution_id}, 1)
+        self._current_info.set({EXECUTION_ID_LABEL: execution_id}, 1)
         self._hot = frozenset((execution_id, LATEST))
         self._counts = {k: v for k, v in self._counts.items() if k == execution_id}
 

@@ -65,25 +65,25 @@ class DiscardingStore(ReportStore):
     """A ReportStore that validates names like the real one and keeps nothing."""
 
     def __init__(self) -> None:
-        super().__init__(Path(_NOWHERE), history=1)
+        super().__init__(Path(_NOWHERE))
 
-    async def ensure_execution(self, eid: str) -> Path:
-        return self.execution_dir(eid)
+    async def ensure_execution(self, execution_id: str) -> Path:
+        return self.execution_dir(execution_id)
 
-    async def write_result(self, eid: str, node: str, data: bytes) -> Path:
+    async def write_result(self, execution_id: str, node: str, data: bytes) -> Path:
         name = self.result_filename(node)
         try:
             shown = json.dumps(json.loads(data), separators=(",", ":"), ensure_ascii=False)
         except (ValueError, RecursionError):
             shown = data.decode("utf-8", "replace")
         _note(f"file={name} result={shown}")
-        return self.execution_dir(eid) / name
+        return self.execution_dir(execution_id) / name
 
     @contextlib.asynccontextmanager
     async def upload(
-        self, eid: str, node: str, name: str, *, max_size: int | None = None
+        self, execution_id: str, node: str, name: str, *, max_size: int | None = None
     ) -> AsyncIterator[UploadSink]:
-        path = self.execution_dir(eid) / self.upload_filename(node, name)
+        path = self.execution_dir(execution_id) / self.upload_filename(node, name)
         sink = _DiscardSink(self, path, max_size)
         seen = _received.get()
         slot = len(seen) if seen is not None else 0

@@ -29,6 +29,7 @@ import msgspec
 import yaml
 
 from bjc.config import Config
+from bjc.kubetypes import OwnerReference
 from bjc.values import ConfigError, kind, show, yaml_error
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "OWNER_LABEL",
     "RESERVED_ENV",
     "TEMPLATE_FIELDS",
-    "OwnerReference",
     "PodTemplate",
     "callback_url",
     "job_pod_name",
@@ -64,52 +64,6 @@ TEMPLATE_FIELDS = ("Namespace", "ExecutionID", "NodeName")
 _ALLOWED_RE = re.compile(r"^\s*\.(Namespace|ExecutionID|NodeName)\s*$")
 _FIELD_REF_RE = re.compile(r"^\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
 _ALLOWED_TEXT = "only {{ .Namespace }}, {{ .ExecutionID }} and {{ .NodeName }} are supported"
-
-
-class OwnerReference(msgspec.Struct, kw_only=True, rename="camel"):
-    """metadata.ownerReferences entry for the controller pod's top-level owner."""
-
-    api_version: str
-    kind: str
-    name: str
-    uid: str
-    controller: bool | None = None
-    block_owner_deletion: bool | None = None
-
-    @classmethod
-    def from_object(cls, obj: Mapping[str, Any]) -> OwnerReference:
-        """From an owner-reference dict or a whole Kubernetes object (camelCase or snake_case)."""
-        meta = obj.get("metadata")
-        if isinstance(meta, Mapping):
-            return cls(
-                api_version=str(obj.get("apiVersion") or obj.get("api_version") or ""),
-                kind=str(obj.get("kind") or ""),
-                name=str(meta.get("name") or ""),
-                uid=str(meta.get("uid") or ""),
-            )
-        ctrl = obj.get("controller")
-        block = obj.get("blockOwnerDeletion", obj.get("block_owner_deletion"))
-        return cls(
-            api_version=str(obj.get("apiVersion") or obj.get("api_version") or ""),
-            kind=str(obj.get("kind") or ""),
-            name=str(obj.get("name") or ""),
-            uid=str(obj.get("uid") or ""),
-            controller=ctrl if isinstance(ctrl, bool) else None,
-            block_owner_deletion=block if isinstance(block, bool) else None,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "name": self.name,
-            "uid": self.uid,
-        }
-        if self.controller is not None:
-            out["controller"] = self.controller
-        if self.block_owner_deletion is not None:
-            out["blockOwnerDeletion"] = self.block_owner_deletion
-        return out
 
 
 def job_pod_name(config_name: str, node_name: str, execution_id: str, attempt: int = 0) -> str:
@@ -455,7 +409,7 @@ def render_pod(
                 )
             )
         ]
-        refs.append(ref.to_dict())
+        refs.append(msgspec.to_builtins(ref))
         meta["ownerReferences"] = refs
     pod["metadata"] = meta
 

@@ -112,7 +112,6 @@ class Runtime:
         )
         self.store = ReportStore(
             Path(effective_report_directory(config, env)),
-            config.report_history,
             may_write=None if self.elector is None else self.elector.holds_lease,
         )
         self.metrics = Metrics(config)

@@ -95,8 +95,8 @@ class _Server:
         index.executions = index.executions[:limit]
         return index
 
-    def errors(self, eid: str) -> ExecutionSummary:
-        path = f"{urllib.parse.quote(eid, safe='')}/summary.json?status=error"
+    def errors(self, execution_id: str) -> ExecutionSummary:
+        path = f"{urllib.parse.quote(execution_id, safe='')}/summary.json?status=error"
         return self._get(path, ExecutionSummary)
 
 
@@ -113,9 +113,9 @@ class _Directory:
         index.executions = index.executions[:limit]
         return index
 
-    def errors(self, eid: str) -> ExecutionSummary:
+    def errors(self, execution_id: str) -> ExecutionSummary:
         try:
-            summary, _ = asyncio.run(SummaryCache(self.root).execution(eid))
+            summary, _ = asyncio.run(SummaryCache(self.root).execution(execution_id))
         except (ValueError, FileNotFoundError) as e:
             raise StatusError(f"{self.root}: {e}") from None
         return filter_nodes(summary, "error")

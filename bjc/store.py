@@ -61,8 +61,9 @@ STATE_FILE = ".bjc-execution.json"
 JOURNAL_FILE = ".bjc-execution.journal"
 _TMP_PREFIX = ".bjc-tmp-"
 _MAX_COMPONENT_BYTES = 255
-# yyyyMMddHHmm, optionally with a numeric suffix for a second execution in one minute.
-_EXECUTION_ID = re.compile(r"^\d{12}(?:-\d+)?$")
+# yyyyMMddHHmm: ids sort as text in time order (a second execution in one minute
+# takes the next minute's id).
+_EXECUTION_ID = re.compile(r"^\d{12}$")
 #: The owner of the controller's names (see file_owner).
 CONTROLLER = "controller"
 _POD_LOG_INFIX = "-container-"
@@ -158,11 +159,6 @@ def is_execution_id(name: str) -> bool:
     return bool(_EXECUTION_ID.match(name))
 
 
-def _execution_sort_key(eid: str) -> tuple[str, int]:
-    base, _, suffix = eid.partition("-")
-    return base, int(suffix or 0)
-
-
 def check_name(name: str, what: str = "name") -> str:
     """Return `name` if it is one plain path component, else raise ValueError naming the problem.
 
@@ -220,12 +216,10 @@ class ReportStore:
     def __init__(
         self,
         root: Path | str,
-        history: int = 30,
         *,
         may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.root = Path(root).absolute()
-        self.history = history
         self.may_write = may_write
         self._resolved_dirs: dict[str, Path] = {}
         self._writer = _Writer()
@@ -238,26 +232,26 @@ class ReportStore:
         if self.may_write is not None and not self.may_write():
             raise NotLeading("this replica is not the leader: it must not write")
 
-    def execution_dir(self, eid: str) -> Path:
-        check_name(eid, "execution ID")
-        return self.root / eid
+    def execution_dir(self, execution_id: str) -> Path:
+        check_name(execution_id, "execution ID")
+        return self.root / execution_id
 
-    def _target(self, eid: str, filename: str) -> Path:
-        """The final path of `filename` in execution `eid`, checked to stay inside it.
+    def _target(self, execution_id: str, filename: str) -> Path:
+        """The final path of `filename` in execution `execution_id`, checked to stay inside it.
 
         Besides the name check, the resolved execution directory must be a direct
         child of the resolved root, and an existing final path must not be a symlink
         leading elsewhere (a rename would replace the link, but refuse it anyway).
         """
         check_name(filename, "file name")
-        directory = self.execution_dir(eid)
-        resolved_dir = self._resolved_dirs.get(eid)
+        directory = self.execution_dir(execution_id)
+        resolved_dir = self._resolved_dirs.get(execution_id)
         if resolved_dir is None:
             resolved_dir = directory.resolve()
             if resolved_dir.parent != self.root.resolve():
-                raise ValueError(f"execution ID {eid!r} leaves the report directory")
+                raise ValueError(f"execution ID {execution_id!r} leaves the report directory")
             if directory.is_dir():  # cache only what exists; pruning removes the entry
-                self._resolved_dirs[eid] = resolved_dir
+                self._resolved_dirs[execution_id] = resolved_dir
         path = resolved_dir / filename
         if path.parent != resolved_dir or path.name != filename:
             raise ValueError(f"file name {filename!r} leaves the execution directory")
@@ -278,14 +272,14 @@ class ReportStore:
     def log_filename(node: str, container: str) -> str:
         return f"{check_name(node, 'node')}-container-{check_name(container, 'container')}.log"
 
-    def _write_sync(self, eid: str, filename: str, data: bytes) -> Path:
-        path = self._target(eid, filename)
+    def _write_sync(self, execution_id: str, filename: str, data: bytes) -> Path:
+        path = self._target(execution_id, filename)
         self._check_writable()
         tmp = path.parent / _temp_name()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
-            raise ExecutionNotFound(f"execution {eid} does not exist") from None
+            raise ExecutionNotFound(f"execution {execution_id} does not exist") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -297,13 +291,13 @@ class ReportStore:
         return path
 
     # ------------------------------------------------------------- executions
-    def _create_execution_sync(self, eid: str, link_latest: bool) -> Path:
-        directory = self.execution_dir(eid)
+    def _create_execution_sync(self, execution_id: str, link_latest: bool) -> Path:
+        directory = self.execution_dir(execution_id)
         self._check_writable()
         directory.mkdir(parents=True, exist_ok=True)
         if link_latest:
             tmp = self.root / _temp_name()
-            os.symlink(eid, tmp)  # relative: survives moving/mounting the directory
+            os.symlink(execution_id, tmp)  # relative: survives moving/mounting the directory
             try:
                 os.replace(tmp, self.root / LATEST)
             except BaseException:
@@ -312,13 +306,13 @@ class ReportStore:
                 raise
         return directory
 
-    async def create_execution(self, eid: str, *, link_latest: bool = True) -> Path:
-        """Create `<root>/<eid>/` (idempotent) and point `latest` at it atomically."""
-        return await self._run(self._create_execution_sync, eid, link_latest)
+    async def create_execution(self, execution_id: str, *, link_latest: bool = True) -> Path:
+        """Create `<root>/<execution_id>/` (idempotent) and point `latest` at it atomically."""
+        return await self._run(self._create_execution_sync, execution_id, link_latest)
 
-    async def ensure_execution(self, eid: str) -> Path:
+    async def ensure_execution(self, execution_id: str) -> Path:
         """Create the directory without touching `latest` (DEV_MODE callbacks)."""
-        return await self._run(self._create_execution_sync, eid, False)
+        return await self._run(self._create_execution_sync, execution_id, False)
 
     def _list_sync(self) -> list[str]:
         try:
@@ -328,7 +322,7 @@ class ReportStore:
         ids = [
             e.name for e in entries if is_execution_id(e.name) and e.is_dir(follow_symlinks=False)
         ]
-        return sorted(ids, key=_execution_sort_key)
+        return sorted(ids)
 
     async def list_executions(self) -> list[str]:
         """Execution ids present on disk, oldest first (only id-shaped directories)."""
@@ -344,53 +338,58 @@ class ReportStore:
     def _prune_sync(self, keep: int) -> list[str]:
         self._check_writable()
         ids = self._list_sync()
-        keep = max(keep, 1)
         removed = ids[: max(len(ids) - keep, 0)]
-        for eid in removed:
-            self._resolved_dirs.pop(eid, None)
-            shutil.rmtree(self.root / eid, ignore_errors=True)
+        for execution_id in removed:
+            self._resolved_dirs.pop(execution_id, None)
+            shutil.rmtree(self.root / execution_id, ignore_errors=True)
         return removed
 
-    async def prune(self, keep: int | None = None) -> list[str]:
-        """Remove the oldest execution directories beyond `max(keep, 1)`; return their ids."""
-        return await self._run(self._prune_sync, self.history if keep is None else keep)
+    async def prune(self, keep: int) -> list[str]:
+        """Remove the oldest execution directories beyond `keep` (>= 1); return their ids."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        return await self._run(self._prune_sync, keep)
 
     # ------------------------------------------------------------------ files
-    async def write_result(self, eid: str, node: str, data: bytes) -> Path:
+    async def write_result(self, execution_id: str, node: str, data: bytes) -> Path:
         """Save a result body verbatim as `<node>.json`; on return it is in place."""
-        return await self._writer.run(self._write_sync, eid, self.result_filename(node), data)
+        return await self._writer.run(
+            self._write_sync, execution_id, self.result_filename(node), data
+        )
 
-    async def write_log(self, eid: str, node: str, container: str, data: bytes) -> Path:
-        return await self._run(self._write_sync, eid, self.log_filename(node, container), data)
+    async def write_log(self, execution_id: str, node: str, container: str, data: bytes) -> Path:
+        return await self._run(
+            self._write_sync, execution_id, self.log_filename(node, container), data
+        )
 
-    async def write_file(self, eid: str, filename: str, data: bytes) -> Path:
-        """Save `data` as `<root>/<eid>/<filename>` (one checked path component)."""
-        return await self._run(self._write_sync, eid, filename, data)
+    async def write_file(self, execution_id: str, filename: str, data: bytes) -> Path:
+        """Save `data` as `<root>/<execution_id>/<filename>` (one checked path component)."""
+        return await self._run(self._write_sync, execution_id, filename, data)
 
-    def _write_state_sync(self, eid: str, data: bytes) -> Path:
-        path = self._write_sync(eid, STATE_FILE, data)
+    def _write_state_sync(self, execution_id: str, data: bytes) -> Path:
+        path = self._write_sync(execution_id, STATE_FILE, data)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path.parent / JOURNAL_FILE)  # folded into the snapshot
         return path
 
-    async def write_state(self, eid: str, data: bytes) -> Path:
+    async def write_state(self, execution_id: str, data: bytes) -> Path:
         """Replace the execution's state snapshot atomically; its journal is dropped."""
-        return await self._writer.run(self._write_state_sync, eid, data)
+        return await self._writer.run(self._write_state_sync, execution_id, data)
 
-    def _append_journal_sync(self, eid: str, data: bytes) -> None:
-        path = self._target(eid, JOURNAL_FILE)
+    def _append_journal_sync(self, execution_id: str, data: bytes) -> None:
+        path = self._target(execution_id, JOURNAL_FILE)
         self._check_writable()
         if not path.parent.is_dir():
-            raise ExecutionNotFound(f"execution {eid} does not exist")
+            raise ExecutionNotFound(f"execution {execution_id} does not exist")
         with open(path, "ab") as f:
             f.write(data)
 
-    async def append_journal(self, eid: str, data: bytes) -> None:
+    async def append_journal(self, execution_id: str, data: bytes) -> None:
         """Append state changes (whole lines) to the execution's journal."""
-        await self._writer.run(self._append_journal_sync, eid, data)
+        await self._writer.run(self._append_journal_sync, execution_id, data)
 
-    def _read_state_sync(self, eid: str) -> tuple[bytes, bytes | None] | None:
-        directory = self.execution_dir(eid)
+    def _read_state_sync(self, execution_id: str) -> tuple[bytes, bytes | None] | None:
+        directory = self.execution_dir(execution_id)
         try:
             snapshot = (directory / STATE_FILE).read_bytes()
         except FileNotFoundError:
@@ -400,14 +399,14 @@ class ReportStore:
         except FileNotFoundError:
             return snapshot, None
 
-    async def read_state(self, eid: str) -> tuple[bytes, bytes | None] | None:
+    async def read_state(self, execution_id: str) -> tuple[bytes, bytes | None] | None:
         """(snapshot, journal) of an execution, None when it has no state."""
-        return await self._run(self._read_state_sync, eid)
+        return await self._run(self._read_state_sync, execution_id)
 
-    def _read_results_sync(self, eid: str, nodes: Collection[str]) -> dict[str, bytes]:
+    def _read_results_sync(self, execution_id: str, nodes: Collection[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         try:
-            entries = list(os.scandir(self.execution_dir(eid)))
+            entries = list(os.scandir(self.execution_dir(execution_id)))
         except FileNotFoundError:
             return out
         for entry in entries:
@@ -415,21 +414,21 @@ class ReportStore:
             if node == entry.name or node not in nodes:
                 continue
             try:
-                out[node] = self._target(eid, entry.name).read_bytes()
+                out[node] = self._target(execution_id, entry.name).read_bytes()
             except (OSError, ValueError):
                 continue  # vanished, or an unsafe link: nothing to restore
         return out
 
-    async def read_results(self, eid: str, nodes: Collection[str]) -> dict[str, bytes]:
+    async def read_results(self, execution_id: str, nodes: Collection[str]) -> dict[str, bytes]:
         """The stored result bodies (`<node>.json`) of those of `nodes` that have one.
 
         The files are the record of which results arrived: a result is acknowledged
         only once its file is in place, so nothing else needs to be written for it.
         """
-        return await self._run(self._read_results_sync, eid, nodes)
+        return await self._run(self._read_results_sync, execution_id, nodes)
 
-    def _signature_sync(self, eid: str) -> tuple[int, ...]:
-        directory = self.execution_dir(eid)
+    def _signature_sync(self, execution_id: str) -> tuple[int, ...]:
+        directory = self.execution_dir(execution_id)
         out: list[int] = []
         for path in (directory, directory / STATE_FILE, directory / JOURNAL_FILE):
             try:
@@ -439,18 +438,18 @@ class ReportStore:
                 out += (0, 0)
         return tuple(out)
 
-    async def signature(self, eid: str) -> tuple[int, ...]:
+    async def signature(self, execution_id: str) -> tuple[int, ...]:
         """Changes whenever the execution's state, journal or set of files changes.
 
         A result (a rename into the directory) changes the directory's mtime; a
         journal append changes the journal's size. A new leader reloads only the
         executions whose signature differs from what it loaded as a standby.
         """
-        return await self._run(self._signature_sync, eid)
+        return await self._run(self._signature_sync, execution_id)
 
     @contextlib.asynccontextmanager
     async def upload(
-        self, eid: str, node: str, name: str, *, max_size: int | None = None
+        self, execution_id: str, node: str, name: str, *, max_size: int | None = None
     ) -> AsyncIterator[UploadSink]:
         """Stream an upload to `<node>-<name>`; renamed into place only on success.
 
@@ -459,7 +458,7 @@ class ReportStore:
         file is removed and an existing file of that name is left untouched.
         """
         filename = self.upload_filename(node, name)  # ValueError before any disk access
-        path = await self._run(self._target, eid, filename)
+        path = await self._run(self._target, execution_id, filename)
         sink = UploadSink(self, path, max_size)
         try:
             yield sink

@@ -391,59 +391,59 @@ class SummaryCache:
         self._overviews: dict[str, tuple[Signature, ExecutionOverview]] = {}
         self._lock = asyncio.Lock()
 
-    def resolve(self, eid: str) -> str:
+    def resolve(self, execution_id: str) -> str:
         """`latest` -> the id it points to. ValueError: not an id; FileNotFoundError: none yet."""
-        if eid == LATEST:
+        if execution_id == LATEST:
             target = self.store.latest()
             if target is None:
                 raise FileNotFoundError("there is no execution yet")
-            eid = target
-        if not is_execution_id(eid):
-            raise ValueError(f"{eid!r} is not an execution id (yyyyMMddHHmm)")
-        return eid
+            execution_id = target
+        if not is_execution_id(execution_id):
+            raise ValueError(f"{execution_id!r} is not an execution id (yyyyMMddHHmm)")
+        return execution_id
 
-    async def _signature(self, eid: str) -> Signature:
-        signature = await self.store.signature(eid)
+    async def _signature(self, execution_id: str) -> Signature:
+        signature = await self.store.signature(execution_id)
         if signature[:2] == (0, 0):  # the directory itself is missing
-            raise FileNotFoundError(f"execution {eid} does not exist")
+            raise FileNotFoundError(f"execution {execution_id} does not exist")
         return signature
 
-    async def execution(self, eid: str) -> tuple[ExecutionSummary, Signature]:
-        """The summary of execution `eid` (or `latest`) and the signature it is valid for.
+    async def execution(self, execution_id: str) -> tuple[ExecutionSummary, Signature]:
+        """The summary of execution `execution_id` (or `latest`) and the signature it is valid for.
 
         Raises ValueError for a malformed id, FileNotFoundError for a missing execution.
         """
-        eid = self.resolve(eid)
-        signature = await self._signature(eid)
+        execution_id = self.resolve(execution_id)
+        signature = await self._signature(execution_id)
         async with self._lock:
-            cached = self._full.get(eid)
+            cached = self._full.get(execution_id)
             if cached is None or cached[0] != signature:
-                summary = await asyncio.to_thread(read_execution, self.store.root / eid)
-                cached = self._full[eid] = signature, summary
-                self._overviews[eid] = signature, summary.overview()
-            self._full.move_to_end(eid)
+                summary = await asyncio.to_thread(read_execution, self.store.root / execution_id)
+                cached = self._full[execution_id] = signature, summary
+                self._overviews[execution_id] = signature, summary.overview()
+            self._full.move_to_end(execution_id)
             while len(self._full) > self.KEEP_FULL:
                 self._full.popitem(last=False)
         return cached[1], signature
 
-    async def _overview(self, eid: str) -> ExecutionOverview:
-        signature = await self._signature(eid)
-        cached = self._overviews.get(eid)
+    async def _overview(self, execution_id: str) -> ExecutionOverview:
+        signature = await self._signature(execution_id)
+        cached = self._overviews.get(execution_id)
         if cached is None or cached[0] != signature:
             async with self._lock:
                 summary = await asyncio.to_thread(
-                    read_execution, self.store.root / eid, values=False
+                    read_execution, self.store.root / execution_id, values=False
                 )
-            cached = self._overviews[eid] = signature, summary.overview()
+            cached = self._overviews[execution_id] = signature, summary.overview()
         return cached[1]
 
     async def index(self) -> SummaryIndex:
         """Every execution on disk, newest first, with its counts."""
         ids = await self.store.list_executions()
         overviews: list[ExecutionOverview] = []
-        for eid in reversed(ids):
+        for execution_id in reversed(ids):
             try:
-                overviews.append(await self._overview(eid))
+                overviews.append(await self._overview(execution_id))
             except FileNotFoundError:
                 continue  # pruned meanwhile
         for gone in self._overviews.keys() - set(ids):

@@ -135,31 +135,31 @@ async def _admit(request: web.Request) -> tuple[str, str]:
     if not app[ACCEPTING]():
         raise _Refused(503, NOT_LEADING)
     node = request.match_info["node"]
-    eid = request.match_info["executionID"]
+    execution_id = request.match_info["executionID"]
     target = app[TARGET]
-    allowed = target.execution_allowed(node, eid)
+    allowed = target.execution_allowed(node, execution_id)
     if not allowed and not app[DEV_MODE]:
         raise _Refused(406, NOT_ALLOWED)
     if app[CONFIG].callback_auth == "token" and allowed:
         # DEV_MODE accepts unknown executions without a token; known ones still need it.
-        if not target.token_valid(node, eid, _bearer(request)):
+        if not target.token_valid(node, execution_id, _bearer(request)):
             raise _Refused(401, "missing or invalid token")
     try:
         check_name(node, "node")
-        check_name(eid, "execution ID")
+        check_name(execution_id, "execution ID")
         ReportStore.result_filename(node)  # the node's file names must fit too
     except ValueError as e:
         raise _Refused(400, str(e)) from None
     if node.startswith("."):  # DEV_MODE: Kubernetes node names never start with "."
         raise _Refused(400, f"node {node!r} must not start with '.' (hidden names are bjc's)")
     if not allowed:  # DEV_MODE, unknown execution: give it a directory
-        await app[STORE].ensure_execution(eid)
-    return node, eid
+        await app[STORE].ensure_execution(execution_id)
+    return node, execution_id
 
 
 # ----------------------------------------------------------------------- result
 async def post_result(request: web.Request) -> web.Response:
-    node, eid = await _admit(request)
+    node, execution_id = await _admit(request)
     app = request.app
     config = app[CONFIG]
     body = await request.read()
@@ -169,30 +169,30 @@ async def post_result(request: web.Request) -> web.Response:
         return _text(400, f"error decoding result: {e}")
     try:
         check_names(config, result)
-        check_limits(app[METRICS], config, eid, node, result)
+        check_limits(app[METRICS], config, execution_id, node, result)
     except ValueError as e:
         return _text(400, f"invalid result: {e}")
     try:
-        await app[STORE].write_result(eid, node, body)  # in place on return: durable
+        await app[STORE].write_result(execution_id, node, body)  # in place on return: durable
     except ExecutionNotFound:
         return _text(406, NOT_ALLOWED)
     except NotLeading:
         raise _Refused(503, NOT_LEADING) from None
     metrics = app[METRICS]
     try:
-        apply_result(metrics, config, eid, node, result)
+        apply_result(metrics, config, execution_id, node, result)
     except (KeyError, ValueError) as e:
         return _text(400, f"invalid result: {e}")
-    metrics.set_processing(eid, node, 0)
-    await app[TARGET].result_received(node, eid)
+    metrics.set_processing(execution_id, node, 0)
+    await app[TARGET].result_received(node, execution_id)
     return web.Response(status=200)
 
 
 # ------------------------------------------------------------------------- file
-def _check_owner(request: web.Request, eid: str, node: str, name: str) -> None:
+def _check_owner(request: web.Request, execution_id: str, node: str, name: str) -> None:
     """ValueError unless the upload's final name belongs to the uploading node."""
     filename = ReportStore.upload_filename(node, name)
-    nodes = request.app[TARGET].nodes_of(eid)
+    nodes = request.app[TARGET].nodes_of(execution_id)
     owner = file_owner(filename, _WithNode(nodes, node))
     if owner == node:
         return
@@ -246,16 +246,18 @@ def _extension(request: web.Request) -> str:
     return mimetypes.guess_extension(ctype, strict=False) or ".file"
 
 
-async def _stream_raw(request: web.Request, eid: str, node: str, limit: int) -> list[str]:
+async def _stream_raw(request: web.Request, execution_id: str, node: str, limit: int) -> list[str]:
     name = _raw_upload_name(request)
-    _check_owner(request, eid, node, name)
-    async with request.app[STORE].upload(eid, node, name, max_size=limit) as sink:
+    _check_owner(request, execution_id, node, name)
+    async with request.app[STORE].upload(execution_id, node, name, max_size=limit) as sink:
         async for chunk in request.content.iter_chunked(_CHUNK):
             await sink.write(chunk)
     return [sink.path.name]
 
 
-async def _stream_multipart(request: web.Request, eid: str, node: str, limit: int) -> list[str]:
+async def _stream_multipart(
+    request: web.Request, execution_id: str, node: str, limit: int
+) -> list[str]:
     store = request.app[STORE]
     reader = await request.multipart()
     total = 0
@@ -271,9 +273,9 @@ async def _stream_multipart(request: web.Request, eid: str, node: str, limit: in
             if not filename:
                 await part.release()  # a plain form field, not a file
                 continue
-            _check_owner(request, eid, node, filename)
+            _check_owner(request, execution_id, node, filename)
             sink = await stack.enter_async_context(
-                store.upload(eid, node, filename, max_size=limit - total)
+                store.upload(execution_id, node, filename, max_size=limit - total)
             )
             while chunk := await part.read_chunk(_CHUNK):
                 await sink.write(chunk)
@@ -286,15 +288,15 @@ async def _stream_multipart(request: web.Request, eid: str, node: str, limit: in
 
 
 async def post_file(request: web.Request) -> web.Response:
-    node, eid = await _admit(request)
+    node, execution_id = await _admit(request)
     limit = request.app[CONFIG].max_upload_size
     if request.content_length is not None and request.content_length > limit:
         return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
     try:
         if request.content_type.startswith("multipart/"):
-            saved = await _stream_multipart(request, eid, node, limit)
+            saved = await _stream_multipart(request, execution_id, node, limit)
         else:
-            saved = await _stream_raw(request, eid, node, limit)
+            saved = await _stream_raw(request, execution_id, node, limit)
     except UploadTooLarge:
         return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
     except ExecutionNotFound:
@@ -308,7 +310,7 @@ async def post_file(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------------ event
 async def post_event(request: web.Request) -> web.Response:
-    node, eid = await _admit(request)
+    node, execution_id = await _admit(request)
     body = await request.read()
     if len(body) > EVENT_MAX_BYTES:
         return _text(413, f"event body exceeds the maximum of {EVENT_MAX_BYTES} bytes")
@@ -319,11 +321,11 @@ async def post_event(request: web.Request) -> web.Response:
     except ValueError as e:
         return _text(400, f"invalid event: {e}")
     try:
-        await request.app[TARGET].create_event(node, eid, event)
+        await request.app[TARGET].create_event(node, execution_id, event)
     except PodNotFound as e:
         return _text(404, f"error finding pod: {e}")
     except Exception as e:  # the apiserver refused or is unreachable
-        log.warning("creating event for %s/%s failed: %s", node, eid, e)
+        log.warning("creating event for %s/%s failed: %s", node, execution_id, e)
         return _text(500, f"error creating event: {e}")
     return web.Response(status=200)
 

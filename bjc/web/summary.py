@@ -138,7 +138,7 @@ async def _execution(request: web.Request) -> tuple[ExecutionSummary, Signature,
     """The execution of the URL and the `status` filter; 400/404 with the reason."""
     cache = request.app[CACHE_KEY]
     try:
-        summary, signature = await cache.execution(request.match_info["eid"])
+        summary, signature = await cache.execution(request.match_info["execution_id"])
     except ValueError as e:
         raise web.HTTPBadRequest(text=f"{e}\n") from None
     except FileNotFoundError as e:
@@ -203,9 +203,9 @@ def make_summary_app(root: Path | str) -> web.Application:
         ("", add_slash),
         ("/", index_html),
         ("/summary.json", index_json),
-        ("/{eid}", add_slash),
-        ("/{eid}/", execution_html),
-        ("/{eid}/summary.json", execution_json),
+        ("/{execution_id}", add_slash),
+        ("/{execution_id}/", execution_html),
+        ("/{execution_id}/summary.json", execution_json),
     ]
     for path, handler in routes:
         app.router.add_get(path, handler)

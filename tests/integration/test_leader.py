@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from bjc.kube import KubeClient
-from bjc.leader import LeaderElector, micro_time
+from bjc.kubetypes import micro_time
+from bjc.leader import LeaderElector
 
 NS = "default"
 NAME = "bjc"

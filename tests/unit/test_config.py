@@ -270,7 +270,7 @@ def test_name_with_dots_like_go() -> None:
 
 def test_report_history_zero_allowed() -> None:
     cfg, _ = load(reportHistory=0)
-    assert cfg.report_history == 0
+    assert (cfg.report_history, cfg.kept_executions) == (0, 1)  # the current one is kept
 
 
 def test_every_descriptor_and_interval_are_valid_cron() -> None:

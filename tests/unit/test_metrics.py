@@ -451,7 +451,7 @@ def test_non_numeric_execution_id_for_current_execution() -> None:
         (
             {"current_execution_id": GaugeConfig()},
             "foo",
-            "metrics.gauges.current_execution_id: metric foo_current_execution_id is already",
+            "metrics.gauges.current_execution_id: .* reserved",
         ),
         ({"execution_nodes": GaugeConfig()}, "bjc", "metrics.gauges.execution_nodes"),
         ({}, "1x", "metrics.prefix: '1x_current_execution_id'"),

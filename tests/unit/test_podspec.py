@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from bjc.config import Config, PullSecret, load_config
+from bjc.kubetypes import OwnerReference
 from bjc.podspec import (
     EXECUTION_LABEL,
     OWNER_LABEL,
     RESERVED_ENV,
-    OwnerReference,
     PodTemplate,
     callback_url,
     job_pod_name,
