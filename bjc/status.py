@@ -36,8 +36,8 @@ from bjc.summary import (
     SummaryCache,
     SummaryIndex,
     filter_nodes,
-    format_duration,
     problem,
+    short_duration,
 )
 
 T = TypeVar("T")
@@ -137,9 +137,9 @@ def _when(value: datetime | None) -> str:
 
 def _took(e: ExecutionOverview, now: datetime) -> str:
     if e.duration_s is not None:
-        return format_duration(e.duration_s)
+        return short_duration(e.duration_s)
     if e.state == "running" and e.started is not None:
-        return format_duration(max(0.0, (now - e.started).total_seconds())) + "+"
+        return short_duration(max(0.0, (now - e.started).total_seconds())) + "+"
     return "-"
 
 

@@ -179,7 +179,7 @@ def problem(node: NodeSummary) -> str:
     return "pod failed" if node.status == FAILED else node.status.replace("_", " ")
 
 
-def format_duration(seconds: float) -> str:
+def short_duration(seconds: float) -> str:
     """`850 ms`, `4.2s`, `3m05s`, `2h07m`: what a person reads at a glance."""
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"

@@ -45,8 +45,8 @@ from bjc.summary import (
     Signature,
     SummaryCache,
     filter_nodes,
-    format_duration,
     problem,
+    short_duration,
 )
 
 CACHE_KEY = web.AppKey("summary_cache", SummaryCache)
@@ -61,11 +61,11 @@ def _when(value: datetime | None) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return _NONE if value is None else format_duration(value)
+    return _NONE if value is None else short_duration(value)
 
 
 def _ms(value: float | None) -> str:
-    return _NONE if value is None else format_duration(value / 1000.0)
+    return _NONE if value is None else short_duration(value / 1000.0)
 
 
 def _number(value: float) -> str:
