@@ -793,6 +793,14 @@ class Metrics:
         if self.latest:
             self._processing.put(LATEST, key, value)
 
+    def record_job(
+        self, execution_id: str, node: str, failed: bool, duration_ms: float | None
+    ) -> None:
+        """A finished job: `processing` (1 failed, 0 ok) and, when known, its `duration`."""
+        self.set_processing(execution_id, node, 1.0 if failed else 0.0)
+        if duration_ms is not None:
+            self.set_duration(execution_id, node, duration_ms)
+
     def set_duration(self, execution_id: str, node: str, ms: float) -> None:
         """`<prefix>_duration{node,executionID}`: job pod run time in milliseconds."""
         key = (node,)

@@ -267,7 +267,7 @@ class Runtime:
             self.config,
             self.store,
             self.metrics,
-            self.controller,
+            self.controller.callbacks,
             dev_mode=self.env.dev_mode,
             accepting=lambda: self.serving,
         )
