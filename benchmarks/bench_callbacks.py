@@ -56,9 +56,9 @@ class _AllowAll:
 
 
 def _server(root: str, port_queue: Any, stop: MpEvent) -> None:
-    from bjc.config import Config, GaugeConfig, MetricsConfig
-    from bjc.metrics import Metrics
-    from bjc.store import ReportStore
+    from bjc.config.settings import Config, GaugeConfig, MetricsConfig
+    from bjc.reports.metrics import Metrics
+    from bjc.reports.store import ReportStore
     from bjc.web import bound_port, serve
     from bjc.web.callback import make_callback_app
 

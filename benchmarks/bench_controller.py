@@ -32,12 +32,12 @@ import msgspec
 import yaml
 from aiohttp import web
 
-from bjc.config import Environment
-from bjc.configmap import load_config_map
-from bjc.execution import ExecutionState, JobStatus, NodeJob
-from bjc.kube import KubeClient
-from bjc.kubetypes import Pod
-from bjc.podspec import render_pod
+from bjc.config.configmap import load_config_map
+from bjc.config.podspec import render_pod
+from bjc.config.settings import Environment
+from bjc.kube.client import KubeClient
+from bjc.kube.objects import Pod
+from bjc.reports.execution import ExecutionState, JobStatus, NodeJob
 
 NS = "bench"
 POD_TEMPLATE = """\
@@ -155,10 +155,10 @@ def recorded_stream(pods: int) -> bytes:
 
 
 async def bench_watch(pods: int = 10000) -> float:
-    from bjc.controller import Controller
-    from bjc.execution import Execution
-    from bjc.metrics import Metrics
-    from bjc.store import ReportStore
+    from bjc.engine.controller import Controller
+    from bjc.reports.execution import Execution
+    from bjc.reports.metrics import Metrics
+    from bjc.reports.store import ReportStore
 
     stream = recorded_stream(pods)
     events = stream.count(b"\n")

@@ -6,7 +6,7 @@ files) and, through one `Supervisor`, every long-lived task (leader election, th
 ConfigMap watch, and while leading: pod watch, schedule, dispatch); a task that
 dies ends the process.
 
-Every replica watches the ConfigMap (`bjc.configwatch`) and applies a changed
+Every replica watches the ConfigMap (`bjc.engine.configwatch`) and applies a changed
 configuration in place (`reconfigure`), so a standby that takes over runs with the
 current one; only the acting leader triggers from it and writes to it.
 
@@ -18,8 +18,8 @@ its pod for the callback Service. On losing the Lease it exits (the store's fenc
 stops its writes even before that). On SIGTERM it stops triggering, finishes the
 callbacks in flight and flushes state while still leading, then releases the Lease.
 
-Deliberately not here: what an execution does (`bjc.controller`) and reading the
-configuration (`bjc.config`).
+Deliberately not here: what an execution does (`bjc.engine.controller`) and reading the
+configuration (`bjc.config.settings`).
 """
 
 from __future__ import annotations
@@ -36,18 +36,24 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from bjc.config import Config, Environment, cron_schedule, effective_report_directory, with_keys
-from bjc.configmap import LoadedConfig
-from bjc.configwatch import ConfigMapWatch
-from bjc.controller import Controller, TriggerOutcome
-from bjc.kube import ApiError, KubeClient
-from bjc.leader import LeaderElector
-from bjc.metrics import Metrics, make_metrics_app
-from bjc.ownpod import find_top_owner, set_leader_label
-from bjc.podspec import PodTemplate
-from bjc.schedule import Schedule, missed_run
-from bjc.store import ReportStore
-from bjc.supervisor import Supervisor
+from bjc.config.configmap import LoadedConfig
+from bjc.config.podspec import PodTemplate
+from bjc.config.settings import (
+    Config,
+    Environment,
+    cron_schedule,
+    effective_report_directory,
+    with_keys,
+)
+from bjc.engine.configwatch import ConfigMapWatch
+from bjc.engine.controller import Controller, TriggerOutcome
+from bjc.engine.schedule import Schedule, missed_run
+from bjc.engine.supervisor import Supervisor
+from bjc.kube.client import ApiError, KubeClient
+from bjc.kube.leader import LeaderElector
+from bjc.kube.ownpod import find_top_owner, set_leader_label
+from bjc.reports.metrics import Metrics, make_metrics_app
+from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.callback import make_callback_app
 from bjc.web.files import make_file_app

@@ -11,7 +11,7 @@ starts and every malformed body is a 4xx with the reason (a 5xx means bjc or the
 apiserver failed, never the input):
 - uploads are streamed to disk through `ReportStore.upload` (never held whole in
   memory) and capped by `maxUploadSize` (413); names are checked by the store, and a
-  final name the uploading node does not own (`bjc.store.file_owner`: another node's
+  final name the uploading node does not own (`bjc.reports.store.file_owner`: another node's
   result, uploads or pod logs, or the controller's files) is refused (400);
 - result and event bodies are read whole, capped by the same limit through aiohttp's
   `client_max_size`; events also by `EVENT_MAX_BYTES` (their note is cut to 1 KiB);
@@ -46,10 +46,16 @@ from aiohttp.multipart import (
     parse_content_disposition,
 )
 
-from bjc.config import Config
-from bjc.events import EventRequest, PodNotFound, decode_event
-from bjc.results import ResultMetrics, apply_result, check_limits, check_names, decode_result
-from bjc.store import (
+from bjc.config.settings import Config
+from bjc.kube.events import EventRequest, PodNotFound, decode_event
+from bjc.reports.results import (
+    ResultMetrics,
+    apply_result,
+    check_limits,
+    check_names,
+    decode_result,
+)
+from bjc.reports.store import (
     CONTROLLER,
     ExecutionNotFound,
     NotLeading,
@@ -85,12 +91,12 @@ class CallbackTarget(Protocol):
     async def result_received(self, node: str, execution_id: str) -> None: ...
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
-        """Create the Kubernetes Event; raise bjc.events.PodNotFound if the job pod is gone."""
+        """Create the Kubernetes Event; raise bjc.kube.events.PodNotFound if the job pod is gone."""
         ...
 
 
 class CallbackMetrics(ResultMetrics, Protocol):
-    """The part of bjc.metrics.Metrics the callback API uses."""
+    """The part of bjc.reports.metrics.Metrics the callback API uses."""
 
     def set_processing(self, execution_id: str, node: str, value: float) -> None: ...
 

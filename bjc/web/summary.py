@@ -17,11 +17,11 @@ The pages are plain server-rendered HTML (jinja2, autoescaped: node names, reaso
 and result labels come from job pods), readable without JavaScript; their links to
 result files, uploads and pod logs point into the directory listings of the file
 server, relative to the page so they also work behind a path-prefix proxy. What
-is shown comes from bjc.summary (read-only, cached by the execution's signature);
+is shown comes from bjc.reports.summary (read-only, cached by the execution's signature);
 rendered bytes of an unfiltered page are kept for as long as that signature holds,
 and rendering runs in a thread so a 5,000-node page does not stall the event loop.
 
-Deliberately not here: computing summaries (bjc.summary) and serving files
+Deliberately not here: computing summaries (bjc.reports.summary) and serving files
 (bjc.web.files).
 """
 
@@ -38,7 +38,7 @@ import jinja2
 import msgspec
 from aiohttp import web
 
-from bjc.summary import (
+from bjc.reports.summary import (
     MAX_RESULT_BYTES,
     STATUSES,
     ExecutionSummary,

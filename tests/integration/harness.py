@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bjc.config import Environment
-from bjc.configmap import load_config_map
-from bjc.kube import KubeClient
-from bjc.kubetypes import Pod
+from bjc.config.configmap import load_config_map
+from bjc.config.settings import Environment
+from bjc.kube.client import KubeClient
+from bjc.kube.objects import Pod
 from bjc.runtime import Runtime
 from bjc.sim import JobBehaviour, NodeAgent, RunningPod, SimCluster
 

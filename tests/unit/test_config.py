@@ -7,7 +7,8 @@ import json
 import pytest
 import yaml
 
-from bjc.config import (
+from bjc.config.configmap import load_config_map, load_config_map_manifest
+from bjc.config.settings import (
     Config,
     Environment,
     MiB,
@@ -15,8 +16,7 @@ from bjc.config import (
     load_config,
     load_environment,
 )
-from bjc.configmap import load_config_map, load_config_map_manifest
-from bjc.values import ConfigError, format_duration, parse_duration, parse_size
+from bjc.config.values import ConfigError, format_duration, parse_duration, parse_size
 
 BASE = {
     "name": "foo",

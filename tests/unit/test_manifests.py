@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bjc.config import load_config
-from bjc.configmap import load_config_map_manifest
-from bjc.ownpod import LEADER_LABEL
-from bjc.podspec import OWNER_LABEL
+from bjc.config.configmap import load_config_map_manifest
+from bjc.config.podspec import OWNER_LABEL
+from bjc.config.settings import load_config
+from bjc.kube.ownpod import LEADER_LABEL
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 

@@ -1,4 +1,4 @@
-"""Tests of bjc.metrics: the exposition parsed back with prometheus_client's text parser.
+"""Tests of bjc.reports.metrics: the exposition parsed back with prometheus_client's text parser.
 
 Every SPEC A6 series and B extra is checked by name, help, type, labels and value;
 escaping, latestMetricsLabel, pruning, freezing of past executions and the aiohttp
@@ -17,8 +17,8 @@ import aioprometheus
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bjc.config import Config, GaugeConfig, MetricsConfig
-from bjc.metrics import (
+from bjc.config.settings import Config, GaugeConfig, MetricsConfig
+from bjc.reports.metrics import (
     LATEST,
     Metrics,
     SeriesFamily,
@@ -464,7 +464,7 @@ def test_invalid_metric_config(gauges: dict[str, GaugeConfig], prefix: str, mess
 
 def test_series_family_refuses_aioprometheus_set() -> None:
     family = Metrics(make_config()).registry.get("foo_test")
-    with pytest.raises(TypeError, match=r"bjc\.metrics\.Metrics"):
+    with pytest.raises(TypeError, match=r"bjc\.reports\.metrics\.Metrics"):
         family.set({"node": "n"}, 1)  # type: ignore[arg-type]
 
 
@@ -633,9 +633,9 @@ async def test_handler_gzip_and_large_bodies(aiohttp_client: Any) -> None:
 async def test_large_bodies_stream_in_pieces(
     aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, encoding: str
 ) -> None:
-    import bjc.metrics
+    import bjc.reports.metrics
 
-    monkeypatch.setattr(bjc.metrics, "_STREAM_PIECE_BYTES", 4096)  # many pieces
+    monkeypatch.setattr(bjc.reports.metrics, "_STREAM_PIECE_BYTES", 4096)  # many pieces
     m = big_metrics()
     m.render()  # freeze the past execution: the stream inflates it piece by piece
     client = await aiohttp_client(make_metrics_app(m))

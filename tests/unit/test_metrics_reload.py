@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from bjc.config import GaugeConfig, MetricsConfig
-from bjc.metrics import Metrics
+from bjc.config.settings import GaugeConfig, MetricsConfig
+from bjc.reports.metrics import Metrics
 
 from .test_metrics import E1, labels, make_config, parse, samples
 

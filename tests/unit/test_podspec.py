@@ -7,9 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bjc.config import Config, PullSecret, load_config
-from bjc.kubetypes import OwnerReference
-from bjc.podspec import (
+from bjc.config.podspec import (
     EXECUTION_LABEL,
     OWNER_LABEL,
     RESERVED_ENV,
@@ -18,7 +16,9 @@ from bjc.podspec import (
     job_pod_name,
     render_pod,
 )
-from bjc.values import ConfigError
+from bjc.config.settings import Config, PullSecret, load_config
+from bjc.config.values import ConfigError
+from bjc.kube.objects import OwnerReference
 
 TEMPLATE = """\
 apiVersion: v1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bjc.store import LATEST, STATE_FILE, ReportStore, UploadTooLarge, check_name
+from bjc.reports.store import LATEST, STATE_FILE, ReportStore, UploadTooLarge, check_name
 
 E1, E2, E3 = "202401011200", "202401011300", "202401021200"
 

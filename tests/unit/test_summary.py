@@ -7,9 +7,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bjc.execution import Execution, JobStatus
-from bjc.store import ReportStore
-from bjc.summary import (
+from bjc.reports.execution import Execution, JobStatus
+from bjc.reports.store import ReportStore
+from bjc.reports.summary import (
     MAX_FILES,
     MAX_RESULT_BYTES,
     MAX_TAIL_CHARS,
