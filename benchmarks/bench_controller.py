@@ -274,9 +274,13 @@ async def bjc_makespan(url: str, pool: int) -> float:
     loaded = load_config_map(
         {"config.yaml": config_yaml(podPoolSize=pool), "pod-template.yaml": POD_TEMPLATE}, env
     )
-    cfg = loaded.config
-    cfg.callback_service_port = cfg.health_probe_port = cfg.file_server_port = 0
-    cfg.metrics.port = 0
+    cfg = msgspec.structs.replace(
+        loaded.config,
+        callback_service_port=0,
+        health_probe_port=0,
+        file_server_port=0,
+        metrics=msgspec.structs.replace(loaded.config.metrics, port=0),
+    )
     kube = KubeClient.from_url(url)
     runtime = Runtime(
         config=cfg, template=loaded.template, env=env, kube=kube, bind_host="127.0.0.1"

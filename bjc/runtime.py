@@ -33,7 +33,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiohttp
-import msgspec
 from aiohttp import web
 
 from bjc.config.configmap import LoadedConfig
@@ -162,18 +161,17 @@ class Runtime:
         return await self.controller.trigger(reason)
 
     async def reconfigure(self, loaded: LoadedConfig, keys: list[str], template: bool) -> None:
-        """Hot reload: apply `keys` of a reloaded config (and the pod template) in place.
+        """Hot reload: apply `keys` of a reloaded config (and the pod template).
 
-        Everything reads the one `Config` object, so the change is seen at once by
-        the callback API and the metrics; an execution runs with the configuration it
-        started with (see `Controller._snapshot`), so it applies from the next one.
+        `Config` is frozen: the running one is replaced by a new object, handed to
+        each holder (the controller and its parts, the ConfigMap watch; the callback
+        API reads `self.config` per request). An execution keeps the configuration it
+        started with (see `Controller._snapshot`), so a change applies from the next one.
         """
         merged = with_keys(self.config, loaded.config, keys)
         replay = self.metrics.reconfigure(merged)  # ValueError: refused, nothing changed
-        for field in msgspec.structs.fields(Config):
-            setattr(self.config, field.name, getattr(merged, field.name))
-        if template:
-            self.controller.template = loaded.template
+        self.config = self.config_watch.config = merged
+        self.controller.use(merged, loaded.template if template else self.controller.template)
         if "cronExpression" in keys or "timeZone" in keys:
             self.cron = cron_schedule(self.config)
             if self.supervisor.get("schedule") is not None:  # leading: reschedule now
@@ -248,7 +246,7 @@ class Runtime:
             self.runners[name] = await serve(factory(), self.bind_host, port)
             self.ports[name] = bound_port(self.runners[name])
         # job pods must call the port actually bound (tests and the demo bind port 0)
-        c.callback_service_port = self.ports["callback"]
+        self.controller.callback_port = self.ports["callback"]
         checks = {"report-directory": report_directory_check(self.store.root)}
         checks.update({f"{n}-server": runner_check(r) for n, r in self.runners.items()})
         checks["pod-watch"] = self._pod_watch_check()
@@ -270,7 +268,7 @@ class Runtime:
 
     def _callback_app(self) -> web.Application:
         return make_callback_app(
-            self.config,
+            lambda: self.config,
             self.store,
             self.metrics,
             self.controller.callbacks,

@@ -21,8 +21,10 @@ import random
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import msgspec
 
 from bjc.commands.process import setup_logging, wait_for_signal
 from bjc.config.configmap import load_config_map
@@ -149,12 +151,11 @@ async def run_demo(args: argparse.Namespace, config_text: str, template_text: st
         for problem in e.problems:
             print(f"bjc demo: invalid configuration: {problem}", file=sys.stderr)
         return 1
-    config = loaded.config
-    for key in ("callback_service_port", "health_probe_port", "file_server_port"):
-        if not _free(getattr(config, key)):
-            setattr(config, key, 0)
-    if not _free(config.metrics.port):
-        config.metrics.port = 0
+    ports = ("callback_service_port", "health_probe_port", "file_server_port")
+    busy: dict[str, Any] = {k: 0 for k in ports if not _free(getattr(loaded.config, k))}
+    if not _free(loaded.config.metrics.port):
+        busy["metrics"] = msgspec.structs.replace(loaded.config.metrics, port=0)
+    config = msgspec.structs.replace(loaded.config, **busy)  # a busy port: any free one
 
     sim = SimCluster()
     await sim.start()

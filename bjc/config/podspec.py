@@ -376,8 +376,12 @@ def render_pod(
     owner: OwnerReference | Mapping[str, Any] | None,
     token: str | None = None,
     attempt: int = 0,
+    callback_port: int | None = None,
 ) -> dict[str, Any]:
     """The job pod for one node of one execution (SPEC A3), as an API-ready dict.
+
+    `callback_port` is the port the callback API was bound to, when it differs from
+    `callbackServicePort` (port 0 in tests and the demo: any free port).
 
     `owner` is the controller pod's top-level owner (an `OwnerReference`, an
     owner-reference dict or the owner object itself), or None when not found.
@@ -429,7 +433,7 @@ def render_pod(
     if config.job_timeout is not None:
         spec["activeDeadlineSeconds"] = math.ceil(config.job_timeout)
 
-    port = config.callback_service_port
+    port = config.callback_service_port if callback_port is None else callback_port
     ours = [
         {"name": "EXECUTION_ID", "value": execution_id},
         {"name": "NAMESPACE", "value": namespace},

@@ -68,22 +68,22 @@ def is_valid_label_name(name: str) -> bool:
     return bool(LABEL_NAME_RE.match(name)) and not name.startswith("__")
 
 
-class GaugeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+class GaugeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=False, frozen=True):
     help: str = ""
     labels: list[str] = msgspec.field(default_factory=list)
 
 
-class MetricsConfig(msgspec.Struct, kw_only=True):
+class MetricsConfig(msgspec.Struct, kw_only=True, frozen=True):
     port: int = 9153
     prefix: str = ""
     gauges: dict[str, GaugeConfig] = msgspec.field(default_factory=dict)
 
 
-class PullSecret(msgspec.Struct):
+class PullSecret(msgspec.Struct, frozen=True):
     name: str
 
 
-class Config(msgspec.Struct, kw_only=True, rename="camel"):
+class Config(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
     """config.yaml (SPEC A2 + B). Durations are seconds (float) after loading."""
 
     name: str
@@ -721,14 +721,17 @@ def changed_keys(old: Config, new: Config) -> list[str]:
 
 def with_keys(running: Config, new: Config, keys: Iterable[str]) -> Config:
     """A copy of `running` whose `keys` (as `changed_keys` names them) come from `new`."""
-    out = msgspec.structs.replace(running)
+    fields: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
     for key in keys:
         if key.startswith("metrics."):
             sub = key.removeprefix("metrics.")
-            out.metrics = msgspec.structs.replace(out.metrics, **{sub: getattr(new.metrics, sub)})
+            metrics[sub] = getattr(new.metrics, sub)
         else:
-            setattr(out, _FIELD_OF_KEY[key], getattr(new, _FIELD_OF_KEY[key]))
-    return out
+            fields[_FIELD_OF_KEY[key]] = getattr(new, _FIELD_OF_KEY[key])
+    if metrics:
+        fields["metrics"] = msgspec.structs.replace(running.metrics, **metrics)
+    return msgspec.structs.replace(running, **fields)
 
 
 _PROBLEM_KEY_RE = re.compile(r"^([A-Za-z][\w.\[\]]*(?: and [A-Za-z]\w*)?): (.*)$", re.DOTALL)

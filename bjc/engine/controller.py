@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import aiohttp
-import msgspec
 
 from bjc.config import podspec
 from bjc.config.settings import Config, resolve_share
@@ -108,6 +107,7 @@ class Controller:
         self.kube = kube
         self.metrics = metrics
         self.callback_host = callback_host
+        self.callback_port: int | None = None  # the bound port, when not callbackServicePort
         self.owner = owner
         self.retry_backoff = retry_backoff  # before a node's first retry (jobRetries)
         self.completed = 0  # executions finished by this process (demo, tests)
@@ -134,6 +134,11 @@ class Controller:
             kube, namespace, finish=self.jobs.finish, backoff=create_backoff
         )
         self.callbacks = ControllerCallbacks(self.history, self.jobs, kube, namespace)
+
+    def use(self, config: Config, template: podspec.PodTemplate) -> None:
+        """A reloaded configuration and pod template, from the next execution on."""
+        self.config = self.history.config = self.jobs.config = config
+        self.template = template
 
     # --- the history (see bjc.engine.history) ---------------------------------------------
     @property
@@ -242,7 +247,7 @@ class Controller:
 
     def _snapshot(self) -> tuple[Config, podspec.PodTemplate]:
         """What an execution runs with: a configuration reloaded meanwhile applies to the next."""
-        return msgspec.structs.replace(self.config), self.template
+        return self.config, self.template
 
     async def _selected_nodes(self, config: Config) -> list[str]:
         """The nodes to run on; an unreachable API delays the execution, never skips it."""
@@ -335,6 +340,7 @@ class Controller:
             node_name=node,
             execution_id=execution.id,
             callback_host=self.callback_host,
+            callback_port=self.callback_port,
             owner=self.owner,
             token=job.token or None,
             attempt=len(job.attempts),

@@ -103,7 +103,7 @@ class CallbackMetrics(ResultMetrics, Protocol):
     def count_callback(self, route: str, code: int) -> None: ...
 
 
-CONFIG = web.AppKey("config", Config)
+CONFIG: web.AppKey[Callable[[], Config]] = web.AppKey("config")
 STORE = web.AppKey("store", ReportStore)
 METRICS = web.AppKey("metrics", CallbackMetrics)
 TARGET = web.AppKey("target", CallbackTarget)
@@ -146,7 +146,7 @@ async def _admit(request: web.Request) -> tuple[str, str]:
     allowed = target.execution_allowed(node, execution_id)
     if not allowed and not app[DEV_MODE]:
         raise _Refused(406, NOT_ALLOWED)
-    if app[CONFIG].callback_auth == "token" and allowed:
+    if app[CONFIG]().callback_auth == "token" and allowed:
         # DEV_MODE accepts unknown executions without a token; known ones still need it.
         if not target.token_valid(node, execution_id, _bearer(request)):
             raise _Refused(401, "missing or invalid token")
@@ -167,7 +167,7 @@ async def _admit(request: web.Request) -> tuple[str, str]:
 async def post_result(request: web.Request) -> web.Response:
     node, execution_id = await _admit(request)
     app = request.app
-    config = app[CONFIG]
+    config = app[CONFIG]()
     body = await request.read()
     try:
         result = decode_result(body)
@@ -295,7 +295,7 @@ async def _stream_multipart(
 
 async def post_file(request: web.Request) -> web.Response:
     node, execution_id = await _admit(request)
-    limit = request.app[CONFIG].max_upload_size
+    limit = request.app[CONFIG]().max_upload_size
     if request.content_length is not None and request.content_length > limit:
         return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
     try:
@@ -372,7 +372,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 def make_callback_app(
-    config: Config,
+    config: Config | Callable[[], Config],
     store: ReportStore,
     metrics: CallbackMetrics,
     target: CallbackTarget,
@@ -382,13 +382,15 @@ def make_callback_app(
 ) -> web.Application:
     """The callback API as an aiohttp application (serve it on callbackServicePort).
 
-    While `accepting()` is false (a standby, or a leader still reloading) every
+    `config` is the configuration, or a function giving the current one (hot
+    reload replaces it). While `accepting()` is false (a standby, or a leader still reloading) every
     callback is answered 503 with Retry-After: nothing is written.
     """
+    current = config if callable(config) else lambda: config
     app = web.Application(
-        client_max_size=config.max_upload_size, middlewares=[_refusals_and_counting]
+        client_max_size=current().max_upload_size, middlewares=[_refusals_and_counting]
     )
-    app[CONFIG] = config
+    app[CONFIG] = current
     app[STORE] = store
     app[METRICS] = metrics
     app[TARGET] = target

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import aioprometheus
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -686,9 +687,9 @@ def test_accepts_gzip(header: str, expected: bool) -> None:
 
 
 def limited(per_node: int = 1000, per_execution: int = 100_000) -> Metrics:
-    config = make_config()
-    config.max_series_per_node = per_node
-    config.max_series_per_execution = per_execution
+    config = msgspec.structs.replace(
+        make_config(), max_series_per_node=per_node, max_series_per_execution=per_execution
+    )
     return Metrics(config)
 
 

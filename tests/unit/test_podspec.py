@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
@@ -454,8 +455,8 @@ def test_fields_used() -> None:
 
 
 def test_config_pull_secret_struct_used_by_render() -> None:
-    cfg = make_config()
-    cfg.job_image_pull_secrets = [PullSecret(name="a"), PullSecret(name="b")]
+    secrets = [PullSecret(name="a"), PullSecret(name="b")]
+    cfg = msgspec.structs.replace(make_config(), job_image_pull_secrets=secrets)
     pod = render_pod(
         PodTemplate.parse(TEMPLATE),
         config=cfg,
