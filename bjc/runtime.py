@@ -7,8 +7,9 @@ ConfigMap watch, and while leading: pod watch, schedule, dispatch); a task that
 dies ends the process.
 
 Every replica watches the ConfigMap (`bjc.engine.configwatch`) and applies a changed
-configuration in place (`reconfigure`), so a standby that takes over runs with the
-current one; only the acting leader triggers from it and writes to it.
+configuration (`reconfigure`: the frozen `Config` is replaced and handed to its
+holders), so a standby that takes over runs with the current one; only the acting
+leader triggers from it and writes to it.
 
 Leadership is the only licence to write. A standby serves the history as it read
 it from disk and answers callbacks 503; it is Ready all the same (readiness is

@@ -170,7 +170,7 @@ class ConfigMapWatch:
         self.env = env
         self.namespace = env.namespace
         self.name = env.config_map_name
-        self.config = config  # the running configuration (updated in place on reload)
+        self.config = config  # the running configuration (the runtime swaps it on reload)
         self.metrics = metrics
         self.target = target
         # the ConfigMap data last seen, and the configuration as loaded from the data
