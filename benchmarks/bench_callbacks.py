@@ -52,10 +52,10 @@ from benchmarks.processes import (
     stop,
     wait_ready,
 )
-from bjc.kube import KubeClient
-from bjc.kubetypes import Pod
-from bjc.podspec import EXECUTION_LABEL
-from bjc.store import ReportStore
+from bjc.config.podspec import EXECUTION_LABEL
+from bjc.kube.client import KubeClient
+from bjc.kube.objects import Pod
+from bjc.reports.store import ReportStore
 
 HERE = Path(__file__).parent
 NODES = 1000

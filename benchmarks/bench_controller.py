@@ -40,11 +40,12 @@ from benchmarks.processes import (
     stop,
     wait_ready,
 )
-from bjc.config import Environment, load_config_map
-from bjc.execution import ExecutionState, JobStatus, NodeJob
-from bjc.kube import KubeClient
-from bjc.kubetypes import Pod
-from bjc.podspec import render_pod
+from bjc.config.configmap import load_config_map
+from bjc.config.podspec import render_pod
+from bjc.config.settings import Environment
+from bjc.kube.client import KubeClient
+from bjc.kube.objects import Pod
+from bjc.reports.execution import ExecutionState, JobStatus, NodeJob
 
 
 # --------------------------------------------------------------------- watch
@@ -76,10 +77,10 @@ def recorded_stream(pods: int) -> bytes:
 
 
 async def bench_watch(pods: int = 10000) -> float:
-    from bjc.controller import Controller
-    from bjc.execution import Execution
-    from bjc.metrics import Metrics
-    from bjc.store import ReportStore
+    from bjc.engine.controller import Controller
+    from bjc.reports.execution import Execution
+    from bjc.reports.metrics import Metrics
+    from bjc.reports.store import ReportStore
 
     stream = recorded_stream(pods)
     events = stream.count(b"\n")
@@ -195,9 +196,13 @@ async def bjc_makespan(url: str, pool: int) -> float:
     loaded = load_config_map(
         {"config.yaml": config_yaml(podPoolSize=pool), "pod-template.yaml": POD_TEMPLATE}, env
     )
-    cfg = loaded.config
-    cfg.callback_service_port = cfg.health_probe_port = cfg.file_server_port = 0
-    cfg.metrics.port = 0
+    cfg = msgspec.structs.replace(
+        loaded.config,
+        callback_service_port=0,
+        health_probe_port=0,
+        file_server_port=0,
+        metrics=msgspec.structs.replace(loaded.config.metrics, port=0),
+    )
     kube = KubeClient.from_url(url)
     runtime = Runtime(
         config=cfg, template=loaded.template, env=env, kube=kube, bind_host="127.0.0.1"

@@ -62,8 +62,8 @@ def _rows() -> Iterator[tuple[str, str, dict[str, str], float]]:
 
 
 def _bjc_metrics() -> Any:
-    from bjc.config import Config, GaugeConfig, MetricsConfig
-    from bjc.metrics import Metrics
+    from bjc.config.settings import Config, GaugeConfig, MetricsConfig
+    from bjc.reports.metrics import Metrics
 
     config = Config(
         name="bench",

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from bjc.execution import ExecutionState, JobStatus, NodeJob
+from bjc.reports.execution import ExecutionState, JobStatus, NodeJob
 from bjc.web import bound_port, serve
 from bjc.web.files import make_file_app
 

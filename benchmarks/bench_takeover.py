@@ -51,11 +51,11 @@ from benchmarks.processes import (
     stop,
     wait_ready,
 )
-from bjc.execution import Execution, JobStatus
-from bjc.kube import KubeClient
-from bjc.kubetypes import ObjectMeta, Pod
-from bjc.podspec import job_pod_name
-from bjc.store import ReportStore
+from bjc.config.podspec import job_pod_name
+from bjc.kube.client import KubeClient
+from bjc.kube.objects import ObjectMeta, Pod
+from bjc.reports.execution import Execution, JobStatus
+from bjc.reports.store import ReportStore
 
 # the history is kept here between runs (about 600 MB on disk)
 CACHE = Path(os.environ.get("BJC_BENCH_CACHE", Path.home() / ".cache" / "bjc-bench"))

@@ -26,7 +26,7 @@ from typing import IO, Any
 import aiohttp
 import yaml
 
-from bjc.kube import KubeClient
+from bjc.kube.client import KubeClient
 
 NS = "bench"
 POD_TEMPLATE = """\
@@ -40,7 +40,9 @@ spec:
 """
 
 # `bjc run` with `import uvloop` failing, as on a platform without uvloop wheels
-_WITHOUT_UVLOOP = "import sys; sys.modules['uvloop'] = None; from bjc.cli import main; main()"
+_WITHOUT_UVLOOP = (
+    "import sys; sys.modules['uvloop'] = None; from bjc.commands.cli import main; main()"
+)
 
 
 def config_yaml(**over: Any) -> str:

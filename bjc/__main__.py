@@ -1,3 +1,3 @@
-from bjc.cli import main
+from bjc.commands.cli import main
 
 raise SystemExit(main())

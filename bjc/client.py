@@ -13,7 +13,7 @@ controller, bjc and `bjc mock` alike.
 Deliberately standard library only (urllib), so `import bjc.client` is cheap in a job
 image and never pulls in aiohttp, msgspec or the controller. Deliberately not here:
 validating results or events (the server does that and says why in its 400), and
-the `bjc report` command line (bjc.report_cli).
+the `bjc report` command line (bjc.commands.report_cli).
 """
 
 from __future__ import annotations

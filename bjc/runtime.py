@@ -6,9 +6,10 @@ files) and, through one `Supervisor`, every long-lived task (leader election, th
 ConfigMap watch, and while leading: pod watch, schedule, dispatch); a task that
 dies ends the process.
 
-Every replica watches the ConfigMap (`bjc.configwatch`) and applies a changed
-configuration in place (`reconfigure`), so a standby that takes over runs with the
-current one; only the acting leader triggers from it and writes to it.
+Every replica watches the ConfigMap (`bjc.engine.configwatch`) and applies a changed
+configuration (`reconfigure`: the frozen `Config` is replaced and handed to its
+holders), so a standby that takes over runs with the current one; only the acting
+leader triggers from it and writes to it.
 
 Leadership is the only licence to write. A standby serves the history as it read
 it from disk and answers callbacks 503; it is Ready all the same (readiness is
@@ -18,8 +19,8 @@ its pod for the callback Service. On losing the Lease it exits (the store's fenc
 stops its writes even before that). On SIGTERM it stops triggering, finishes the
 callbacks in flight and flushes state while still leading, then releases the Lease.
 
-Deliberately not here: what an execution does (`bjc.controller`) and reading the
-configuration (`bjc.config`).
+Deliberately not here: what an execution does (`bjc.engine.controller`) and reading the
+configuration (`bjc.config.settings`).
 """
 
 from __future__ import annotations
@@ -33,27 +34,26 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiohttp
-import msgspec
 from aiohttp import web
 
-from bjc.config import (
+from bjc.config.configmap import LoadedConfig
+from bjc.config.podspec import PodTemplate
+from bjc.config.settings import (
     Config,
     Environment,
-    LoadedConfig,
     cron_schedule,
     effective_report_directory,
     with_keys,
 )
-from bjc.configwatch import ConfigMapWatch
-from bjc.controller import Controller, TriggerOutcome
-from bjc.kube import ApiError, KubeClient
-from bjc.leader import LeaderElector
-from bjc.metrics import Metrics, make_metrics_app
-from bjc.ownpod import find_top_owner, set_leader_label
-from bjc.podspec import PodTemplate
-from bjc.schedule import Schedule, missed_run
-from bjc.store import ReportStore
-from bjc.supervisor import Supervisor
+from bjc.engine.configwatch import ConfigMapWatch
+from bjc.engine.controller import Controller, TriggerOutcome
+from bjc.engine.schedule import Schedule, missed_run
+from bjc.engine.supervisor import Supervisor
+from bjc.kube.client import ApiError, KubeClient
+from bjc.kube.leader import LeaderElector
+from bjc.kube.ownpod import find_top_owner, set_leader_label
+from bjc.reports.metrics import Metrics, make_metrics_app
+from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.callback import make_callback_app
 from bjc.web.files import make_file_app
@@ -118,7 +118,6 @@ class Runtime:
         )
         self.store = ReportStore(
             Path(effective_report_directory(config, env)),
-            config.report_history,
             may_write=None if self.elector is None else self.elector.holds_lease,
         )
         self.metrics = Metrics(config)
@@ -163,18 +162,17 @@ class Runtime:
         return await self.controller.trigger(reason)
 
     async def reconfigure(self, loaded: LoadedConfig, keys: list[str], template: bool) -> None:
-        """Hot reload: apply `keys` of a reloaded config (and the pod template) in place.
+        """Hot reload: apply `keys` of a reloaded config (and the pod template).
 
-        Everything reads the one `Config` object, so the change is seen at once by
-        the callback API and the metrics; an execution runs with the configuration it
-        started with (see `Controller._snapshot`), so it applies from the next one.
+        `Config` is frozen: the running one is replaced by a new object, handed to
+        each holder (the controller and its parts, the ConfigMap watch; the callback
+        API reads `self.config` per request). An execution keeps the configuration it
+        started with (see `Controller._snapshot`), so a change applies from the next one.
         """
         merged = with_keys(self.config, loaded.config, keys)
         replay = self.metrics.reconfigure(merged)  # ValueError: refused, nothing changed
-        for field in msgspec.structs.fields(Config):
-            setattr(self.config, field.name, getattr(merged, field.name))
-        if template:
-            self.controller.template = loaded.template
+        self.config = self.config_watch.config = merged
+        self.controller.use(merged, loaded.template if template else self.controller.template)
         if "cronExpression" in keys or "timeZone" in keys:
             self.cron = cron_schedule(self.config)
             if self.supervisor.get("schedule") is not None:  # leading: reschedule now
@@ -249,7 +247,7 @@ class Runtime:
             self.runners[name] = await serve(factory(), self.bind_host, port)
             self.ports[name] = bound_port(self.runners[name])
         # job pods must call the port actually bound (tests and the demo bind port 0)
-        c.callback_service_port = self.ports["callback"]
+        self.controller.callback_port = self.ports["callback"]
         checks = {"report-directory": report_directory_check(self.store.root)}
         checks.update({f"{n}-server": runner_check(r) for n, r in self.runners.items()})
         checks["pod-watch"] = self._pod_watch_check()
@@ -271,10 +269,10 @@ class Runtime:
 
     def _callback_app(self) -> web.Application:
         return make_callback_app(
-            self.config,
+            lambda: self.config,
             self.store,
             self.metrics,
-            self.controller,
+            self.controller.callbacks,
             dev_mode=self.env.dev_mode,
             accepting=lambda: self.serving,
         )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from bjc.execution import Execution, JobStatus
-from bjc.store import ReportStore
+from bjc.reports.execution import Execution, JobStatus
+from bjc.reports.store import ReportStore
 
 EID, OLD = "202401011200", "202401011100"
 TIMEOUT = "job did not finish within jobTimeout (60s)"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bjc.execution import ExecutionState, decode_state
-from bjc.store import JOURNAL_FILE, STATE_FILE
+from bjc.reports.execution import ExecutionState, decode_state
+from bjc.reports.store import JOURNAL_FILE, STATE_FILE
 
 
 def execution_dirs(reports: Path) -> list[Path]:

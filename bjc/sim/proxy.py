@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from bjc.kube import ApiError, KubeClient
+from bjc.kube.client import ApiError, KubeClient
 
 log = logging.getLogger("bjc.sim.proxy")
 

@@ -11,7 +11,7 @@ starts and every malformed body is a 4xx with the reason (a 5xx means bjc or the
 apiserver failed, never the input):
 - uploads are streamed to disk through `ReportStore.upload` (never held whole in
   memory) and capped by `maxUploadSize` (413); names are checked by the store, and a
-  final name the uploading node does not own (`bjc.store.file_owner`: another node's
+  final name the uploading node does not own (`bjc.reports.store.file_owner`: another node's
   result, uploads or pod logs, or the controller's files) is refused (400);
 - result and event bodies are read whole, capped by the same limit through aiohttp's
   `client_max_size`; events also by `EVENT_MAX_BYTES` (their note is cut to 1 KiB);
@@ -31,7 +31,7 @@ import logging
 import mimetypes
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container
 from contextlib import AsyncExitStack
 from importlib import resources
 from typing import Protocol
@@ -46,9 +46,16 @@ from aiohttp.multipart import (
     parse_content_disposition,
 )
 
-from bjc.config import Config, is_valid_metric_name
-from bjc.events import EventRequest, PodNotFound, decode_event, decode_json
-from bjc.store import (
+from bjc.config.settings import Config
+from bjc.kube.events import EventRequest, PodNotFound, decode_event
+from bjc.reports.results import (
+    ResultMetrics,
+    apply_result,
+    check_limits,
+    check_names,
+    decode_result,
+)
+from bjc.reports.store import (
     CONTROLLER,
     ExecutionNotFound,
     NotLeading,
@@ -62,7 +69,6 @@ log = logging.getLogger(__name__)
 
 NOT_ALLOWED = "node / execution ID not allowed"
 _CHUNK = 256 * 1024
-ROUTES = ("result", "file", "event")
 #: Event bodies over this are refused (413): the note is cut to 1 KiB anyway, and the
 #: cost of formatting grows with the message and its arguments.
 EVENT_MAX_BYTES = 64 * 1024
@@ -85,46 +91,19 @@ class CallbackTarget(Protocol):
     async def result_received(self, node: str, execution_id: str) -> None: ...
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
-        """Create the Kubernetes Event; raise bjc.events.PodNotFound if the job pod is gone."""
+        """Create the Kubernetes Event; raise bjc.kube.events.PodNotFound if the job pod is gone."""
         ...
 
 
-class CallbackMetrics(Protocol):
-    """The part of bjc.metrics.Metrics the callback API uses."""
-
-    def set_result(
-        self, execution_id: str, node: str, suffix: str, labels: dict[str, str], value: float
-    ) -> None: ...
+class CallbackMetrics(ResultMetrics, Protocol):
+    """The part of bjc.reports.metrics.Metrics the callback API uses."""
 
     def set_processing(self, execution_id: str, node: str, value: float) -> None: ...
 
     def count_callback(self, route: str, code: int) -> None: ...
 
-    def new_series(
-        self, execution_id: str, node: str, series: Iterable[tuple[str, Mapping[str, str]]]
-    ) -> int:
-        """How many distinct (suffix, labels) series set_result would add."""
-        ...
 
-    def series_held(self, execution_id: str, node: str) -> tuple[int, int]:
-        """Result series of (the node, the whole execution) held now."""
-        ...
-
-
-class ResultEntry(msgspec.Struct):
-    value: float
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
-
-
-result_decoder = msgspec.json.Decoder(dict[str, list[ResultEntry]])
-
-
-def decode_result(body: bytes) -> dict[str, list[ResultEntry]]:
-    """A result body; msgspec.DecodeError for anything malformed (see decode_json)."""
-    return decode_json(result_decoder, body)
-
-
-CONFIG = web.AppKey("config", Config)
+CONFIG: web.AppKey[Callable[[], Config]] = web.AppKey("config")
 STORE = web.AppKey("store", ReportStore)
 METRICS = web.AppKey("metrics", CallbackMetrics)
 TARGET = web.AppKey("target", CallbackTarget)
@@ -162,139 +141,64 @@ async def _admit(request: web.Request) -> tuple[str, str]:
     if not app[ACCEPTING]():
         raise _Refused(503, NOT_LEADING)
     node = request.match_info["node"]
-    eid = request.match_info["executionID"]
+    execution_id = request.match_info["executionID"]
     target = app[TARGET]
-    allowed = target.execution_allowed(node, eid)
+    allowed = target.execution_allowed(node, execution_id)
     if not allowed and not app[DEV_MODE]:
         raise _Refused(406, NOT_ALLOWED)
-    if app[CONFIG].callback_auth == "token" and allowed:
+    if app[CONFIG]().callback_auth == "token" and allowed:
         # DEV_MODE accepts unknown executions without a token; known ones still need it.
-        if not target.token_valid(node, eid, _bearer(request)):
+        if not target.token_valid(node, execution_id, _bearer(request)):
             raise _Refused(401, "missing or invalid token")
     try:
         check_name(node, "node")
-        check_name(eid, "execution ID")
+        check_name(execution_id, "execution ID")
         ReportStore.result_filename(node)  # the node's file names must fit too
     except ValueError as e:
         raise _Refused(400, str(e)) from None
     if node.startswith("."):  # DEV_MODE: Kubernetes node names never start with "."
         raise _Refused(400, f"node {node!r} must not start with '.' (hidden names are bjc's)")
     if not allowed:  # DEV_MODE, unknown execution: give it a directory
-        await app[STORE].ensure_execution(eid)
-    return node, eid
+        await app[STORE].ensure_execution(execution_id)
+    return node, execution_id
 
 
 # ----------------------------------------------------------------------- result
-def _check_result(config: Config, result: dict[str, list[ResultEntry]]) -> None:
-    if not result:
-        raise ValueError("empty result: at least one metric is required")
-    prefix = config.metrics.prefix
-    for suffix in result:
-        name = f"{prefix}_{suffix}" if prefix else suffix
-        if not suffix or not is_valid_metric_name(name):
-            raise ValueError(f"result key {suffix!r} gives an invalid metric name {name!r}")
-
-
-def check_limits(
-    metrics: CallbackMetrics,
-    config: Config,
-    eid: str,
-    node: str,
-    result: dict[str, list[ResultEntry]],
-) -> None:
-    """ValueError naming the limit a result would break; runs before anything is written.
-
-    Only series count (entries of configured gauges, with their configured labels):
-    `maxLabelValueLength` per value, `maxSeriesPerNode` entries in one result and
-    series of the node in the execution, `maxSeriesPerExecution` for all its nodes.
-    """
-    gauges = config.metrics.gauges
-    per_node = config.max_series_per_node
-    entries = sum(len(v) for k, v in result.items() if k in gauges)
-    if entries > per_node:
-        raise ValueError(
-            f"{entries} entries of configured gauges in one result, over maxSeriesPerNode "
-            f"({per_node})"
-        )
-    longest = config.max_label_value_length
-    for suffix, items in result.items():
-        gauge = gauges.get(suffix)
-        if gauge is None or not gauge.labels:
-            continue
-        for entry in items:
-            for label in gauge.labels:
-                if len(entry.labels.get(label, "")) > longest:
-                    raise ValueError(
-                        f"{suffix}: value of label {label!r} is longer than "
-                        f"maxLabelValueLength ({longest} characters)"
-                    )
-    series = [(k, e.labels) for k, v in result.items() if k in gauges for e in v]
-    added = metrics.new_series(eid, node, series)
-    if not added:
-        return
-    held_node, held_execution = metrics.series_held(eid, node)
-    if held_node + added > per_node:
-        raise ValueError(
-            f"node {node} would hold {held_node + added} series in execution {eid}, over "
-            f"maxSeriesPerNode ({per_node})"
-        )
-    per_execution = config.max_series_per_execution
-    if held_execution + added > per_execution:
-        raise ValueError(
-            f"execution {eid} would hold {held_execution + added} result series, over "
-            f"maxSeriesPerExecution ({per_execution})"
-        )
-
-
-def apply_result(
-    metrics: CallbackMetrics,
-    config: Config,
-    eid: str,
-    node: str,
-    result: dict[str, list[ResultEntry]],
-) -> None:
-    """Set the configured gauges of a result; suffixes not configured expose nothing."""
-    for suffix, entries in result.items():
-        if suffix in config.metrics.gauges:
-            for entry in entries:
-                metrics.set_result(eid, node, suffix, entry.labels, entry.value)
-
-
 async def post_result(request: web.Request) -> web.Response:
-    node, eid = await _admit(request)
+    node, execution_id = await _admit(request)
     app = request.app
-    config = app[CONFIG]
+    config = app[CONFIG]()
     body = await request.read()
     try:
         result = decode_result(body)
     except msgspec.DecodeError as e:
         return _text(400, f"error decoding result: {e}")
     try:
-        _check_result(config, result)
-        check_limits(app[METRICS], config, eid, node, result)
+        check_names(config, result)
+        check_limits(app[METRICS], config, execution_id, node, result)
     except ValueError as e:
         return _text(400, f"invalid result: {e}")
     try:
-        await app[STORE].write_result(eid, node, body)  # in place on return: durable
+        await app[STORE].write_result(execution_id, node, body)  # in place on return: durable
     except ExecutionNotFound:
         return _text(406, NOT_ALLOWED)
     except NotLeading:
         raise _Refused(503, NOT_LEADING) from None
     metrics = app[METRICS]
     try:
-        apply_result(metrics, config, eid, node, result)
+        apply_result(metrics, config, execution_id, node, result)
     except (KeyError, ValueError) as e:
         return _text(400, f"invalid result: {e}")
-    metrics.set_processing(eid, node, 0)
-    await app[TARGET].result_received(node, eid)
+    metrics.set_processing(execution_id, node, 0)
+    await app[TARGET].result_received(node, execution_id)
     return web.Response(status=200)
 
 
 # ------------------------------------------------------------------------- file
-def _check_owner(request: web.Request, eid: str, node: str, name: str) -> None:
+def _check_owner(request: web.Request, execution_id: str, node: str, name: str) -> None:
     """ValueError unless the upload's final name belongs to the uploading node."""
     filename = ReportStore.upload_filename(node, name)
-    nodes = request.app[TARGET].nodes_of(eid)
+    nodes = request.app[TARGET].nodes_of(execution_id)
     owner = file_owner(filename, _WithNode(nodes, node))
     if owner == node:
         return
@@ -348,16 +252,18 @@ def _extension(request: web.Request) -> str:
     return mimetypes.guess_extension(ctype, strict=False) or ".file"
 
 
-async def _stream_raw(request: web.Request, eid: str, node: str, limit: int) -> list[str]:
+async def _stream_raw(request: web.Request, execution_id: str, node: str, limit: int) -> list[str]:
     name = _raw_upload_name(request)
-    _check_owner(request, eid, node, name)
-    async with request.app[STORE].upload(eid, node, name, max_size=limit) as sink:
+    _check_owner(request, execution_id, node, name)
+    async with request.app[STORE].upload(execution_id, node, name, max_size=limit) as sink:
         async for chunk in request.content.iter_chunked(_CHUNK):
             await sink.write(chunk)
     return [sink.path.name]
 
 
-async def _stream_multipart(request: web.Request, eid: str, node: str, limit: int) -> list[str]:
+async def _stream_multipart(
+    request: web.Request, execution_id: str, node: str, limit: int
+) -> list[str]:
     store = request.app[STORE]
     reader = await request.multipart()
     total = 0
@@ -373,9 +279,9 @@ async def _stream_multipart(request: web.Request, eid: str, node: str, limit: in
             if not filename:
                 await part.release()  # a plain form field, not a file
                 continue
-            _check_owner(request, eid, node, filename)
+            _check_owner(request, execution_id, node, filename)
             sink = await stack.enter_async_context(
-                store.upload(eid, node, filename, max_size=limit - total)
+                store.upload(execution_id, node, filename, max_size=limit - total)
             )
             while chunk := await part.read_chunk(_CHUNK):
                 await sink.write(chunk)
@@ -388,15 +294,15 @@ async def _stream_multipart(request: web.Request, eid: str, node: str, limit: in
 
 
 async def post_file(request: web.Request) -> web.Response:
-    node, eid = await _admit(request)
-    limit = request.app[CONFIG].max_upload_size
+    node, execution_id = await _admit(request)
+    limit = request.app[CONFIG]().max_upload_size
     if request.content_length is not None and request.content_length > limit:
         return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
     try:
         if request.content_type.startswith("multipart/"):
-            saved = await _stream_multipart(request, eid, node, limit)
+            saved = await _stream_multipart(request, execution_id, node, limit)
         else:
-            saved = await _stream_raw(request, eid, node, limit)
+            saved = await _stream_raw(request, execution_id, node, limit)
     except UploadTooLarge:
         return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
     except ExecutionNotFound:
@@ -410,7 +316,7 @@ async def post_file(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------------ event
 async def post_event(request: web.Request) -> web.Response:
-    node, eid = await _admit(request)
+    node, execution_id = await _admit(request)
     body = await request.read()
     if len(body) > EVENT_MAX_BYTES:
         return _text(413, f"event body exceeds the maximum of {EVENT_MAX_BYTES} bytes")
@@ -421,11 +327,11 @@ async def post_event(request: web.Request) -> web.Response:
     except ValueError as e:
         return _text(400, f"invalid event: {e}")
     try:
-        await request.app[TARGET].create_event(node, eid, event)
+        await request.app[TARGET].create_event(node, execution_id, event)
     except PodNotFound as e:
         return _text(404, f"error finding pod: {e}")
     except Exception as e:  # the apiserver refused or is unreachable
-        log.warning("creating event for %s/%s failed: %s", node, eid, e)
+        log.warning("creating event for %s/%s failed: %s", node, execution_id, e)
         return _text(500, f"error creating event: {e}")
     return web.Response(status=200)
 
@@ -466,7 +372,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 def make_callback_app(
-    config: Config,
+    config: Config | Callable[[], Config],
     store: ReportStore,
     metrics: CallbackMetrics,
     target: CallbackTarget,
@@ -476,13 +382,15 @@ def make_callback_app(
 ) -> web.Application:
     """The callback API as an aiohttp application (serve it on callbackServicePort).
 
-    While `accepting()` is false (a standby, or a leader still reloading) every
+    `config` is the configuration, or a function giving the current one (hot
+    reload replaces it). While `accepting()` is false (a standby, or a leader still reloading) every
     callback is answered 503 with Retry-After: nothing is written.
     """
+    current = config if callable(config) else lambda: config
     app = web.Application(
-        client_max_size=config.max_upload_size, middlewares=[_refusals_and_counting]
+        client_max_size=current().max_upload_size, middlewares=[_refusals_and_counting]
     )
-    app[CONFIG] = config
+    app[CONFIG] = current
     app[STORE] = store
     app[METRICS] = metrics
     app[TARGET] = target

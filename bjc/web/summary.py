@@ -17,11 +17,11 @@ The pages are plain server-rendered HTML (jinja2, autoescaped: node names, reaso
 and result labels come from job pods), readable without JavaScript; their links to
 result files, uploads and pod logs point into the directory listings of the file
 server, relative to the page so they also work behind a path-prefix proxy. What
-is shown comes from bjc.summary (read-only, cached by the execution's signature);
+is shown comes from bjc.reports.summary (read-only, cached by the execution's signature);
 rendered bytes of an unfiltered page are kept for as long as that signature holds,
 and rendering runs in a thread so a 5,000-node page does not stall the event loop.
 
-Deliberately not here: computing summaries (bjc.summary) and serving files
+Deliberately not here: computing summaries (bjc.reports.summary) and serving files
 (bjc.web.files).
 """
 
@@ -38,15 +38,15 @@ import jinja2
 import msgspec
 from aiohttp import web
 
-from bjc.summary import (
+from bjc.reports.summary import (
     MAX_RESULT_BYTES,
     STATUSES,
     ExecutionSummary,
     Signature,
     SummaryCache,
     filter_nodes,
-    format_duration,
     problem,
+    short_duration,
 )
 
 CACHE_KEY = web.AppKey("summary_cache", SummaryCache)
@@ -61,11 +61,11 @@ def _when(value: datetime | None) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return _NONE if value is None else format_duration(value)
+    return _NONE if value is None else short_duration(value)
 
 
 def _ms(value: float | None) -> str:
-    return _NONE if value is None else format_duration(value / 1000.0)
+    return _NONE if value is None else short_duration(value / 1000.0)
 
 
 def _number(value: float) -> str:
@@ -138,7 +138,7 @@ async def _execution(request: web.Request) -> tuple[ExecutionSummary, Signature,
     """The execution of the URL and the `status` filter; 400/404 with the reason."""
     cache = request.app[CACHE_KEY]
     try:
-        summary, signature = await cache.execution(request.match_info["eid"])
+        summary, signature = await cache.execution(request.match_info["execution_id"])
     except ValueError as e:
         raise web.HTTPBadRequest(text=f"{e}\n") from None
     except FileNotFoundError as e:
@@ -203,9 +203,9 @@ def make_summary_app(root: Path | str) -> web.Application:
         ("", add_slash),
         ("/", index_html),
         ("/summary.json", index_json),
-        ("/{eid}", add_slash),
-        ("/{eid}/", execution_html),
-        ("/{eid}/summary.json", execution_json),
+        ("/{execution_id}", add_slash),
+        ("/{execution_id}/", execution_html),
+        ("/{execution_id}/summary.json", execution_json),
     ]
     for path, handler in routes:
         app.router.add_get(path, handler)

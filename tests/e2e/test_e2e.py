@@ -26,9 +26,9 @@ import aiohttp
 import pytest
 import yaml
 
-from bjc.execution import JobStatus
-from bjc.kube import Credentials, KubeClient
-from bjc.podspec import EXECUTION_LABEL, OWNER_LABEL
+from bjc.config.podspec import EXECUTION_LABEL, OWNER_LABEL
+from bjc.kube.client import Credentials, KubeClient
+from bjc.reports.execution import JobStatus
 from bjc.sim import JobBehaviour, NodeAgent, RunningPod
 from tests.report_files import execution_dirs, state
 

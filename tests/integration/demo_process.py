@@ -29,7 +29,7 @@ from typing import IO, NoReturn
 
 import pytest
 
-from bjc.demo import DEMO_CONFIG
+from bjc.commands.demo import DEMO_CONFIG
 from tests.integration.bjc_command import path_with_bjc
 
 REPO = Path(__file__).resolve().parents[2]

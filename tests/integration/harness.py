@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import yaml
 
-from bjc.config import Environment, load_config_map
-from bjc.kube import KubeClient
-from bjc.kubetypes import Pod
+from bjc.config.configmap import load_config_map
+from bjc.config.settings import Environment
+from bjc.kube.client import KubeClient
+from bjc.kube.objects import Pod
 from bjc.runtime import Runtime
 from bjc.sim import JobBehaviour, NodeAgent, RunningPod, SimCluster
 
@@ -134,10 +136,13 @@ class Cluster:
         )
         data = config_data(**overrides)
         loaded = load_config_map(data, env)
-        config = loaded.config
-        config.callback_service_port = callback_port
-        config.health_probe_port = 0
-        config.file_server_port = config.metrics.port = 0
+        config = msgspec.structs.replace(
+            loaded.config,
+            callback_service_port=callback_port,
+            health_probe_port=0,
+            file_server_port=0,
+            metrics=msgspec.structs.replace(loaded.config.metrics, port=0),
+        )
         runtime = Runtime(
             config=config,
             template=loaded.template,

@@ -17,10 +17,10 @@ import signal
 import sys
 from pathlib import Path
 
-from bjc.config import Config, GaugeConfig, MetricsConfig
-from bjc.events import EventRequest, build_event
-from bjc.metrics import Metrics
-from bjc.store import ReportStore
+from bjc.config.settings import Config, GaugeConfig, MetricsConfig
+from bjc.kube.events import EventRequest, build_event
+from bjc.reports.metrics import Metrics
+from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.callback import make_callback_app
 

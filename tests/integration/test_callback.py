@@ -15,10 +15,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from bjc.config import Config, GaugeConfig, MetricsConfig
-from bjc.events import EventRequest, PodNotFound
-from bjc.metrics import Metrics
-from bjc.store import ReportStore
+from bjc.config.settings import Config, GaugeConfig, MetricsConfig
+from bjc.kube.events import EventRequest, PodNotFound
+from bjc.reports.metrics import Metrics
+from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
 
 NODE, EID = "node-a", "202401011200"

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from bjc.config import Config
-from bjc.events import EventRequest, PodNotFound, send_event
-from bjc.kube import KubeClient
-from bjc.metrics import Metrics
+from bjc.config.settings import Config
+from bjc.kube.client import KubeClient
+from bjc.kube.events import EventRequest, PodNotFound, send_event
+from bjc.reports.metrics import Metrics
+from bjc.reports.store import ReportStore
 from bjc.sim import SimCluster
-from bjc.store import ReportStore
 from bjc.web.callback import make_callback_app
 
 NS = "jobs"

@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bjc.config import Config
-from bjc.events import EventRequest
-from bjc.metrics import Metrics
-from bjc.store import ReportStore
+from bjc.config.settings import Config
+from bjc.kube.events import EventRequest
+from bjc.reports.metrics import Metrics
+from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
 
 NODE, EID = "node-a", "202401011200"

@@ -4,7 +4,7 @@ hypothesis fuzz of node and file names, headers, multipart bodies and JSON paylo
 Both talk to a server process (tests/integration/hostile_server.py: the real app, store
 and metrics). After every request: no 5xx, the process alive with its RSS under a bound,
 nothing written outside the report directory, no file of another node or of bjc
-changed, and every new file owned (bjc.store.file_owner) by the node that sent it.
+changed, and every new file owned (bjc.reports.store.file_owner) by the node that sent it.
 
 The default run is short; `nox -s fuzz` runs many more examples
 (`BJC_FUZZ_EXAMPLES`) and writes the counts to `BJC_FUZZ_REPORT` (a JSON file).
@@ -36,7 +36,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from bjc.store import file_owner
+from bjc.reports.store import file_owner
 from tests.integration.hostile_server import EID, NODES
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,10 +23,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bjc.config import Config, GaugeConfig, MetricsConfig
-from bjc.events import EventRequest, format_note
-from bjc.metrics import Metrics
-from bjc.store import ReportStore
+from bjc.config.settings import Config, GaugeConfig, MetricsConfig
+from bjc.kube.events import EventRequest, format_note
+from bjc.reports.metrics import Metrics
+from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.callback import EVENT_MAX_BYTES, OPENAPI, make_callback_app
 from tests.integration.hostile_server import EID, StaticTarget

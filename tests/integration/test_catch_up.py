@@ -8,9 +8,9 @@ import datetime as dt
 import msgspec
 import pytest
 
-from bjc.configwatch import LAST_SCHEDULE_ANNOTATION
-from bjc.execution import ExecutionState
-from bjc.store import STATE_FILE
+from bjc.engine.configwatch import LAST_SCHEDULE_ANNOTATION
+from bjc.reports.execution import ExecutionState
+from bjc.reports.store import STATE_FILE
 
 from .harness import cluster
 from .test_trigger import BOUND, config_map_when

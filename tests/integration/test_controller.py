@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bjc.execution import JobStatus
-from bjc.podspec import EXECUTION_LABEL, OWNER_LABEL
+from bjc.config.podspec import EXECUTION_LABEL, OWNER_LABEL
+from bjc.reports.execution import JobStatus
 from bjc.sim import JobBehaviour, RunningPod
 
 from .harness import NAMESPACE, LivePodWatch, cluster, post_result

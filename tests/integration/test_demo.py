@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bjc.demo import DEMO_CONFIG
+from bjc.commands.demo import DEMO_CONFIG
 from tests.integration.bjc_command import path_with_bjc
 from tests.report_files import execution_dirs, state
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bjc.configwatch import TRIGGER_ANNOTATION, TRIGGERED_EXECUTION_ANNOTATION
-from bjc.demo import DEMO_CONFIG
+from bjc.commands.demo import DEMO_CONFIG
+from bjc.engine.configwatch import TRIGGER_ANNOTATION, TRIGGERED_EXECUTION_ANNOTATION
 from tests.report_files import execution_dirs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bjc.execution import JobStatus
+from bjc.reports.execution import JobStatus
 from bjc.sim import JobBehaviour
 from tests.report_files import state
 

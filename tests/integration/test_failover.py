@@ -9,7 +9,7 @@ import socket
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bjc.execution import JobStatus
+from bjc.reports.execution import JobStatus
 from bjc.sim import JobBehaviour, RunningPod
 
 from .harness import cluster, crash

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bjc.store import ReportStore
+from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.files import make_file_app
 from bjc.web.health import CHECKS, make_health_app, report_directory_check, runner_check

@@ -18,11 +18,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bjc.kube import KubeClient
-from bjc.kubetypes import Pod
-from bjc.ownpod import LEADER_LABEL
+from bjc.kube.client import KubeClient
+from bjc.kube.objects import Pod
+from bjc.kube.ownpod import LEADER_LABEL
+from bjc.reports.store import NotLeading
 from bjc.sim import JobBehaviour, RunningPod, SimCluster
-from bjc.store import NotLeading
 
 from .harness import NAMESPACE, cluster, crash
 from .test_failover import LEASE, wait_leader

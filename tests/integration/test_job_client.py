@@ -18,9 +18,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bjc.client import Client, Refused, Unreachable
-from bjc.config import Config, GaugeConfig, MetricsConfig
-from bjc.metrics import Metrics
-from bjc.store import ReportStore
+from bjc.config.settings import Config, GaugeConfig, MetricsConfig
+from bjc.reports.metrics import Metrics
+from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
 from tests.integration.test_callback import EID, NODE, Target
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from bjc.kube import KubeClient
-from bjc.leader import LeaderElector, micro_time
+from bjc.kube.client import KubeClient
+from bjc.kube.leader import LeaderElector
+from bjc.kube.objects import micro_time
 
 NS = "default"
 NAME = "bjc"
@@ -227,8 +228,8 @@ async def test_graceful_release_hands_over_within_a_retry_period(
 
 CHILD = """
 import asyncio, sys
-from bjc.kube import KubeClient
-from bjc.leader import LeaderElector
+from bjc.kube.client import KubeClient
+from bjc.kube.leader import LeaderElector
 
 async def main(url):
     kube = KubeClient.from_url(url)

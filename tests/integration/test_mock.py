@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 JOB_SCRIPT = REPO / "examples" / "job.sh"
 CURL = "/usr/bin/curl"
-MOCK = [sys.executable, "-m", "bjc.mock"]
+MOCK = [sys.executable, "-m", "bjc.commands.mock"]
 
 CONFIG = """\
 name: example

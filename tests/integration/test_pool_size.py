@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bjc.execution import JobStatus
+from bjc.reports.execution import JobStatus
 from bjc.sim import JobBehaviour, RunningPod
 
 from .harness import LivePodWatch, cluster, post_result

@@ -7,8 +7,8 @@ from typing import Any
 
 import aiohttp
 
-from bjc.execution import JobStatus
-from bjc.kube import KubeClient
+from bjc.kube.client import KubeClient
+from bjc.reports.execution import JobStatus
 from bjc.sim import JobBehaviour, RunningPod
 
 from .harness import BASE_CONFIG, NAMESPACE, POD_TEMPLATE, LivePodWatch, cluster

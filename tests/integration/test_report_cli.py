@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bjc.demo import DEMO_CONFIG
+from bjc.commands.demo import DEMO_CONFIG
 from tests.integration.bjc_command import REPO, path_with_bjc
 from tests.integration.test_mock import Mock, job_env, running_mock
 
@@ -163,7 +163,7 @@ def test_bjc_report_loads_nothing_but_the_standard_library(mock: Mock, tmp_path:
     script = """
 import json, sys
 before = set(sys.modules)
-from bjc.cli import main
+from bjc.commands.cli import main
 code = main(["report", "event", "Loaded", "modules"])
 print(json.dumps([code, sorted(set(sys.modules) - before)]))
 """
@@ -178,7 +178,13 @@ print(json.dumps([code, sorted(set(sys.modules) - before)]))
     code, loaded = json.loads(run.stdout)
     assert code == 0
     ours = {m for m in loaded if m == "bjc" or m.startswith("bjc.")}
-    assert ours == {"bjc", "bjc.cli", "bjc.client", "bjc.report_cli"}
+    assert ours == {
+        "bjc",
+        "bjc.commands",
+        "bjc.commands.cli",
+        "bjc.client",
+        "bjc.commands.report_cli",
+    }
     foreign = [m for m in loaded if m.split(".")[0] not in (*sys.stdlib_module_names, "bjc")]
     assert foreign == []
     assert mock.stop()[0].endswith('200 event type=Normal reason=Loaded action=n/a note="modules"')

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 
-from bjc.execution import JobStatus
-from bjc.podspec import job_pod_name
+from bjc.config.podspec import job_pod_name
+from bjc.reports.execution import JobStatus
 from bjc.sim import JobBehaviour, RunningPod
 from tests.report_files import state
 

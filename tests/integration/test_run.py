@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from bjc.kube import KubeClient
-from bjc.kubetypes import Pod
+from bjc.kube.client import KubeClient
+from bjc.kube.objects import Pod
 from bjc.sim import JobBehaviour, SimCluster
 
 from .harness import BASE_CONFIG, NAMESPACE, POD_TEMPLATE, post_result

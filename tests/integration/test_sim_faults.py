@@ -15,9 +15,9 @@ import pytest
 import yaml
 from kubernetes_asyncio import client, watch
 
-from bjc.kube import KubeClient, kubeconfig_credentials
-from bjc.kubetypes import Pod
-from bjc.reconciler import RETRY_FIRST_S, RETRY_MAX_S, PodWatcher
+from bjc.kube.client import KubeClient, kubeconfig_credentials
+from bjc.kube.objects import Pod
+from bjc.kube.podwatch import RETRY_FIRST_S, RETRY_MAX_S, PodWatcher
 from bjc.sim import SimCluster
 from tests.exec_plugin import ExecPluginScript
 
@@ -245,7 +245,7 @@ class Watched:
 @pytest.fixture
 async def retries():
     handler = WatchRetries()
-    logger = logging.getLogger("bjc.reconciler")
+    logger = logging.getLogger("bjc.kube.podwatch")
     logger.addHandler(handler)
     old_level = logger.level
     logger.setLevel(logging.INFO)

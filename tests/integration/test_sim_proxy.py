@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bjc.kube import KubeClient
+from bjc.kube.client import KubeClient
 from bjc.sim import SimCluster
 from bjc.sim.proxy import ServiceProxy
 

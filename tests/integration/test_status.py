@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bjc.execution import JobStatus
-from bjc.status import progress_bar
-from bjc.store import ReportStore
+from bjc.commands.status import progress_bar
+from bjc.reports.execution import JobStatus
+from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.files import make_file_app
 from tests.example_history import EID, OLD, write_execution

@@ -8,9 +8,9 @@ from typing import Any
 
 import msgspec
 
-from bjc.execution import Execution
-from bjc.store import ReportStore
-from bjc.summary import ExecutionSummary, SummaryIndex
+from bjc.reports.execution import Execution
+from bjc.reports.store import ReportStore
+from bjc.reports.summary import ExecutionSummary, SummaryIndex
 from bjc.web.files import make_file_app
 from tests.example_history import EID, OLD, result, write_execution
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bjc.configwatch import SUSPEND_ANNOTATION, TRIGGER_ANNOTATION
-from bjc.execution import JobStatus
+from bjc.engine.configwatch import SUSPEND_ANNOTATION, TRIGGER_ANNOTATION
+from bjc.reports.execution import JobStatus
 from bjc.sim import JobBehaviour
 
 from .harness import Gate, cluster

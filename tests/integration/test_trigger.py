@@ -8,14 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from bjc.configwatch import (
+from bjc.engine.configwatch import (
     TRIGGER_ANNOTATION,
     TRIGGERED_ANNOTATION,
     TRIGGERED_EXECUTION_ANNOTATION,
     observe,
 )
-from bjc.kube import KubeClient
-from bjc.kubetypes import ConfigMap
+from bjc.kube.client import KubeClient
+from bjc.kube.objects import ConfigMap
 from bjc.sim import JobBehaviour
 
 from .harness import NAMESPACE, Cluster, Gate, cluster

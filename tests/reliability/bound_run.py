@@ -15,7 +15,8 @@ import os
 import signal
 import sys
 
-from bjc import cli, runtime
+from bjc import runtime
+from bjc.commands import cli
 
 _PR_SET_PDEATHSIG = 1
 

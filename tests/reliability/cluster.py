@@ -34,8 +34,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bjc.kube import ApiError, KubeClient
-from bjc.podspec import OWNER_LABEL
+from bjc.config.podspec import OWNER_LABEL
+from bjc.kube.client import ApiError, KubeClient
 from bjc.sim import JobBehaviour, NodeAgent, SimCluster
 from bjc.sim.proxy import ServiceProxy
 from bjc.sim.store import Change

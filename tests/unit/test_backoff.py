@@ -1,10 +1,10 @@
-"""The retry delays of bjc.backoff: doubling, capped, jittered into [d/2, d], reset."""
+"""The retry delays of bjc.kube.backoff: doubling, capped, jittered into [d/2, d], reset."""
 
 from __future__ import annotations
 
 import pytest
 
-from bjc.backoff import Backoff
+from bjc.kube.backoff import Backoff
 
 
 def test_delays_double_up_to_the_cap_with_jitter():

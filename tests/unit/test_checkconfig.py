@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bjc.checkconfig import main
+from bjc.commands.checkconfig import main
 
 CONFIG = """\
 name: bjc
@@ -160,7 +160,7 @@ def test_usage_errors_exit_2(argv: list[str]) -> None:
 
 def test_as_a_process(tmp_path: Path) -> None:
     good = write_configmap(tmp_path)
-    code = "import sys; from bjc.checkconfig import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from bjc.commands.checkconfig import main; sys.exit(main(sys.argv[1:]))"
     ok = subprocess.run(
         [sys.executable, "-c", code, str(good)], capture_output=True, text=True, check=False
     )

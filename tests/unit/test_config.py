@@ -7,20 +7,16 @@ import json
 import pytest
 import yaml
 
-from bjc.config import (
+from bjc.config.configmap import load_config_map, load_config_map_manifest
+from bjc.config.settings import (
     Config,
-    ConfigError,
     Environment,
     MiB,
     effective_report_directory,
-    format_duration,
     load_config,
-    load_config_map,
-    load_config_map_manifest,
     load_environment,
-    parse_duration,
-    parse_size,
 )
+from bjc.config.values import ConfigError, format_duration, parse_duration, parse_size
 
 BASE = {
     "name": "foo",
@@ -274,7 +270,7 @@ def test_name_with_dots_like_go() -> None:
 
 def test_report_history_zero_allowed() -> None:
     cfg, _ = load(reportHistory=0)
-    assert cfg.report_history == 0
+    assert (cfg.report_history, cfg.kept_executions) == (0, 1)  # the current one is kept
 
 
 def test_every_descriptor_and_interval_are_valid_cron() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bjc.config import RESTART_KEYS, changed_keys, problem_key, resolve_share, with_keys
+from bjc.config.settings import RESTART_KEYS, changed_keys, problem_key, resolve_share, with_keys
 
 from .test_config import load, single_problem
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bjc.cron import DESCRIPTORS, local_timezone, parse_cron
+from bjc.config.cron import DESCRIPTORS, local_timezone, parse_cron
 
 ZURICH = ZoneInfo("Europe/Zurich")
 START = datetime(2024, 5, 15, 10, 20, 30, tzinfo=UTC)  # a Wednesday

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bjc.config import cron_schedule
-from bjc.cron import parse_cron
+from bjc.config.cron import parse_cron
+from bjc.config.settings import cron_schedule
 
 from .test_config import load, single_problem
 

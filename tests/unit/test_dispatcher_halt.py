@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bjc.dispatcher import Dispatcher, DispatchPlan
-from bjc.execution import Attempt, JobStatus
-from bjc.kube import KubeClient
+from bjc.engine.dispatcher import Dispatcher, DispatchPlan
+from bjc.kube.client import KubeClient
+from bjc.reports.execution import Attempt, JobStatus
 
 from .test_execution import new_execution
 

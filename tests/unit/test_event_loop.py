@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bjc.cli import run_async
+from bjc.commands.process import run_async
 
 
 async def _loop_module() -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bjc.events import (
+from bjc.kube.events import (
     NOTE_MAX_BYTES,
     EventRequest,
     build_event,

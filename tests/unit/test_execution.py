@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from bjc.controller import next_execution_id, select_nodes
-from bjc.execution import Execution, JobStatus, RetiredExecution, decode_state
-from bjc.kubetypes import Node, NodeCondition, NodeSpec, NodeStatus, ObjectMeta
-from bjc.store import JOURNAL_FILE, STATE_FILE, ReportStore
+from bjc.engine.controller import next_execution_id, select_nodes
+from bjc.kube.objects import Node, NodeCondition, NodeSpec, NodeStatus, ObjectMeta
+from bjc.reports.execution import Execution, JobStatus, RetiredExecution, decode_state
+from bjc.reports.store import JOURNAL_FILE, STATE_FILE, ReportStore
 
 EID = "202611270101"
 

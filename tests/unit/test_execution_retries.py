@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from bjc.execution import ExecutionState, JobStatus, decode_state
-from bjc.podspec import job_pod_name
+from bjc.config.podspec import job_pod_name
+from bjc.reports.execution import ExecutionState, JobStatus, decode_state
 
 from .test_execution import EID, new_execution, on_disk
 

@@ -15,15 +15,15 @@ import trustme
 import yaml
 from aiohttp import web
 
-import bjc.kube
-from bjc.kube import (
+import bjc.kube.client
+from bjc.kube.client import (
     ApiError,
     KubeClient,
     KubeConfigError,
     kubeconfig_credentials,
     load_credentials,
 )
-from bjc.kubetypes import Pod
+from bjc.kube.objects import Pod
 from tests.exec_plugin import V1BETA1, ExecPluginScript
 
 PODS = "/api/v1/pods"
@@ -113,7 +113,7 @@ def test_missing_kubeconfig(tmp_path):
 def test_in_cluster_service_account_wins(tmp_path, monkeypatch):
     (tmp_path / "token").write_text("sa-token\n")
     (tmp_path / "namespace").write_text("jobs\n")
-    monkeypatch.setattr(bjc.kube, "SA_DIR", tmp_path)
+    monkeypatch.setattr(bjc.kube.client, "SA_DIR", tmp_path)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path, {"token": "other"})))

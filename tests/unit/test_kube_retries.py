@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bjc.kube import Credentials, KubeClient
-from bjc.kubetypes import Pod
+from bjc.kube.client import Credentials, KubeClient
+from bjc.kube.objects import Pod
 
 PODS = "/api/v1/pods"
 
@@ -77,7 +77,7 @@ async def test_writes_are_not_retried(aiohttp_server, how):
 async def test_a_closed_client_is_not_retried(aiohttp_server, caplog):
     kube, flaky = await flaky_client(aiohttp_server, "disconnect", failures=0)
     await kube.close()
-    caplog.set_level(logging.DEBUG, logger="bjc.kube")
+    caplog.set_level(logging.DEBUG, logger="bjc.kube.client")
     with pytest.raises(aiohttp.ClientConnectionError, match="closed"):
         await kube.list(PODS, Pod)
     assert [r for r in caplog.records if "retrying" in r.getMessage()] == []

@@ -185,7 +185,7 @@ def test_decode_rejects_bodies_that_are_not_kubernetes_protobuf() -> None:
 def test_bjc_run_does_not_load_protobuf() -> None:
     """Only the simulator speaks protobuf: the controller's idle RSS stays small."""
     code = (
-        "import sys, bjc.cli, bjc.runtime, bjc.controller; "
+        "import sys, bjc.commands.cli, bjc.runtime, bjc.engine.controller; "
         "print(sorted(m for m in sys.modules if m.startswith(('google', 'bjc.sim'))))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

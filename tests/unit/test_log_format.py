@@ -7,13 +7,15 @@ import logging
 import re
 from datetime import datetime
 
-from bjc.cli import log_formatter
+from bjc.commands.process import log_formatter
 
 CREATED = 1_704_110_400.123  # 2024-01-01T12:00:00.123Z
 
 
 def record() -> logging.LogRecord:
-    r = logging.LogRecord("bjc.controller", logging.INFO, __file__, 1, "node %s", ("a",), None)
+    r = logging.LogRecord(
+        "bjc.engine.controller", logging.INFO, __file__, 1, "node %s", ("a",), None
+    )
     r.created, r.msecs = CREATED, 123.0
     return r
 
@@ -21,7 +23,7 @@ def record() -> logging.LogRecord:
 def test_human_lines_have_milliseconds() -> None:
     line = log_formatter(human=True).format(record())
     local = datetime.fromtimestamp(CREATED).strftime("%Y-%m-%d %H:%M:%S")
-    assert line.startswith(f"{local}.123 INFO    bjc.controller: node a")
+    assert line.startswith(f"{local}.123 INFO    bjc.engine.controller: node a")
 
 
 def test_json_lines_have_rfc3339_timestamps_with_milliseconds() -> None:

@@ -1,4 +1,4 @@
-"""Tests of bjc.metrics: the exposition parsed back with prometheus_client's text parser.
+"""Tests of bjc.reports.metrics: the exposition parsed back with prometheus_client's text parser.
 
 Every series of the Go controller and every bjc extra is checked by name, help, type,
 labels and value;
@@ -15,11 +15,12 @@ import time
 from typing import Any
 
 import aioprometheus
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bjc.config import Config, GaugeConfig, MetricsConfig
-from bjc.metrics import (
+from bjc.config.settings import Config, GaugeConfig, MetricsConfig
+from bjc.reports.metrics import (
     LATEST,
     Metrics,
     SeriesFamily,
@@ -452,7 +453,7 @@ def test_non_numeric_execution_id_for_current_execution() -> None:
         (
             {"current_execution_id": GaugeConfig()},
             "foo",
-            "metrics.gauges.current_execution_id: metric foo_current_execution_id is already",
+            "metrics.gauges.current_execution_id: .* reserved",
         ),
         ({"execution_nodes": GaugeConfig()}, "bjc", "metrics.gauges.execution_nodes"),
         ({}, "1x", "metrics.prefix: '1x_current_execution_id'"),
@@ -465,7 +466,7 @@ def test_invalid_metric_config(gauges: dict[str, GaugeConfig], prefix: str, mess
 
 def test_series_family_refuses_aioprometheus_set() -> None:
     family = Metrics(make_config()).registry.get("foo_test")
-    with pytest.raises(TypeError, match=r"bjc\.metrics\.Metrics"):
+    with pytest.raises(TypeError, match=r"bjc\.reports\.metrics\.Metrics"):
         family.set({"node": "n"}, 1)  # type: ignore[arg-type]
 
 
@@ -634,9 +635,9 @@ async def test_handler_gzip_and_large_bodies(aiohttp_client: Any) -> None:
 async def test_large_bodies_stream_in_pieces(
     aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, encoding: str
 ) -> None:
-    import bjc.metrics
+    import bjc.reports.metrics
 
-    monkeypatch.setattr(bjc.metrics, "_STREAM_PIECE_BYTES", 4096)  # many pieces
+    monkeypatch.setattr(bjc.reports.metrics, "_STREAM_PIECE_BYTES", 4096)  # many pieces
     m = big_metrics()
     m.render()  # freeze the past execution: the stream inflates it piece by piece
     client = await aiohttp_client(make_metrics_app(m))
@@ -687,9 +688,9 @@ def test_accepts_gzip(header: str, expected: bool) -> None:
 
 
 def limited(per_node: int = 1000, per_execution: int = 100_000) -> Metrics:
-    config = make_config()
-    config.max_series_per_node = per_node
-    config.max_series_per_execution = per_execution
+    config = msgspec.structs.replace(
+        make_config(), max_series_per_node=per_node, max_series_per_execution=per_execution
+    )
     return Metrics(config)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from bjc.config import GaugeConfig, MetricsConfig
-from bjc.metrics import Metrics
+from bjc.config.settings import GaugeConfig, MetricsConfig
+from bjc.reports.metrics import Metrics
 
 from .test_metrics import E1, labels, make_config, parse, samples
 
@@ -22,11 +22,14 @@ def test_gauges_added_changed_and_removed_by_a_reload() -> None:
     metrics = Metrics(config)
     for suffix in ("kept", "changed", "removed"):
         metrics.set_result(E1, "n1", suffix, {"a": "x"}, 1.0)
-    config.metrics.gauges = {
+    gauges = {
         "kept": GaugeConfig(help="kept", labels=["a"]),
         "changed": GaugeConfig(help="new help", labels=["a", "b"]),
         "added": GaugeConfig(help="added", labels=[]),
     }
+    config = msgspec.structs.replace(
+        config, metrics=msgspec.structs.replace(config.metrics, gauges=gauges)
+    )
     assert sorted(metrics.reconfigure(config)) == ["added", "changed"]
     families = parse(metrics)
     assert samples(families, "foo_kept") == {labels(a="x", node="n1", executionID=E1): 1.0}

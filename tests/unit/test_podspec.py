@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
-from bjc.config import Config, ConfigError, PullSecret, load_config
-from bjc.podspec import (
+from bjc.config.podspec import (
     EXECUTION_LABEL,
     OWNER_LABEL,
     RESERVED_ENV,
-    OwnerReference,
     PodTemplate,
     callback_url,
     job_pod_name,
     render_pod,
 )
+from bjc.config.settings import Config, PullSecret, load_config
+from bjc.config.values import ConfigError
+from bjc.kube.objects import OwnerReference
 
 TEMPLATE = """\
 apiVersion: v1
@@ -453,8 +455,8 @@ def test_fields_used() -> None:
 
 
 def test_config_pull_secret_struct_used_by_render() -> None:
-    cfg = make_config()
-    cfg.job_image_pull_secrets = [PullSecret(name="a"), PullSecret(name="b")]
+    secrets = [PullSecret(name="a"), PullSecret(name="b")]
+    cfg = msgspec.structs.replace(make_config(), job_image_pull_secrets=secrets)
     pod = render_pod(
         PodTemplate.parse(TEMPLATE),
         config=cfg,

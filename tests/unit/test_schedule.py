@@ -6,8 +6,8 @@ import asyncio
 import datetime as dt
 import itertools
 
-from bjc.cron import CronSchedule, parse_cron
-from bjc.schedule import Schedule, missed_run
+from bjc.config.cron import CronSchedule, parse_cron
+from bjc.engine.schedule import Schedule, missed_run
 
 
 class EveryTenth(CronSchedule):

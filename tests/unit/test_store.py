@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bjc import store as store_module
-from bjc.store import LATEST, STATE_FILE, ReportStore, UploadTooLarge, check_name
+from bjc.reports import store as store_module
+from bjc.reports.store import LATEST, STATE_FILE, ReportStore, UploadTooLarge, check_name
 
 E1, E2, E3 = "202401011200", "202401011300", "202401021200"
 
@@ -43,31 +43,32 @@ async def test_list_executions_only_id_shaped_sorted(tmp_path: Path) -> None:
         await store.create_execution(eid)
     (tmp_path / "notes").mkdir()
     (tmp_path / "202401011201").write_text("a file, not a directory")
-    assert await store.list_executions() == [E1, "202401011200-2", E2, E3]
+    assert await store.list_executions() == [E1, E2, E3]  # "-2": not an id bjc makes
 
 
 async def test_list_executions_of_missing_root(tmp_path: Path) -> None:
     assert await ReportStore(tmp_path / "missing").list_executions() == []
 
 
-@pytest.mark.parametrize(("keep", "expected_left"), [(2, [E2, E3]), (0, [E3]), (5, [E1, E2, E3])])
+@pytest.mark.parametrize(("keep", "expected_left"), [(2, [E2, E3]), (1, [E3]), (5, [E1, E2, E3])])
 async def test_prune_removes_oldest(tmp_path: Path, keep: int, expected_left: list[str]) -> None:
-    store = ReportStore(tmp_path, history=keep)
+    store = ReportStore(tmp_path)
     for eid in (E1, E2, E3):
         await store.create_execution(eid)
         await store.write_result(eid, "node-a", b"{}")
-    removed = await store.prune()
+    removed = await store.prune(keep)
     assert removed == [e for e in (E1, E2, E3) if e not in expected_left]
     assert await store.list_executions() == expected_left
     assert store.latest() == E3
     assert (tmp_path / LATEST / "node-a.json").read_bytes() == b"{}"
 
 
-async def test_prune_argument_overrides_history(tmp_path: Path) -> None:
-    store = ReportStore(tmp_path, history=30)
-    for eid in (E1, E2, E3):
-        await store.create_execution(eid)
-    assert await store.prune(1) == [E1, E2]
+async def test_prune_keeps_at_least_one(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path)
+    await store.create_execution(E1)
+    with pytest.raises(ValueError, match="at least 1"):
+        await store.prune(0)
+    assert await store.list_executions() == [E1]
 
 
 async def test_result_upload_log_and_state_layout(tmp_path: Path) -> None:

@@ -7,18 +7,18 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bjc.execution import Execution, JobStatus
-from bjc.store import ReportStore
-from bjc.summary import (
+from bjc.reports.execution import Execution, JobStatus
+from bjc.reports.store import ReportStore
+from bjc.reports.summary import (
     MAX_FILES,
     MAX_RESULT_BYTES,
     MAX_TAIL_CHARS,
     MAX_VALUES,
     SummaryCache,
     filter_nodes,
-    format_duration,
     problem,
     read_execution,
+    short_duration,
 )
 from tests.example_history import EID, OLD, TIMEOUT, result, write_execution
 
@@ -213,4 +213,4 @@ async def test_no_execution_yet(tmp_path: Path) -> None:
     [(0.0125, "12 ms"), (4.25, "4.2s"), (59.4, "59.4s"), (185, "3m05s"), (7620, "2h07m")],
 )
 def test_format_duration(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text
+    assert short_duration(seconds) == text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bjc.supervisor import SideWork, Supervisor
+from bjc.engine.supervisor import SideWork, Supervisor
 
 
 async def test_a_crashed_task_fails_the_process():

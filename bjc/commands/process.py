@@ -1,0 +1,95 @@
+"""Process-level concerns shared by `bjc run` and `bjc demo`: log format, signals, event loop.
+
+Kept apart from `bjc.commands.cli` so that the commands can share them without importing
+each other, and from the runtime, which never touches process state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+
+class _HumanFormatter(logging.Formatter):
+    """`2024-01-01 12:00:00.123 INFO    bjc.engine.controller: ...` (local time, milliseconds)."""
+
+    default_msec_format = "%s.%03d"
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line; `ts` is RFC 3339 local time with milliseconds."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).astimezone()
+        entry = {
+            "ts": when.isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return msgspec.json.encode(entry).decode()
+
+
+def log_formatter(human: bool) -> logging.Formatter:
+    """Timestamps carry milliseconds: pod events and callbacks are often that close."""
+    return _HumanFormatter() if human else _JsonFormatter()
+
+
+def setup_logging(human: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter(human))
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), handlers=[handler])
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def wait_for_signal(failed: asyncio.Event | None = None) -> bool:
+    """Return on SIGTERM or SIGINT (True), or once `failed` is set (False)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waits = [asyncio.ensure_future(stop.wait())]
+    if failed is not None:
+        waits.append(asyncio.ensure_future(failed.wait()))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        return stop.is_set()
+    finally:
+        for wait in waits:
+            wait.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where uvloop is installed, else None: asyncio's own loop.
+
+    uvloop serves the callback API faster (see docs/benchmarks.md); a platform
+    without its wheels runs on asyncio's loop, which does everything just as well.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on the loop of `event_loop_factory` (`bjc run`, `bjc demo`)."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(main)

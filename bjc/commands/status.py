@@ -1,0 +1,223 @@
+"""`bjc status`: the current and recent executions in a terminal.
+
+For an operator at a shell: which executions ran, did the newest finish, how far
+a running one is (a progress bar), and which nodes failed and why. It reads the
+same summaries the file server shows, either from a running controller's file
+server (`--url`, the `summary.json` documents) or straight from a report directory
+(`--report-dir`, e.g. the mounted volume or a copy of it).
+
+It prints once and exits: 0 when it could read the summaries, 1 when it could not
+(unreachable, HTTP error, no such directory or execution), 2 for bad usage. It does
+not watch; run it under `watch -n 10 bjc status` for that.
+
+Deliberately not here: computing summaries (bjc.reports.summary) and anything that writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from bjc.reports.store import LATEST
+from bjc.reports.summary import (
+    ExecutionOverview,
+    ExecutionSummary,
+    SummaryCache,
+    SummaryIndex,
+    filter_nodes,
+    problem,
+    short_duration,
+)
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+BAR_WIDTH = 30
+_TIMEOUT_S = 10.0
+
+
+class StatusError(Exception):
+    """The summaries could not be read; the message says where and why."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bjc status", description=__doc__.split("\n\n")[0])
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--url",
+        help=f"file server of a running controller (default $BJC_URL, else {DEFAULT_URL})",
+    )
+    source.add_argument("--report-dir", type=Path, help="read a report directory instead")
+    p.add_argument("--execution", default=LATEST, help="execution whose nodes to list (latest)")
+    p.add_argument("--limit", type=int, default=10, help="recent executions shown (default 10)")
+    p.add_argument("--nodes", type=int, default=20, help="nodes with errors listed (default 20)")
+    return p
+
+
+# --- sources ---------------------------------------------------------------
+
+
+class _Server:
+    """Summaries from a file server's `/summary/` JSON."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def _get(self, path: str, type_: type[T]) -> T:
+        url = f"{self.url}/summary/{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+                body = response.read()
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode("utf-8", "replace").strip()
+            raise StatusError(f"{url}: HTTP {e.code}: {detail or e.reason}") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise StatusError(f"cannot reach {url}: {reason}") from None
+        try:
+            return msgspec.json.decode(body, type=type_)
+        except msgspec.DecodeError as e:
+            raise StatusError(f"{url}: not a bjc summary: {e}") from None
+
+    def index(self, limit: int) -> SummaryIndex:
+        index = self._get("summary.json", SummaryIndex)
+        index.executions = index.executions[:limit]
+        return index
+
+    def errors(self, execution_id: str) -> ExecutionSummary:
+        path = f"{urllib.parse.quote(execution_id, safe='')}/summary.json?status=error"
+        return self._get(path, ExecutionSummary)
+
+
+class _Directory:
+    """Summaries computed from a report directory (what the file server would show)."""
+
+    def __init__(self, root: Path) -> None:
+        if not root.is_dir():
+            raise StatusError(f"{root}: no such directory")
+        self.root = root
+
+    def index(self, limit: int) -> SummaryIndex:
+        index = asyncio.run(SummaryCache(self.root).index())
+        index.executions = index.executions[:limit]
+        return index
+
+    def errors(self, execution_id: str) -> ExecutionSummary:
+        try:
+            summary, _ = asyncio.run(SummaryCache(self.root).execution(execution_id))
+        except (ValueError, FileNotFoundError) as e:
+            raise StatusError(f"{self.root}: {e}") from None
+        return filter_nodes(summary, "error")
+
+
+# --- output ----------------------------------------------------------------
+
+
+def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
+    """`[##########--------------------]  10/30 finished (33%)`"""
+    share = done / total if total else 1.0
+    filled = min(width, int(share * width))
+    return f"[{'#' * filled}{'-' * (width - filled)}]  {done}/{total} finished ({share:.0%})"
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _took(e: ExecutionOverview, now: datetime) -> str:
+    if e.duration_s is not None:
+        return short_duration(e.duration_s)
+    if e.state == "running" and e.started is not None:
+        return short_duration(max(0.0, (now - e.started).total_seconds())) + "+"
+    return "-"
+
+
+COLUMNS = (
+    ("EXECUTION", "<", lambda e, now: e.id),
+    ("STATE", "<", lambda e, now: e.state),
+    ("STARTED", "<", lambda e, now: _when(e.started)),
+    ("DURATION", ">", _took),
+    ("NODES", ">", lambda e, now: e.counts.nodes),
+    ("SUCCEEDED", ">", lambda e, now: e.counts.succeeded),
+    ("FAILED", ">", lambda e, now: e.counts.failed),
+    ("TIMED OUT", ">", lambda e, now: e.counts.timed_out),
+    ("ABORTED", ">", lambda e, now: e.counts.aborted),
+    ("ERRORS", ">", lambda e, now: e.counts.errors),
+    ("RESULTS", ">", lambda e, now: f"{e.counts.results}/{e.counts.nodes}"),
+)
+
+
+def render_index(index: SummaryIndex, now: datetime) -> list[str]:
+    if not index.executions:
+        return ["no execution yet"]
+    cells: list[list[str]] = [[str(get(e, now)) for _, _, get in COLUMNS] for e in index.executions]
+    widths = [
+        max(len(name), *(len(row[i]) for row in cells)) for i, (name, _, _) in enumerate(COLUMNS)
+    ]
+
+    def line(values: list[str]) -> str:
+        aligned = (
+            f"{v:{align}{w}}" for v, (_, align, _), w in zip(values, COLUMNS, widths, strict=True)
+        )
+        return "  ".join(aligned).rstrip()
+
+    lines = [line([name for name, _, _ in COLUMNS])]
+    for execution, row in zip(index.executions, cells, strict=True):
+        lines.append(line(row))
+        if execution.state == "running":
+            counts = execution.counts
+            lines.append(" " * (widths[0] + 2) + progress_bar(counts.finished, counts.nodes))
+    return lines
+
+
+def render_errors(summary: ExecutionSummary, limit: int) -> list[str]:
+    nodes = [n for n in summary.nodes if problem(n)]
+    if not nodes:
+        return [f"execution {summary.id}: no node with errors"]
+    lines = [f"execution {summary.id}: {len(nodes)} node(s) with errors"]
+    width = max(len(n.node) for n in nodes[:limit])
+    for node in nodes[:limit]:
+        why = problem(node) + (f": {node.log_tail}" if node.log_tail else "")
+        lines.append(f"  {node.node:<{width}}  {node.status.replace('_', ' '):<9}  {why}")
+    if len(nodes) > limit:
+        lines.append(f"  ... and {len(nodes) - limit} more (--nodes N)")
+    return lines
+
+
+def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
+    source: _Server | _Directory
+    if args.report_dir is not None:
+        source = _Directory(args.report_dir)
+    else:
+        source = _Server(args.url or os.environ.get("BJC_URL") or DEFAULT_URL)
+    index = source.index(args.limit)
+    for line in render_index(index, datetime.now(UTC)):
+        out(line)
+    if index.executions:
+        out("")
+        for line in render_errors(source.errors(args.execution), args.nodes):
+            out(line)
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.limit < 1 or args.nodes < 0:
+        print("bjc status: --limit must be at least 1, --nodes at least 0", file=sys.stderr)
+        return 2
+    try:
+        run(args, print)
+    except StatusError as e:
+        print(f"bjc status: {e}", file=sys.stderr)
+        return 1
+    return 0

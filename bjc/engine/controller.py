@@ -1,0 +1,362 @@
+"""The executor: a trigger starts an execution, which is dispatched to its nodes.
+
+A trigger (schedule, ConfigMap annotation, start-up) is checked against the
+policies (`suspend`, `concurrencyPolicy`), gets a new execution id, selects the
+nodes, deletes the job pods of earlier executions and hands the execution to the
+dispatcher with a plan fixed at its start. The flow goes one way: the dispatcher
+creates pods and reports the jobs it ends to `bjc.engine.jobs`, as does the pod watch;
+`bjc.engine.jobs` records them in the execution, the store and the metrics. The
+`Controller` object also assembles these parts (`history`, `jobs`, `watcher`,
+`dispatcher`, `callbacks` for the callback API) for the runtime.
+
+Deliberately not here: HTTP servers, leader election, signal handling
+(`bjc.runtime`), the history on disk (`bjc.engine.history`), what a finished pod means
+(`bjc.engine.jobs`), and the mechanics of watching or placing pods (`bjc.kube.podwatch`,
+`bjc.engine.dispatcher`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+import aiohttp
+
+from bjc.config import podspec
+from bjc.config.settings import Config, resolve_share
+from bjc.engine.callbacktarget import ControllerCallbacks
+from bjc.engine.dispatcher import Dispatcher, DispatchPlan
+from bjc.engine.history import History
+from bjc.engine.jobs import JobEnds
+from bjc.kube.client import ApiError, KubeClient, delete_options
+from bjc.kube.objects import Node
+from bjc.kube.podwatch import PodWatcher
+from bjc.reports.execution import (
+    Execution,
+    JobStatus,
+    NodeJob,
+    RetiredExecution,
+)
+from bjc.reports.metrics import Metrics
+from bjc.reports.store import ReportStore
+
+log = logging.getLogger(__name__)
+
+_ID_FORMAT = "%Y%m%d%H%M"
+
+
+def next_execution_id(now: dt.datetime, existing: str | None) -> str:
+    """Local time `yyyyMMddHHmm` (the Go controller's id format), never reusing an id.
+
+    A second trigger in the same minute (`@every 30s`, Replace, a restart) would
+    otherwise write into the first execution's directory; it takes the next free
+    minute instead, which keeps ids sortable and numeric for the metric.
+    """
+    candidate = now.strftime(_ID_FORMAT)
+    if existing is None or candidate > existing:
+        return candidate
+    last = dt.datetime.strptime(existing, _ID_FORMAT)
+    return (last + dt.timedelta(minutes=1)).strftime(_ID_FORMAT)
+
+
+def select_nodes(nodes: list[Node], run_on_unscheduled: bool) -> list[str]:
+    """As the Go controller selects nodes: Ready, and schedulable unless runOnUnscheduledNodes."""
+    return sorted(
+        n.metadata.name
+        for n in nodes
+        if n.ready and (run_on_unscheduled or not n.spec.unschedulable)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerOutcome:
+    """What a trigger did: the execution it started, or why it started none."""
+
+    execution_id: str = ""
+    skipped: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.execution_id)
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        template: podspec.PodTemplate,
+        namespace: str,
+        kube: KubeClient,
+        store: ReportStore,
+        metrics: Metrics,
+        callback_host: str,
+        owner: dict[str, Any] | None = None,
+        create_backoff: float = 0.5,
+        retry_backoff: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.template = template
+        self.namespace = namespace
+        self.kube = kube
+        self.metrics = metrics
+        self.callback_host = callback_host
+        self.callback_port: int | None = None  # the bound port, when not callbackServicePort
+        self.owner = owner
+        self.retry_backoff = retry_backoff  # before a node's first retry (jobRetries)
+        self.completed = 0  # executions finished by this process (demo, tests)
+        self.execution_done = asyncio.Condition()
+        self._runner: asyncio.Task[None] | None = None
+        # called when an execution's dispatch dies of an unexpected error
+        self.on_failure: Callable[[str], None] = lambda reason: None
+        self._trigger_lock = asyncio.Lock()
+        self.suspended = ""  # why no execution may start now ("": it may)
+        self.history = History(config, store, metrics)
+        self.jobs = JobEnds(
+            config=config,
+            namespace=namespace,
+            kube=kube,
+            store=store,
+            metrics=metrics,
+            history=self.history,
+            pod_phases=lambda: self.watcher.phases,
+        )
+        self.watcher = PodWatcher(
+            kube, namespace, f"{podspec.OWNER_LABEL}={config.name}", self.jobs.on_pod
+        )
+        self.dispatcher = Dispatcher(
+            kube, namespace, finish=self.jobs.finish, backoff=create_backoff
+        )
+        self.callbacks = ControllerCallbacks(self.history, self.jobs, kube, namespace)
+
+    def use(self, config: Config, template: podspec.PodTemplate) -> None:
+        """A reloaded configuration and pod template, from the next execution on."""
+        self.config = self.history.config = self.jobs.config = config
+        self.template = template
+
+    # --- the history (see bjc.engine.history) ---------------------------------------------
+    @property
+    def executions(self) -> dict[str, Execution | RetiredExecution]:
+        return self.history.executions
+
+    @property
+    def current(self) -> Execution | None:
+        return self.history.current
+
+    async def load(self) -> list[Execution]:
+        """Read the kept executions from disk; the unfinished ones, oldest first."""
+        return await self.history.load()
+
+    async def replay_results(self, suffixes: Collection[str]) -> None:
+        await self.history.replay_results(suffixes)
+
+    def last_started(self) -> dt.datetime | None:
+        return self.history.last_started()
+
+    # --- triggering ------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._runner is not None and not self._runner.done()
+
+    async def trigger(self, reason: str) -> TriggerOutcome:
+        """Start an execution, honouring concurrencyPolicy; the outcome is false when skipped."""
+        await self.watcher.synced.wait()  # the ids of existing job pods must be known
+        async with self._trigger_lock:
+            if self.suspended:
+                why = f"the controller is suspended ({self.suspended})"
+                log.info("trigger (%s) skipped: %s", reason, why)
+                return TriggerOutcome(skipped=why)
+            if self.running:
+                if self.config.concurrency_policy == "Forbid":
+                    why = "an execution is still running (concurrencyPolicy Forbid)"
+                    log.warning("trigger (%s) skipped: %s", reason, why)
+                    self.metrics.count_skipped_trigger()
+                    return TriggerOutcome(skipped=why)
+                await self._replace_current()
+            # ids of job pods still in the cluster count too: a controller with a
+            # fresh report directory must not reuse their pod names
+            seen = {
+                p.metadata.labels.get(podspec.EXECUTION_LABEL, "")
+                for p in self.watcher.pods.values()
+            }
+            newest = max([*self.history.executions, *seen], default=None) or None
+            execution_id = next_execution_id(dt.datetime.now(), newest)
+            log.info("execution %s triggered (%s)", execution_id, reason)
+            self._runner = asyncio.create_task(
+                self._logged(self._start(execution_id), execution_id)
+            )
+            return TriggerOutcome(execution_id=execution_id)
+
+    async def _replace_current(self) -> None:
+        await self.stop_running()
+        current = self.history.current
+        if current is not None and not current.state.done:
+            aborted = current.abort("replaced by a newer execution")
+            for node in aborted:
+                self.jobs.record(current, node)
+            log.warning(
+                "execution %s replaced: %d unfinished jobs aborted", current.id, len(aborted)
+            )
+
+    async def stop_running(self) -> None:
+        """Stop dispatching (replacement, lost leadership, shutdown); state stays."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.wait([self._runner])  # our own cancellation still propagates
+            self._runner = None
+
+    async def resume(self, unfinished: list[Execution]) -> bool:
+        """Continue executions a previous leader left; True if one was resumed."""
+        await self.watcher.synced.wait()
+        for older in unfinished[:-1]:
+            older.abort("superseded while the controller was away")
+        if not unfinished:
+            return False
+        execution = unfinished[-1]
+        config, template = self._snapshot()
+        self._arm(execution, config)
+        for node, job in execution.nodes.items():
+            if job.status is JobStatus.CREATED and job.pod not in self.watcher.pods:
+                self.jobs.finish(
+                    execution,
+                    node,
+                    JobStatus.FAILED,
+                    "job pod vanished while no controller was leading",
+                )
+        for pod in list(self.watcher.pods.values()):
+            self.jobs.on_pod(pod, False)
+        log.info("execution %s resumed (%d/%d jobs finished)", execution.id, *execution.counts())
+        async with self._trigger_lock:
+            self._runner = asyncio.create_task(
+                self._logged(self._dispatch(execution, config, template), execution.id)
+            )
+        return True
+
+    async def _logged(self, run: Awaitable[None], execution_id: str) -> None:
+        try:
+            await run
+        except Exception as e:
+            log.exception("execution %s stopped by an error", execution_id)
+            self.on_failure(f"execution {execution_id} stopped by an error: {e!r}")
+
+    def _snapshot(self) -> tuple[Config, podspec.PodTemplate]:
+        """What an execution runs with: a configuration reloaded meanwhile applies to the next."""
+        return self.config, self.template
+
+    async def _selected_nodes(self, config: Config) -> list[str]:
+        """The nodes to run on; an unreachable API delays the execution, never skips it."""
+        selector = ",".join(f"{k}={v}" for k, v in config.job_node_selector.items())
+        delay = 0.5
+        while True:
+            try:
+                nodes, _ = await self.kube.list("/api/v1/nodes", Node, {"labelSelector": selector})
+                return select_nodes(nodes, config.run_on_unscheduled_nodes)
+            except (ApiError, aiohttp.ClientError, TimeoutError) as e:
+                log.warning("cannot list nodes: %s; retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _start(self, execution_id: str) -> None:
+        config, template = self._snapshot()
+        names = await self._selected_nodes(config)
+        tokens = config.callback_auth == "token"
+        execution = await self.history.add(execution_id, names, tokens=tokens)
+        self._arm(execution, config)
+        await self._dispatch(execution, config, template)
+
+    @staticmethod
+    def _arm(execution: Execution, config: Config) -> None:
+        """The limits a dispatch enforces: retries per node, failures before it stops."""
+        execution.job_retries = config.job_retries
+        if config.max_failures is not None:
+            execution.max_failures = resolve_share(config.max_failures, len(execution.nodes))
+
+    async def _dispatch(
+        self, execution: Execution, config: Config, template: podspec.PodTemplate
+    ) -> None:
+        self.history.current = execution
+        await self._delete_earlier_pods(execution.id)
+        pool = resolve_share(config.pod_pool_size, len(execution.nodes))
+        shown = f"{pool} ({config.pod_pool_size})" if pool != config.pod_pool_size else pool
+        log.info("execution %s: %d nodes, pool size %s", execution.id, len(execution.nodes), shown)
+        plan = DispatchPlan(
+            pool_size=pool,
+            render=functools.partial(self.render_pod, config, template),
+            job_timeout=config.job_timeout,
+            retry_backoff=self.retry_backoff,
+        )
+        await self.dispatcher.run(execution, plan)
+        execution.close()
+        await execution.flushed()
+        self.metrics.set_pods(execution.state.pods_started)
+        failed = sum(1 for j in execution.nodes.values() if j.error)
+        log.info(
+            "execution %s finished: %d jobs, %d with errors, %.1fs",
+            execution.id,
+            len(execution.nodes),
+            failed,
+            time.time() - execution.state.started,
+        )
+        if execution.halted:
+            log.warning("execution %s failed: %s", execution.id, execution.state.failed)
+        self.completed += 1
+        async with self.execution_done:
+            self.execution_done.notify_all()
+
+    async def _delete_earlier_pods(self, execution_id: str) -> None:
+        """As in the Go controller, every job pod of an earlier execution goes (background)."""
+        selector = (
+            f"{podspec.OWNER_LABEL}={self.config.name},{podspec.EXECUTION_LABEL}!={execution_id}"
+        )
+        try:
+            await self.kube.request(
+                "DELETE",
+                f"/api/v1/namespaces/{self.namespace}/pods",
+                params={"labelSelector": selector},
+                body=delete_options("Background"),
+            )
+        except (ApiError, aiohttp.ClientError) as e:
+            log.warning("cannot delete earlier job pods: %s", e)
+
+    def render_pod(
+        self,
+        config: Config,
+        template: podspec.PodTemplate,
+        execution: Execution,
+        node: str,
+        job: NodeJob,
+    ) -> dict[str, Any]:
+        """The job pod of a node's next attempt, with the configuration of its execution."""
+        return podspec.render_pod(
+            template,
+            config=config,
+            namespace=self.namespace,
+            node_name=node,
+            execution_id=execution.id,
+            callback_host=self.callback_host,
+            callback_port=self.callback_port,
+            owner=self.owner,
+            token=job.token or None,
+            attempt=len(job.attempts),
+        )
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop dispatching, give side work (pod logs) `grace` seconds, flush state."""
+        await self.stop_running()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.jobs.side_work.drain()
+        await self.jobs.side_work.close()
+        for execution in self.history.executions.values():
+            await execution.flushed()
+
+    # --- waiting (demo, tests) ------------------------------------------------
+    async def wait_completed(self, count: int) -> None:
+        async with self.execution_done:
+            await self.execution_done.wait_for(lambda: self.completed >= count)

@@ -1,0 +1,397 @@
+"""One execution: its nodes, each node's job state, and how that state is persisted.
+
+An execution is the unit the Go controller calls a "job run": an id (local time
+`yyyyMMddHHmm`), the nodes chosen when it started, and per node the job pod's
+fate. The state machine here is pure: transitions return whether they happened,
+so a node's job ends exactly once however many watch events, relists or timeouts
+report it. Every change is written to the execution's report directory (atomic
+rename, coalesced so a burst of changes costs one write) so that a restarted or
+newly elected controller resumes where the last one stopped.
+
+Deliberately not here: Kubernetes calls, metrics, HTTP. The controller wires those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Collection, Iterable
+from typing import Protocol
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"  # not dispatched yet
+    CREATED = "created"  # pod created, not finished
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"  # execution replaced before this node finished
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.ABORTED)
+
+
+class Attempt(msgspec.Struct, omit_defaults=True):
+    """An earlier attempt of a node's job that failed and was retried (`jobRetries`)."""
+
+    pod: str = ""
+    reason: str = ""
+    created: float | None = None
+    finished: float | None = None
+    duration_ms: float | None = None
+
+
+class NodeJob(msgspec.Struct, omit_defaults=True):
+    """The job of one node in one execution (its current attempt, and the earlier ones)."""
+
+    status: JobStatus = JobStatus.PENDING
+    pod: str = ""
+    token: str = ""
+    created: float | None = None  # epoch seconds, when bjc created the pod
+    finished: float | None = None
+    duration_ms: float | None = None
+    result: bool = False  # a result callback arrived (in any attempt)
+    reason: str = ""
+    attempts: list[Attempt] = msgspec.field(default_factory=list)  # earlier, failed
+
+    @property
+    def error(self) -> bool:
+        """As in the Go controller: an error unless the pod succeeded and a result arrived."""
+        return self.status is not JobStatus.SUCCEEDED or not self.result
+
+
+class ExecutionState(msgspec.Struct, omit_defaults=True):
+    id: str
+    started: float
+    nodes: dict[str, NodeJob]
+    finished: float | None = None
+    failed: str = ""  # why the execution stopped early (maxFailures); "" when it did not
+
+    @property
+    def done(self) -> bool:
+        return self.finished is not None
+
+    @property
+    def pods_started(self) -> int:
+        """Job pods created (a job has its pod name once its pod exists)."""
+        return sum(1 for j in self.nodes.values() if j.pod)
+
+    def note_results(self, nodes: Collection[str]) -> None:
+        """Mark the jobs of `nodes`, whose result files exist, as having reported.
+
+        The file is the record of a result: the callback API answers 200 only once
+        the file is renamed into place, and nothing else is written for it. So a
+        result acknowledged the instant before the process died is never lost.
+        """
+        for node in nodes:
+            job = self.nodes.get(node)
+            if job is not None:
+                job.result = True
+
+
+class JournalEntry(msgspec.Struct, omit_defaults=True):
+    """One line of the journal: a node's new job state."""
+
+    node: str = ""
+    job: NodeJob | None = None
+    result: bool = False  # written by 0.1.0 for late results; still read
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(ExecutionState)
+_entry_decoder = msgspec.json.Decoder(JournalEntry)
+
+# a journal longer than this many lines per node is folded into a new snapshot
+_COMPACT_RATIO = 4
+
+
+class StateFiles(Protocol):
+    """Where an execution's state lives (the report store)."""
+
+    async def write_state(self, execution_id: str, data: bytes) -> object:
+        """Atomically replace the snapshot and drop the journal."""
+
+    async def append_journal(self, execution_id: str, data: bytes) -> object: ...
+
+
+def decode_state(snapshot: bytes, journal: bytes | None = None) -> ExecutionState:
+    """The snapshot with the journal applied; a torn last line (crash) is ignored."""
+    state = _decoder.decode(snapshot)
+    for line in (journal or b"").splitlines():
+        try:
+            entry = _entry_decoder.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("execution %s: unreadable journal line skipped", state.id)
+            continue
+        if entry.node not in state.nodes:
+            continue
+        if entry.job is not None:
+            state.nodes[entry.node] = entry.job
+        if entry.result:
+            state.nodes[entry.node].result = True
+    # node names repeat across the whole history: share one string per node
+    state.nodes = {sys.intern(n): j for n, j in state.nodes.items()}
+    return state
+
+
+class Execution:
+    """A live execution: the state plus its persistence.
+
+    A change is recorded as one journal line (appended off the event loop,
+    coalesced per node while a write is in flight); the full snapshot is written
+    with an atomic rename when the execution starts, when it ends and whenever
+    the journal grows past a few lines per node. So a change costs O(1), not a
+    rewrite of a 5,000-node document.
+    """
+
+    def __init__(self, state: ExecutionState, files: StateFiles) -> None:
+        self.state = state
+        self._files = files
+        self._dirty_nodes: dict[str, None] = {}
+        self._snapshot_due = False
+        self._journal_lines = 0
+        self._waiters: dict[str, asyncio.Event] = {}  # only for nodes someone waits on
+        self._flush_task: asyncio.Task[None] | None = None  # at most one, draining what is due
+        self.finished_jobs = sum(1 for j in state.nodes.values() if j.status.terminal)
+        self.failed_jobs = sum(1 for j in state.nodes.values() if j.status is JobStatus.FAILED)
+        # set by whoever dispatches: retries per node (jobRetries), failures that stop
+        # the execution (maxFailures resolved to a count; None: no limit)
+        self.job_retries = 0
+        self.max_failures: int | None = None
+
+    @classmethod
+    def new(
+        cls,
+        execution_id: str,
+        nodes: Iterable[str],
+        files: StateFiles,
+        *,
+        tokens: bool = False,
+    ) -> Execution:
+        jobs = {
+            sys.intern(n): NodeJob(token=secrets.token_urlsafe(16) if tokens else "") for n in nodes
+        }
+        execution = cls(ExecutionState(id=execution_id, started=time.time(), nodes=jobs), files)
+        execution.save_snapshot()
+        return execution
+
+    @property
+    def id(self) -> str:
+        return self.state.id
+
+    @property
+    def nodes(self) -> dict[str, NodeJob]:
+        return self.state.nodes
+
+    def counts(self) -> tuple[int, int]:
+        """(finished, total) jobs."""
+        return self.finished_jobs, len(self.state.nodes)
+
+    # --- transitions -------------------------------------------------------
+    def pod_created(self, node: str, pod: str, attempt: int = 0) -> bool:
+        """The pod of the node's `attempt` exists; False if that attempt is not pending."""
+        job = self.state.nodes[node]
+        if job.status is not JobStatus.PENDING or len(job.attempts) != attempt:
+            return False
+        job.status, job.pod, job.created = JobStatus.CREATED, pod, time.time()
+        self.changed(node)
+        return True
+
+    def finish(
+        self, node: str, status: JobStatus, reason: str = "", created: float | None = None
+    ) -> bool:
+        """End a node's job; False when it had already ended (exactly once)."""
+        job = self.state.nodes.get(node)
+        if job is None or job.status.terminal:
+            return False
+        now = time.time()
+        start = job.created if job.created is not None else created
+        job.status, job.reason, job.finished = status, reason, now
+        if start is not None and status is not JobStatus.ABORTED:
+            job.duration_ms = round((now - start) * 1000.0, 3)
+        waiter = self._waiters.pop(node, None)
+        if waiter is not None:
+            waiter.set()
+        self.finished_jobs += 1
+        self.failed_jobs += status is JobStatus.FAILED
+        self.changed(node)
+        return True
+
+    @property
+    def halted(self) -> bool:
+        """Stopped early: no new pods, no retries."""
+        return bool(self.state.failed)
+
+    def halt(self, reason: str) -> bool:
+        """Mark the execution failed for `reason`; False if it already was."""
+        if self.state.failed:
+            return False
+        self.state.failed = reason
+        self.save_snapshot()
+        return True
+
+    def may_retry(self, node: str) -> bool:
+        """A failure of the node's current attempt would be retried."""
+        job = self.state.nodes.get(node)
+        return (
+            job is not None
+            and not job.status.terminal
+            and not self.halted
+            and len(job.attempts) < self.job_retries
+        )
+
+    def retry(self, node: str, reason: str, created: float | None = None) -> bool:
+        """Record the current attempt as failed and make the node pending again.
+
+        Its result (of any attempt) is kept. Wakes whoever waits for the attempt.
+        """
+        job = self.state.nodes.get(node)
+        if job is None or job.status.terminal:
+            return False
+        now = time.time()
+        start = job.created if job.created is not None else created
+        duration = None if start is None else round((now - start) * 1000.0, 3)
+        job.attempts.append(Attempt(job.pod, reason, start, now, duration))
+        job.status, job.pod, job.created, job.reason = JobStatus.PENDING, "", None, ""
+        waiter = self._waiters.pop(node, None)
+        if waiter is not None:
+            waiter.set()
+        self.changed(node)
+        return True
+
+    def result_received(self, node: str) -> bool:
+        """Note a result in memory. Its file is the durable record (see decode_state)."""
+        job = self.state.nodes.get(node)
+        if job is None or job.result:
+            return False
+        job.result = True
+        return True
+
+    def abort(self, reason: str) -> list[str]:
+        """Close an unfinished execution (concurrencyPolicy Replace)."""
+        aborted = [n for n in self.state.nodes if self.finish(n, JobStatus.ABORTED, reason)]
+        self.close()
+        return aborted
+
+    def close(self) -> None:
+        if self.state.finished is None:
+            self.state.finished = time.time()
+            self.save_snapshot()
+
+    async def wait_finished(self, node: str, attempt: int | None = None) -> None:
+        """Until the node's job finished, or its `attempt` (default: the current one) failed
+        and is to be retried."""
+        job = self.state.nodes[node]
+        attempt = len(job.attempts) if attempt is None else attempt
+        while not job.status.terminal and len(job.attempts) == attempt:
+            await self._waiters.setdefault(node, asyncio.Event()).wait()
+
+    # --- what callbacks ask (shared with RetiredExecution) -----------------
+    @property
+    def done(self) -> bool:
+        return self.state.done
+
+    @property
+    def pods_started(self) -> int:
+        return self.state.pods_started
+
+    @property
+    def started(self) -> float:
+        return self.state.started
+
+    def has_node(self, node: str) -> bool:
+        return node in self.state.nodes
+
+    def token_of(self, node: str) -> str:
+        return self.state.nodes[node].token
+
+    def retire(self, same_nodes: RetiredExecution | None = None) -> RetiredExecution:
+        """The slim form kept for the history once the execution is done."""
+        return RetiredExecution(self.state, same_nodes)
+
+    # --- persistence -------------------------------------------------------
+    def changed(self, node: str) -> None:
+        self._dirty_nodes[node] = None
+        self._schedule_flush()
+
+    def save_snapshot(self) -> None:
+        self._snapshot_due = True
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def flushed(self) -> None:
+        """Wait until every change so far is on disk (shutdown, tests)."""
+        while self._flush_task is not None and not self._flush_task.done():
+            await asyncio.shield(self._flush_task)
+
+    async def _flush(self) -> None:
+        while self._snapshot_due or self._dirty_nodes:
+            if self._journal_lines > _COMPACT_RATIO * max(len(self.state.nodes), 1):
+                self._snapshot_due = True
+            try:
+                if self._snapshot_due:
+                    self._snapshot_due, self._dirty_nodes = False, {}
+                    self._journal_lines = 0
+                    await self._files.write_state(self.id, _encoder.encode(self.state))
+                else:
+                    nodes, self._dirty_nodes = self._dirty_nodes, {}
+                    lines = b"".join(
+                        _encoder.encode(JournalEntry(node=n, job=self.state.nodes[n])) + b"\n"
+                        for n in nodes
+                    )
+                    self._journal_lines += len(nodes)
+                    await self._files.append_journal(self.id, lines)
+            except OSError as e:  # NotLeading too: the process is on its way out
+                log.error("cannot persist execution %s: %r", self.id, e)
+
+
+class RetiredExecution:
+    """A finished execution of the history, as small as callbacks allow.
+
+    Callbacks for it are still accepted (until it is pruned) and its metrics stay
+    exposed, but its per-node job states live only on disk: 30 executions of 5,000
+    nodes would otherwise hold 150,000 job objects. What remains is the node set
+    (shared with the previous execution when equal, as it usually is) and the
+    tokens when callbackAuth needs them. A late result needs no state write: its
+    file is the record.
+    """
+
+    def __init__(
+        self,
+        state: ExecutionState,
+        same_nodes: RetiredExecution | None = None,
+    ) -> None:
+        self.id = state.id
+        self.nodes: frozenset[str]
+        nodes: frozenset[str] = frozenset(state.nodes)
+        if same_nodes is not None and same_nodes.nodes == nodes:
+            nodes = same_nodes.nodes
+        self.nodes = nodes
+        self.tokens = {n: j.token for n, j in state.nodes.items() if j.token} or None
+        self.pods_started = state.pods_started
+        self.started = state.started
+
+    done = True
+
+    def has_node(self, node: str) -> bool:
+        return node in self.nodes
+
+    def token_of(self, node: str) -> str:
+        return (self.tokens or {}).get(node, "")
+
+    def result_received(self, node: str) -> bool:
+        return node in self.nodes
+
+    async def flushed(self) -> None:
+        """Nothing is ever pending."""

@@ -1,0 +1,568 @@
+"""The report directory: where results, uploads, pod logs and execution state live.
+
+Layout (the Go controller's)::
+
+    <root>/<executionID>/                     one directory per execution (yyyyMMddHHmm)
+    <root>/<executionID>/<node>.json          result JSON, saved verbatim
+    <root>/<executionID>/<node>-<name>        uploaded files
+    <root>/<executionID>/<node>-container-<container>.log   pod logs (savePodLog)
+    <root>/<executionID>/.bjc-execution.json  execution state written by the controller
+    <root>/latest -> <executionID>            relative symlink to the newest execution
+
+Every write goes to a temporary file in the same directory and is then renamed over
+the final name, so readers (the file server, a restarted controller) never see half a
+file. All blocking disk I/O runs off the event loop: the small writes that a callback
+or a state change waits for (results, state snapshots, journal lines) go through one
+writer thread that takes whatever is queued as one batch and settles the whole batch
+with a single wake-up of the loop; bulk work (uploads, pruning, reads) uses the
+default thread pool. A write has returned only once the file is renamed into place,
+so what a caller acknowledges after it survives the process being killed (no fsync:
+a SIGKILL cannot lose what the kernel already has; a power cut can).
+
+Fencing: a store built with `may_write` asks it, in the thread, right before every
+write. The runtime passes "this replica holds the Lease and renewed it within the
+renew deadline", so a replica that lost its lease stops writing even if its event
+loop is stalled, before another replica can lead. A refused write raises NotLeading.
+
+Names coming from job pods (node names, upload names) are checked here, not only in
+the HTTP layer: anything that is not one plain path component is refused with
+ValueError, and the final path is resolved and checked to be inside the execution
+directory as a second line of defence. (The Go controller joined names with
+filepath.Clean, so `?name=/../../x` escaped the report directory.)
+
+Who owns a name in an execution directory (`file_owner`): node N owns `N.json` and
+every name starting with `N-` (the longest matching node name wins, so node `node-1`
+cannot write `node-1-x.json`, the result of node `node-1-x`); the controller owns
+hidden names, `latest` and every node's pod-log names `N-container-<container>.log`.
+The callback API refuses uploads whose final name the uploading node does not own.
+
+Deliberately not here: deciding which executions exist or are allowed (the
+controller), metrics, and any HTTP concerns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import os
+import queue
+import re
+import shutil
+import threading
+from collections.abc import AsyncIterator, Callable, Collection, Container
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+T = TypeVar("T")
+
+LATEST = "latest"
+STATE_FILE = ".bjc-execution.json"
+JOURNAL_FILE = ".bjc-execution.journal"
+_TMP_PREFIX = ".bjc-tmp-"
+_MAX_COMPONENT_BYTES = 255
+# yyyyMMddHHmm: ids sort as text in time order (a second execution in one minute
+# takes the next minute's id).
+_EXECUTION_ID = re.compile(r"^\d{12}$")
+#: The owner of the controller's names (see file_owner).
+CONTROLLER = "controller"
+_POD_LOG_INFIX = "-container-"
+# A pod-log name's container part: a DNS label, as Kubernetes requires for container names.
+_CONTAINER_LOG = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\.log")
+# Upload data is buffered in memory up to this size before it goes to disk; a
+# small upload thus costs one worker-thread hop (open, write, close, rename).
+_BUFFER_BYTES = 1024 * 1024
+
+
+# random per process, so controller replicas sharing a volume never pick the same name
+_TMP_PROCESS = f"{_TMP_PREFIX}{os.urandom(8).hex()}-"
+_tmp_serial = itertools.count()
+
+
+def _temp_name() -> str:
+    return f"{_TMP_PROCESS}{next(_tmp_serial)}"  # next() of a count is atomic
+
+
+class UploadTooLarge(Exception):
+    """An upload grew past the size limit; its partial file has been removed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upload exceeds the maximum size of {limit} bytes")
+        self.limit = limit
+
+
+class ExecutionNotFound(FileNotFoundError):
+    """The execution directory does not exist (never created, or pruned)."""
+
+
+class NotLeading(PermissionError):
+    """This replica may not write: it does not hold the Lease (or no longer in time)."""
+
+
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+class _Writer:
+    """One thread running small blocking writes in batches (see the module docstring).
+
+    The thread starts with the first write and ends after a few idle seconds, so a
+    store that is not written to holds no thread. The queue is the C-implemented
+    SimpleQueue: handing a write over costs the event loop about a microsecond.
+    """
+
+    _IDLE_S = 5.0
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards starting and ending the thread
+        self._running = False
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, args, future))
+        with self._lock:  # the thread checks for work under this lock before it ends
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._work, name="bjc-writer", daemon=True).start()
+        return await future
+
+    def _next_batch(self) -> list[_Job]:
+        """Everything queued (waiting for the first write); [] once idle: the thread ends."""
+        try:
+            batch = [self._queue.get(timeout=self._IDLE_S)]
+        except queue.Empty:
+            with self._lock:
+                if self._queue.empty():
+                    self._running = False
+                    return []
+            batch = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self._queue.get_nowait())
+        return batch
+
+    def _work(self) -> None:
+        while batch := self._next_batch():
+            settled: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
+            for fn, args, future in batch:
+                try:
+                    outcome: tuple[Any, ...] = (future, fn(*args), None)
+                except BaseException as e:  # handed to the awaiting coroutine
+                    outcome = (future, None, e)
+                settled.setdefault(future.get_loop(), []).append(outcome)
+            for loop, outcomes in settled.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _settle(outcomes: list[tuple[Any, ...]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # the waiter was cancelled
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def is_execution_id(name: str) -> bool:
+    return bool(_EXECUTION_ID.match(name))
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return `name` if it is one plain path component, else raise ValueError naming the problem.
+
+    Refused: empty, `.`/`..`, any `/` or `\\`, NUL and other control characters, names
+    whose percent-decoding contains a separator or is `..` (`%2F`, `%2e%2e`), and names
+    longer than a file system allows.
+    """
+    problem = _name_problem(name) if isinstance(name, str) else "{what} is empty"
+    if problem is not None:
+        raise ValueError(problem.format(what=what, name=name))
+    return name
+
+
+@functools.lru_cache(maxsize=16384)
+def _name_problem(name: str) -> str | None:
+    """What is wrong with `name` (a template for check_name), None if nothing.
+
+    Cached: every callback checks its node and execution ID, and these repeat.
+    """
+    if name == "":
+        return "{what} is empty"
+    decoded = name
+    # Decode repeatedly so that double encoding (`%252F`) cannot hide a separator.
+    for _ in range(4):
+        nxt = unquote(decoded)
+        if nxt == decoded:
+            break
+        decoded = nxt
+    for candidate in {name, decoded}:
+        if "/" in candidate or "\\" in candidate:
+            return "{what} {name!r} must not contain a path separator"
+        if candidate in (".", ".."):
+            return "{what} {name!r} is not a file name"
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in candidate):
+            return "{what} {name!r} must not contain NUL or control characters"
+    if len(name.encode("utf-8", "surrogatepass")) > _MAX_COMPONENT_BYTES:
+        return f"{{what}} is longer than {_MAX_COMPONENT_BYTES} bytes"
+    return None
+
+
+def file_owner(filename: str, nodes: Container[str]) -> str | None:
+    """Who owns `filename` in an execution with `nodes`: a node, CONTROLLER, or None.
+
+    Node N owns `N.json` and names starting with `N-`, the longest such N winning; the
+    controller owns names starting with `.`, `latest`, and `N-container-<c>.log` of
+    every node N (the pod logs of savePodLog). Cost: a set lookup per `-` in the name.
+    """
+    if filename.startswith(".") or filename == LATEST:
+        return CONTROLLER
+    start = 0
+    while (at := filename.find(_POD_LOG_INFIX, start)) > 0:
+        if filename[:at] in nodes and _CONTAINER_LOG.fullmatch(filename, at + len(_POD_LOG_INFIX)):
+            return CONTROLLER
+        start = at + 1
+    if filename.endswith(".json") and filename[:-5] in nodes:
+        return filename[:-5]  # nobody longer can own it: a longer N would need `N-`
+    at = len(filename)
+    while (at := filename.rfind("-", 0, at)) > 0:
+        if filename[:at] in nodes:
+            return filename[:at]
+    return None
+
+
+class ReportStore:
+    """Files of the report directory; async methods run their disk work in threads."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        may_write: Callable[[], bool] | None = None,
+    ) -> None:
+        self.root = Path(root).absolute()
+        self.may_write = may_write
+        self._resolved_dirs: dict[str, str] = {}
+        self._writer = _Writer()
+
+    # ----------------------------------------------------------------- helpers
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    def _check_writable(self) -> None:
+        if self.may_write is not None and not self.may_write():
+            raise NotLeading("this replica is not the leader: it must not write")
+
+    def execution_dir(self, execution_id: str) -> Path:
+        check_name(execution_id, "execution ID")
+        return self.root / execution_id
+
+    def _target(self, execution_id: str, filename: str) -> str:
+        """The final path of `filename` in execution `execution_id`, checked to stay inside it.
+
+        Besides the name check, the resolved execution directory must be a direct
+        child of the resolved root, and an existing final path must not be a symlink
+        leading elsewhere (a rename would replace the link, but refuse it anyway).
+        Plain strings, not Paths: this runs for every result.
+        """
+        check_name(filename, "file name")
+        resolved_dir = self._resolved_dirs.get(execution_id)
+        if resolved_dir is None:
+            directory = self.execution_dir(execution_id)
+            resolved_dir = str(directory.resolve())
+            if os.path.dirname(resolved_dir) != str(self.root.resolve()):
+                raise ValueError(f"execution ID {execution_id!r} leaves the report directory")
+            if directory.is_dir():  # cache only what exists; pruning removes the entry
+                self._resolved_dirs[execution_id] = resolved_dir
+        path = os.path.join(resolved_dir, filename)
+        if os.path.split(path) != (resolved_dir, filename):
+            raise ValueError(f"file name {filename!r} leaves the execution directory")
+        if os.path.islink(path) and os.path.dirname(os.path.realpath(path)) != resolved_dir:
+            raise ValueError(f"file name {filename!r} is a link out of the execution directory")
+        return path
+
+    @staticmethod
+    def upload_filename(node: str, name: str) -> str:
+        filename = f"{check_name(node, 'node')}-{check_name(name, 'file name')}"
+        return check_name(filename, "file name")
+
+    @staticmethod
+    def result_filename(node: str) -> str:
+        return check_name(f"{check_name(node, 'node')}.json", "result file name")
+
+    @staticmethod
+    def log_filename(node: str, container: str) -> str:
+        return f"{check_name(node, 'node')}-container-{check_name(container, 'container')}.log"
+
+    def _write_sync(self, execution_id: str, filename: str, data: bytes) -> str:
+        path = self._target(execution_id, filename)
+        self._check_writable()
+        tmp = os.path.join(os.path.dirname(path), _temp_name())
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            raise ExecutionNotFound(f"execution {execution_id} does not exist") from None
+        try:
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return path
+
+    # ------------------------------------------------------------- executions
+    def _create_execution_sync(self, execution_id: str, link_latest: bool) -> Path:
+        directory = self.execution_dir(execution_id)
+        self._check_writable()
+        directory.mkdir(parents=True, exist_ok=True)
+        if link_latest:
+            tmp = self.root / _temp_name()
+            os.symlink(execution_id, tmp)  # relative: survives moving/mounting the directory
+            try:
+                os.replace(tmp, self.root / LATEST)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return directory
+
+    async def create_execution(self, execution_id: str, *, link_latest: bool = True) -> Path:
+        """Create `<root>/<execution_id>/` (idempotent) and point `latest` at it atomically."""
+        return await self._run(self._create_execution_sync, execution_id, link_latest)
+
+    async def ensure_execution(self, execution_id: str) -> Path:
+        """Create the directory without touching `latest` (DEV_MODE callbacks)."""
+        return await self._run(self._create_execution_sync, execution_id, False)
+
+    def _list_sync(self) -> list[str]:
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return []
+        ids = [
+            e.name for e in entries if is_execution_id(e.name) and e.is_dir(follow_symlinks=False)
+        ]
+        return sorted(ids)
+
+    async def list_executions(self) -> list[str]:
+        """Execution ids present on disk, oldest first (only id-shaped directories)."""
+        return await self._run(self._list_sync)
+
+    def latest(self) -> str | None:
+        """The execution `latest` points to (a single readlink; cheap enough for the loop)."""
+        try:
+            return os.readlink(self.root / LATEST)
+        except OSError:
+            return None
+
+    def _prune_sync(self, keep: int) -> list[str]:
+        self._check_writable()
+        ids = self._list_sync()
+        removed = ids[: max(len(ids) - keep, 0)]
+        for execution_id in removed:
+            self._resolved_dirs.pop(execution_id, None)
+            shutil.rmtree(self.root / execution_id, ignore_errors=True)
+        return removed
+
+    async def prune(self, keep: int) -> list[str]:
+        """Remove the oldest execution directories beyond `keep` (>= 1); return their ids."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        return await self._run(self._prune_sync, keep)
+
+    # ------------------------------------------------------------------ files
+    async def write_result(self, execution_id: str, node: str, data: bytes) -> str:
+        """Save a result body verbatim as `<node>.json`; on return it is in place."""
+        return await self._writer.run(
+            self._write_sync, execution_id, self.result_filename(node), data
+        )
+
+    async def write_log(self, execution_id: str, node: str, container: str, data: bytes) -> str:
+        return await self._run(
+            self._write_sync, execution_id, self.log_filename(node, container), data
+        )
+
+    async def write_file(self, execution_id: str, filename: str, data: bytes) -> str:
+        """Save `data` as `<root>/<execution_id>/<filename>` (one checked path component)."""
+        return await self._run(self._write_sync, execution_id, filename, data)
+
+    def _write_state_sync(self, execution_id: str, data: bytes) -> str:
+        path = self._write_sync(execution_id, STATE_FILE, data)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(os.path.dirname(path), JOURNAL_FILE))  # folded in
+        return path
+
+    async def write_state(self, execution_id: str, data: bytes) -> str:
+        """Replace the execution's state snapshot atomically; its journal is dropped."""
+        return await self._writer.run(self._write_state_sync, execution_id, data)
+
+    def _append_journal_sync(self, execution_id: str, data: bytes) -> None:
+        path = self._target(execution_id, JOURNAL_FILE)
+        self._check_writable()
+        if not os.path.isdir(os.path.dirname(path)):
+            raise ExecutionNotFound(f"execution {execution_id} does not exist")
+        with open(path, "ab") as f:
+            f.write(data)
+
+    async def append_journal(self, execution_id: str, data: bytes) -> None:
+        """Append state changes (whole lines) to the execution's journal."""
+        await self._writer.run(self._append_journal_sync, execution_id, data)
+
+    def _read_state_sync(self, execution_id: str) -> tuple[bytes, bytes | None] | None:
+        directory = self.execution_dir(execution_id)
+        try:
+            snapshot = (directory / STATE_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return snapshot, (directory / JOURNAL_FILE).read_bytes()
+        except FileNotFoundError:
+            return snapshot, None
+
+    async def read_state(self, execution_id: str) -> tuple[bytes, bytes | None] | None:
+        """(snapshot, journal) of an execution, None when it has no state."""
+        return await self._run(self._read_state_sync, execution_id)
+
+    def _read_results_sync(self, execution_id: str, nodes: Collection[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        try:
+            entries = list(os.scandir(self.execution_dir(execution_id)))
+        except FileNotFoundError:
+            return out
+        for entry in entries:
+            node = entry.name.removesuffix(".json")
+            if node == entry.name or node not in nodes:
+                continue
+            try:
+                with open(self._target(execution_id, entry.name), "rb") as f:
+                    out[node] = f.read()
+            except (OSError, ValueError):
+                continue  # vanished, or an unsafe link: nothing to restore
+        return out
+
+    async def read_results(self, execution_id: str, nodes: Collection[str]) -> dict[str, bytes]:
+        """The stored result bodies (`<node>.json`) of those of `nodes` that have one.
+
+        The files are the record of which results arrived: a result is acknowledged
+        only once its file is in place, so nothing else needs to be written for it.
+        """
+        return await self._run(self._read_results_sync, execution_id, nodes)
+
+    def _signature_sync(self, execution_id: str) -> tuple[int, ...]:
+        directory = self.execution_dir(execution_id)
+        out: list[int] = []
+        for path in (directory, directory / STATE_FILE, directory / JOURNAL_FILE):
+            try:
+                st = path.stat()
+                out += (st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                out += (0, 0)
+        return tuple(out)
+
+    async def signature(self, execution_id: str) -> tuple[int, ...]:
+        """Changes whenever the execution's state, journal or set of files changes.
+
+        A result (a rename into the directory) changes the directory's mtime; a
+        journal append changes the journal's size. A new leader reloads only the
+        executions whose signature differs from what it loaded as a standby.
+        """
+        return await self._run(self._signature_sync, execution_id)
+
+    @contextlib.asynccontextmanager
+    async def upload(
+        self, execution_id: str, node: str, name: str, *, max_size: int | None = None
+    ) -> AsyncIterator[UploadSink]:
+        """Stream an upload to `<node>-<name>`; renamed into place only on success.
+
+        Raises ValueError for an unsafe name before anything is written; the sink's
+        `write` raises UploadTooLarge past `max_size`. On any error the temporary
+        file is removed and an existing file of that name is left untouched.
+        """
+        filename = self.upload_filename(node, name)  # ValueError before any disk access
+        path = Path(await self._run(self._target, execution_id, filename))
+        sink = UploadSink(self, path, max_size)
+        try:
+            yield sink
+            await sink._commit()
+        except BaseException:
+            await asyncio.shield(sink._discard())
+            raise
+
+
+class UploadSink:
+    """Receives the chunks of one upload (see ReportStore.upload)."""
+
+    def __init__(self, store: ReportStore, path: Path, max_size: int | None) -> None:
+        self._store = store
+        self.path = path
+        self.max_size = max_size
+        self.size = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._fd: int | None = None
+        self._tmp = path.parent / _temp_name()
+
+    async def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.max_size is not None and self.size > self.max_size:
+            raise UploadTooLarge(self.max_size)
+        self._buffer.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered >= _BUFFER_BYTES:
+            data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+            await self._store._run(self._flush_sync, data)
+
+    async def flush(self) -> None:
+        """Move buffered data to the temporary file now (still not visible under its name)."""
+        if self._buffered:
+            data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+            await self._store._run(self._flush_sync, data)
+
+    def _open_sync(self) -> None:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                raise ExecutionNotFound(f"{self.path.parent} does not exist") from None
+
+    def _flush_sync(self, data: bytes) -> None:
+        self._open_sync()
+        assert self._fd is not None
+        _write_all(self._fd, data)
+
+    def _commit_sync(self, data: bytes) -> None:
+        self._flush_sync(data)
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
+        self._store._check_writable()
+        os.replace(self._tmp, self.path)
+
+    async def _commit(self) -> None:
+        data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+        await self._store._run(self._commit_sync, data)
+
+    def _discard_sync(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+    async def _discard(self) -> None:
+        self._buffer, self._buffered = [], 0
+        await self._store._run(self._discard_sync)
