@@ -112,7 +112,13 @@ async def _run(env: Environment, creds: Credentials) -> int:
             return 1
         for warning in loaded.warnings:
             log.warning("configuration: %s", warning)
-        runtime = Runtime(config=loaded.config, template=loaded.template, env=env, kube=kube)
+        runtime = Runtime(
+            config=loaded.config,
+            template=loaded.template,
+            env=env,
+            kube=kube,
+            bind_host=env.bind_address,
+        )
         await runtime.start()
         log.info("bjc %s started: ports %s", loaded.config.name, runtime.ports)
         await wait_for_signal()
