@@ -55,14 +55,19 @@ class Jobs:
     """What every job pod does: post a result and an event to its callback URLs.
 
     `hold()` keeps the jobs that start from posting until `release()`, so a test
-    can act while an execution is in flight. A job whose callback fails exits 1,
-    as the shipped job (a `wget`) would.
+    can act while an execution is in flight. A job retries refused connections and
+    503s for up to RETRY_FOR seconds, as a job must to ride out a failover (the
+    Service has no endpoint, or reaches a standby, for a few seconds); any other
+    failure fails the job (exit 1).
     """
+
+    RETRY_FOR = 60.0
 
     def __init__(self) -> None:
         self._open = asyncio.Event()
         self._open.set()
         self.waiting = 0
+        self.failures: list[str] = []  # why a job's callback failed, for failure messages
 
     def hold(self) -> None:
         self._open.clear()
@@ -76,17 +81,35 @@ class Jobs:
             await self._open.wait()
         finally:
             self.waiting -= 1
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-                body = {"failed_checks": [{"value": 0, "labels": {"check": "example"}}]}
-                async with http.post(pod.env["CALLBACK_SERVICE_RESULT_URL"], json=body) as r:
-                    if r.status != 200:
-                        return 1
-                event = {"reason": "E2ECheck", "message": "checked node %s", "args": [pod.node]}
-                async with http.post(pod.env["CALLBACK_SERVICE_EVENT_URL"], json=event) as r:
-                    return 0 if r.status in (200, 201) else 1
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            return 1
+        result = {"failed_checks": [{"value": 0, "labels": {"check": "example"}}]}
+        event = {"reason": "E2ECheck", "message": "checked node %s", "args": [pod.node]}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            for url, body in [
+                (pod.env["CALLBACK_SERVICE_RESULT_URL"], result),
+                (pod.env["CALLBACK_SERVICE_EVENT_URL"], event),
+            ]:
+                failure = await self._post(http, url, body)
+                if failure:
+                    self.failures.append(f"{pod.name}: {failure}")
+                    return 1
+        return 0
+
+    async def _post(self, http: aiohttp.ClientSession, url: str, body: object) -> str:
+        """ "" on success, else why not."""
+        deadline = asyncio.get_running_loop().time() + self.RETRY_FOR
+        while True:
+            try:
+                async with http.post(url, json=body) as r:
+                    if r.status in (200, 201):
+                        return ""
+                    failure = f"{url}: {r.status} {await r.text()}"
+                    if r.status != 503:
+                        return failure
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                failure = f"{url}: {e!r}"
+            if asyncio.get_running_loop().time() > deadline:
+                return failure
+            await asyncio.sleep(0.5)
 
 
 @dataclass
@@ -142,7 +165,8 @@ class Deployed:
             text = log.read_text(errors="replace").splitlines()[-20:]
             out.append(f"--- {log.parent.name}/{log.name}:\n" + "\n".join(text))
         pods = self.plane.run_kubectl("get", "pods", "-A", "-o", "wide").stdout
-        return "\n".join([pods, *out, self.plane.logs()])
+        failures = "job callbacks that failed: " + "; ".join(self.jobs.failures)
+        return "\n".join([failures, pods, *out, self.plane.logs()])
 
     async def until(self, what: str, check: Callable[[], Any], bound: float = BOUND) -> Any:
         """Wait for `check()` (or its awaitable) to be truthy: files on disk and
@@ -250,8 +274,9 @@ async def test_manifests_rbac_allow_what_bjc_needs_and_no_more(deployed: Deploye
     sa = f"system:serviceaccount:{NAMESPACE}:bjc"
 
     def can_i(verb: str, resource: str) -> str:
-        args = ("auth", "can-i", verb, resource, "-n", NAMESPACE, "--as", sa)
-        return deployed.plane.run_kubectl(*args).stdout.strip()
+        resource, _, sub = resource.partition("/")  # `pods/status` would name a pod "status"
+        args = ["auth", "can-i", verb, resource, "-n", NAMESPACE, "--as", sa]
+        return deployed.plane.run_kubectl(*args, f"--subresource={sub}").stdout.strip()
 
     for verb, resource in [
         ("create", "pods"),
@@ -344,7 +369,7 @@ async def all_results(deployed: Deployed, before: set[str]) -> ExecutionState:
     )
     assert {n: j.status for n, j in done.nodes.items()} == dict.fromkeys(
         NODES, JobStatus.SUCCEEDED
-    ), done
+    ), f"{done}\n{deployed.diagnosis()}"
     assert all(j.result for j in done.nodes.values())
     return done
 
