@@ -38,6 +38,7 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
     exit 0
 fi
 
+[[ -x /usr/local/go/bin/go ]] && PATH="$PATH:/usr/local/go/bin"  # the Go tarball's place
 if ! command -v go >/dev/null; then
     echo "build_binaries: go not found; set KUBEBUILDER_ASSETS" >&2
     exit 1
