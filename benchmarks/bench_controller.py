@@ -34,7 +34,7 @@ from aiohttp import web
 
 from bjc.config import Environment, load_config_map
 from bjc.execution import ExecutionState, JobStatus, NodeJob
-from bjc.kube import KubeClient
+from bjc.kube import Credentials, KubeClient
 from bjc.kubetypes import Pod
 from bjc.podspec import render_pod
 
@@ -112,8 +112,13 @@ def sim_process(nodes: int, run_seconds: float = 0.0) -> Iterator[str]:
         proc.wait(10)
 
 
-async def _setup(url: str, config_text: str) -> None:
-    async with KubeClient.from_url(url) as kube:
+def _creds(api: str | Credentials) -> Credentials:
+    """A `bjc sim` URL, or the credentials of a real apiserver (bench_kwok)."""
+    return api if isinstance(api, Credentials) else Credentials(server=api)
+
+
+async def _setup(api: str | Credentials, config_text: str) -> None:
+    async with KubeClient(_creds(api)) as kube:
         with contextlib.suppress(Exception):
             await kube.create("/api/v1/namespaces", {"metadata": {"name": NS}})
         cm = {
@@ -214,11 +219,11 @@ async def bench_watch(pods: int = 10000) -> float:
 
 
 # ------------------------------------------------------------------ makespan
-async def floor_makespan(url: str, nodes: list[str], pool: int) -> float:
+async def floor_makespan(api: str | Credentials, nodes: list[str], pool: int) -> float:
     """An ideal controller: only the API round trips, nothing else."""
     loaded = load_config_map({"config.yaml": config_yaml(), "pod-template.yaml": POD_TEMPLATE})
     path = f"/api/v1/namespaces/{NS}/pods"
-    async with KubeClient.from_url(url) as kube:
+    async with KubeClient(_creds(api)) as kube:
         await kube.request("DELETE", path)
         _, rv = await kube.list(path, Pod)
         waiting: dict[str, asyncio.Future[None]] = {}
@@ -258,7 +263,7 @@ async def floor_makespan(url: str, nodes: list[str], pool: int) -> float:
     return elapsed
 
 
-async def bjc_makespan(url: str, pool: int) -> float:
+async def bjc_makespan(api: str | Credentials, pool: int) -> float:
     from bjc.runtime import Runtime
 
     tmp = tempfile.mkdtemp()
@@ -276,7 +281,7 @@ async def bjc_makespan(url: str, pool: int) -> float:
     cfg = loaded.config
     cfg.callback_service_port = cfg.health_probe_port = cfg.file_server_port = 0
     cfg.metrics.port = 0
-    kube = KubeClient.from_url(url)
+    kube = KubeClient(_creds(api))
     runtime = Runtime(
         config=cfg, template=loaded.template, env=env, kube=kube, bind_host="127.0.0.1"
     )

@@ -7,7 +7,7 @@
 # and reused on later runs:
 #   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/k8s-<v>/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
 #   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/etcd-<v>/etcd
-#   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/kwok-<v>/kwok      (the scale benchmark's fake nodes)
+#   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/kwok-<v>/{kwok,stages/}  (the scale benchmark's fake nodes)
 # The four Kubernetes binaries come from one module pinned to k8s.io/kubernetes,
 # so they share a version and most compiled packages.  The build modules (go.mod
 # files, a tiny etcd main.go) live only in ${BJC_E2E_CACHE}/build; none of this is
@@ -165,6 +165,12 @@ GO
     go get "k8s.io/api@$staging" "k8s.io/apimachinery@$staging" "k8s.io/client-go@$staging"
     go mod tidy
     go build -trimpath -ldflags "-s -w" -o "$out.tmp" sigs.k8s.io/kwok/cmd/kwok
+    # plain `kwok` (unlike kwokctl) has no default stages: keep kwok's own beside it
+    local src stages="${out%/*}/stages"
+    src="$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage"
+    mkdir -p "$stages"
+    cp "$src/node/fast/node-initialize.yaml" "$src/pod/fast/pod-ready.yaml" \
+        "$src/pod/fast/pod-complete.yaml" "$src/pod/fast/pod-delete.yaml" "$stages/"
     mv "$out.tmp" "$out"
     echo "build_binaries: built $out"
 }
