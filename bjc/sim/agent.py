@@ -8,9 +8,13 @@ built-in behaviour (delays, exit code, an optional async callable) or a local sh
 command with the container's env (`--job-command`); its output becomes the container
 log, stored through the sim's private `PUT /_sim/logs/...` path (ignored when the
 server does not have it). A pod deleted while running is stopped (its command
-killed); `spec.activeDeadlineSeconds` fails it with reason DeadlineExceeded.
-Deliberately not a kubelet: no images, no restarts (restartPolicy is not honoured
-beyond running once), no probes, no node heartbeats, no eviction.
+killed); `spec.activeDeadlineSeconds` fails it with reason DeadlineExceeded. On a
+real apiserver a deleted pod first gets a deletionTimestamp: the agent stops it and
+then deletes it with grace period 0, as a kubelet confirms a graceful deletion.
+Pods that `processes` (`bjc.sim.containers.ProcessPods`) claims run as local
+processes there, with probes and restarts. Deliberately not a kubelet otherwise: no
+images, no restarts (restartPolicy is not honoured beyond running once), no probes,
+no node heartbeats, no eviction.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TypeVar
 
 import aiohttp
@@ -99,6 +100,7 @@ class ServiceProxy:
         self.pods: dict[Key, _Pod] = {}
         self._servers: dict[tuple[str, int], asyncio.Server] = {}
         self._services_changed = asyncio.Event()
+        self._changed = asyncio.Condition()  # any store or listener change
         self._tasks: list[asyncio.Task[None]] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._turn = 0
@@ -119,6 +121,21 @@ class ServiceProxy:
             server.close()
         self._servers.clear()
 
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds; it is checked after every change seen."""
+        async with self._changed:
+            await self._changed.wait_for(predicate)
+
+    @property
+    def listening(self) -> set[tuple[str, int]]:
+        return set(self._servers)
+
+    async def _notify(self, services: bool) -> None:
+        if services:
+            self._services_changed.set()
+        async with self._changed:
+            self._changed.notify_all()
+
     # --- list + watch ---
 
     async def _inform(self, path: str, kind: type[T], store: dict[Key, T]) -> None:
@@ -127,8 +144,7 @@ class ServiceProxy:
                 items, rv = await self.kube.list(path, kind)
                 store.clear()
                 store.update({(i.metadata.namespace, i.metadata.name): i for i in items})  # type: ignore[attr-defined]
-                if kind is _Service:
-                    self._services_changed.set()
+                await self._notify(kind is _Service)
                 while True:
                     async for event in self.kube.watch(path, kind, resource_version=rv):
                         meta = event.object.metadata  # type: ignore[attr-defined]
@@ -139,8 +155,7 @@ class ServiceProxy:
                             store.pop((meta.namespace, meta.name), None)
                         else:
                             store[(meta.namespace, meta.name)] = event.object
-                        if kind is _Service:
-                            self._services_changed.set()
+                        await self._notify(kind is _Service)
             except ApiError as e:
                 if e.status != 410:
                     log.debug("watch %s: %s", path, e)
@@ -175,6 +190,7 @@ class ServiceProxy:
                     )
                 except OSError as e:
                     log.warning("service %s/%s: cannot listen on %s:%d: %s", *key, *address, e)
+            await self._notify(False)
 
     def endpoint(self, key: Key, port: _ServicePort) -> tuple[str, int] | None:
         """The next Ready pod the Service selects, with its target port; None if none."""
