@@ -35,4 +35,6 @@ def e2e(session: nox.Session) -> None:
     # fail under CI=true, skip elsewhere)
     session.run("bash", "tests/e2e/build_binaries.sh", external=True, success_codes=[0, 1])
     env = {"BJC_E2E": "1", "BJC_E2E_NO_BUILD": "1"}
-    session.run("pytest", "-q", "-rs", "tests/e2e", *session.posargs, env=env)
+    # tests/e2e, and the integration scenarios' runs on the real control plane
+    args = ["tests/e2e", "tests/integration", "-m", "e2e"]
+    session.run("pytest", "-q", "-rs", *args, *session.posargs, env=env)

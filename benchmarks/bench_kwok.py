@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import yaml
 from benchmarks.bench_controller import NS, _setup, bjc_makespan, config_yaml, floor_makespan
 from bjc.kube import Credentials, KubeClient
 from tests.e2e.binaries import CONTROL_PLANE, locate
-from tests.e2e.controlplane import ControlPlane
+from tests.e2e.controlplane import ControlPlane, settle
 
 SIZES = (1000, 5000)
 POOLS = (10, 100)
@@ -137,24 +136,6 @@ async def _create_namespace(creds: Credentials) -> None:
     await _setup(creds, config_yaml())
     async with KubeClient(creds) as kube:  # pods need the controller-manager's `default` SA
         await settle(kube, f"/api/v1/namespaces/{NS}/serviceaccounts", lambda sa: "default" in sa)
-
-
-async def settle(
-    kube: KubeClient, path: str, done: Callable[[dict[str, dict[str, Any]]], bool]
-) -> None:
-    """List and watch `path` until `done(the objects by name)` holds."""
-    items, rv = await kube.list(path, dict)
-    objects = {o["metadata"]["name"]: o for o in items}
-    while not done(objects):
-        async for event in kube.watch(path, dict, resource_version=rv):
-            meta = event.object["metadata"]
-            rv = meta.get("resourceVersion", rv)
-            if event.type == "DELETED":
-                objects.pop(meta["name"], None)
-            elif event.type != "BOOKMARK":
-                objects[meta["name"]] = event.object
-            if done(objects):
-                return
 
 
 if __name__ == "__main__":

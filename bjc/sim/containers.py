@@ -48,7 +48,7 @@ import aiohttp
 import msgspec
 import yaml
 
-from bjc.sim.agent import NodeAgent, _Container, _now, _Pod, _Spec
+from bjc.sim.agent import NodeAgent, _Container, _now, _Pod, _PodGone, _Spec
 
 log = logging.getLogger("bjc.sim.containers")
 
@@ -214,42 +214,55 @@ class ProcessPods:
     async def run(self, agent: NodeAgent, claimed: _Pod) -> None:
         """Run the pod until cancelled (deleted): restartPolicy Always."""
         meta = claimed.metadata
-        pod = await self._get(
-            agent, f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}", _ProcessPod
-        )
+        path = f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}"
+        try:
+            pod = await self._get(agent, path, _ProcessPod)
+        except _Unrunnable:
+            return  # gone meanwhile
         if pod.metadata.uid != meta.uid:
             return  # replaced meanwhile: the agent sees the new one
-        container = pod.spec.containers[0]
         self._addresses += 1
         n = self._addresses
         ip = f"127.0.{n // 250}.{n % 250 + 2}"
         home = self.work_dir / f"{meta.namespace}_{meta.name}"
         home.mkdir(parents=True, exist_ok=True)
+        container = pod.spec.containers[0]
         running = RunningProcess(meta.namespace, meta.name, ip, home / f"{container.name}.log")
         self.running[(meta.namespace, meta.name)] = running
-        start = pod.status.startTime or _now()
-        status = _Status(pod, container, ip, start)
+        try:
+            await self._lifecycle(agent, pod, container, running, home)
+        except _PodGone:
+            return  # deleted while we updated it
+        finally:
+            self.running.pop((meta.namespace, meta.name), None)
+
+    async def _lifecycle(
+        self,
+        agent: NodeAgent,
+        pod: _ProcessPod,
+        container: _ProcessContainer,
+        running: RunningProcess,
+        home: Path,
+    ) -> None:
+        status = _Status(pod, container, running.pod_ip, pod.status.startTime or _now())
         await agent._patch_status(pod, status.waiting("ContainerCreating"))
         try:
-            env = await self._environment(agent, pod, container, ip, home)
+            env = await self._environment(agent, pod, container, running.pod_ip, home)
         except _Unrunnable as e:
-            log.warning("pod %s/%s cannot start: %s", meta.namespace, meta.name, e)
+            log.warning("pod %s/%s cannot start: %s", running.namespace, running.pod, e)
             await agent._patch_status(pod, status.waiting("CreateContainerConfigError", str(e)))
             await asyncio.Event().wait()  # as with a kubelet, it stays so until deleted
         backoff = self.restart_backoff[0]
-        try:
-            while True:
-                started = time.monotonic()
-                code = await self._run_once(agent, pod, container, env, running, status)
-                running.exits.append(code)
-                running.restarts += 1
-                if time.monotonic() - started > STABLE_RUN:
-                    backoff = self.restart_backoff[0]
-                await agent._patch_status(pod, status.exited(code, running.restarts))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.restart_backoff[1])
-        finally:
-            self.running.pop((meta.namespace, meta.name), None)
+        while True:
+            started = time.monotonic()
+            code = await self._run_once(agent, pod, container, env, running, status)
+            running.exits.append(code)
+            running.restarts += 1
+            if time.monotonic() - started > STABLE_RUN:
+                backoff = self.restart_backoff[0]
+            await agent._patch_status(pod, status.exited(code, running.restarts))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.restart_backoff[1])
 
     async def _get(self, agent: NodeAgent, path: str, kind: type[Any]) -> Any:
         assert agent._session is not None

@@ -25,19 +25,12 @@ import aiohttp
 import msgspec
 
 from bjc.kube import ApiError, KubeClient
+from bjc.kubetypes import NodeCondition, ObjectMeta
 
 log = logging.getLogger("bjc.sim.proxy")
 
 T = TypeVar("T")
 Key = tuple[str, str]  # namespace, name
-
-
-class _Meta(msgspec.Struct):
-    name: str = ""
-    namespace: str = ""
-    resourceVersion: str = ""
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
-    deletionTimestamp: str | None = None
 
 
 class _ServicePort(msgspec.Struct):
@@ -53,7 +46,7 @@ class _ServiceSpec(msgspec.Struct):
 
 
 class _Service(msgspec.Struct):
-    metadata: _Meta = msgspec.field(default_factory=_Meta)
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
     spec: _ServiceSpec = msgspec.field(default_factory=_ServiceSpec)
 
 
@@ -70,25 +63,20 @@ class _PodSpec(msgspec.Struct):
     containers: list[_Container] = msgspec.field(default_factory=list)
 
 
-class _Condition(msgspec.Struct):
-    type: str
-    status: str
-
-
 class _PodStatus(msgspec.Struct):
     podIP: str = ""
-    conditions: list[_Condition] = msgspec.field(default_factory=list)
+    conditions: list[NodeCondition] = msgspec.field(default_factory=list)  # same shape
 
 
 class _Pod(msgspec.Struct):
-    metadata: _Meta = msgspec.field(default_factory=_Meta)
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
     spec: _PodSpec = msgspec.field(default_factory=_PodSpec)
     status: _PodStatus = msgspec.field(default_factory=_PodStatus)
 
     @property
     def ready(self) -> bool:
         ready = any(c.type == "Ready" and c.status == "True" for c in self.status.conditions)
-        return ready and bool(self.status.podIP) and self.metadata.deletionTimestamp is None
+        return ready and bool(self.status.podIP) and self.metadata.deletion_timestamp is None
 
 
 class ServiceProxy:
@@ -148,7 +136,7 @@ class ServiceProxy:
                 while True:
                     async for event in self.kube.watch(path, kind, resource_version=rv):
                         meta = event.object.metadata  # type: ignore[attr-defined]
-                        rv = meta.resourceVersion or rv
+                        rv = meta.resource_version or rv
                         if event.type == "BOOKMARK":
                             continue
                         if event.type == "DELETED":

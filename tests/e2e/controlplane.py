@@ -28,10 +28,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from bjc.kube import KubeClient
 
 from .binaries import Binaries
 
@@ -71,6 +76,7 @@ class ControlPlane:
     url: str = ""
     token: str = ADMIN_TOKEN
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    _commands: dict[str, tuple[list[str], str]] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -215,9 +221,18 @@ class ControlPlane:
                 f"https://127.0.0.1:{sched}/healthz",
             )
 
+    def restart(self, name: str) -> None:
+        """Stop one component (SIGTERM) and start it again as before: every watch on
+        the apiserver drops, clients must reconnect (or relist)."""
+        (i, proc) = next((i, p) for i, (n, p) in enumerate(self._procs) if n == name)
+        _terminate(proc)
+        del self._procs[i]
+        self._spawn(name, *self._commands[name])
+
     def _spawn(self, name: str, argv: list[str], health: str) -> None:
+        self._commands[name] = (argv, health)
         log = self.workdir / f"{name}.log"
-        with log.open("wb") as out:
+        with log.open("ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         self._procs.append((name, proc))
         deadline = time.monotonic() + START_BOUND
@@ -242,13 +257,53 @@ class ControlPlane:
 
     def stop(self) -> None:
         for _, proc in reversed(self._procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            _terminate(proc)
         self._procs.clear()
         if os.environ.get("BJC_E2E_KEEP") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+async def add_ready_node(kube: KubeClient, name: str, labels: dict[str, str] | None = None) -> None:
+    """A Node as a kubelet registers it: Ready, with room for pods (the scheduler checks)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    resources = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+    meta = {"name": name, "labels": labels or {}}
+    await kube.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": meta})
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "bjc.sim.NodeAgent plays the kubelet",
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+    }
+    status = {"conditions": [ready], "capacity": resources, "allocatable": resources}
+    await kube.patch(f"/api/v1/nodes/{name}/status", {"status": status})
+
+
+async def settle(
+    kube: KubeClient, path: str, done: Callable[[dict[str, dict[str, Any]]], bool]
+) -> None:
+    """List and watch `path` until `done(the objects by name)` holds."""
+    items, rv = await kube.list(path, dict)
+    objects = {o["metadata"]["name"]: o for o in items}
+    while not done(objects):
+        async for event in kube.watch(path, dict, resource_version=rv):
+            meta = event.object["metadata"]
+            rv = meta.get("resourceVersion", rv)
+            if event.type == "DELETED":
+                objects.pop(meta["name"], None)
+            elif event.type != "BOOKMARK":
+                objects[meta["name"]] = event.object
+            if done(objects):
+                return

@@ -23,7 +23,6 @@ import inspect
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from bjc.podspec import EXECUTION_LABEL, OWNER_LABEL
 from bjc.sim import JobBehaviour, NodeAgent, ProcessPods, RunningPod, ServiceProxy
 from tests.report_files import execution_dirs, state
 
-from .controlplane import ControlPlane
+from .controlplane import ControlPlane, add_ready_node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -203,25 +202,6 @@ def finished(reports: Path, after: set[str]) -> ExecutionState | None:
     return None
 
 
-async def create_ready_nodes(kube: KubeClient) -> None:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    resources = {"cpu": "4", "memory": "8Gi", "pods": "110"}
-    for name in NODES:
-        await kube.create(
-            "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
-        )
-        ready = {
-            "type": "Ready",
-            "status": "True",
-            "reason": "KubeletReady",
-            "message": "bjc e2e: NodeAgent plays the kubelet",
-            "lastHeartbeatTime": now,
-            "lastTransitionTime": now,
-        }
-        status = {"conditions": [ready], "capacity": resources, "allocatable": resources}
-        await kube.patch(f"/api/v1/nodes/{name}/status", {"status": status})
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def deployed(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
@@ -233,7 +213,8 @@ async def deployed(
     jobs = Jobs()
     processes = ProcessPods(tmp / "pods")
     async with KubeClient(creds) as kube:
-        await create_ready_nodes(kube)
+        for name in NODES:
+            await add_ready_node(kube, name)
         # what an admin without a ReadWriteMany provisioner provides for the claim
         await kube.create(
             "/api/v1/persistentvolumes",
@@ -268,6 +249,9 @@ async def deployed(
             jobs.release()
             await agent.stop()
             await proxy.stop()
+            for name in NODES:  # the cluster outlives this module
+                await kube.delete(f"/api/v1/nodes/{name}")
+            await kube.delete("/api/v1/persistentvolumes/bjc-reports")
 
 
 async def test_manifests_rbac_allow_what_bjc_needs_and_no_more(deployed: Deployed) -> None:
