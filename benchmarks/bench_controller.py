@@ -229,10 +229,13 @@ async def floor_makespan(api: str | Credentials, nodes: list[str], pool: int) ->
         waiting: dict[str, asyncio.Future[None]] = {}
 
         async def watch() -> None:
-            async for ev in kube.watch(path, Pod, resource_version=rv):
-                fut = waiting.get(ev.object.metadata.name)
-                if fut is not None and ev.object.finished and not fut.done():
-                    fut.set_result(None)
+            nonlocal rv
+            while True:  # a stream ends after its timeout: resume where it stopped
+                async for ev in kube.watch(path, Pod, resource_version=rv):
+                    rv = ev.object.metadata.resource_version or rv
+                    fut = waiting.get(ev.object.metadata.name)
+                    if fut is not None and ev.object.finished and not fut.done():
+                        fut.set_result(None)
 
         watcher = asyncio.create_task(watch())
         queue = list(nodes)

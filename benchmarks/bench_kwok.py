@@ -30,7 +30,6 @@ from tests.e2e.controlplane import ControlPlane, settle
 
 SIZES = (1000, 5000)
 POOLS = (10, 100)
-FAKE = "kwok.x-k8s.io/node"  # the annotation kwok manages nodes by
 
 
 def kwok_config(stages: Path) -> str:
@@ -40,6 +39,14 @@ def kwok_config(stages: Path) -> str:
         if doc["metadata"]["name"] == "pod-complete":
             exprs = doc["spec"]["selector"]["matchExpressions"]
             exprs[:] = [e for e in exprs if "ownerReferences" not in e["key"]]
+    options = {"podPlayStageParallelism": 16, "nodePlayStageParallelism": 16}
+    docs.append(
+        {
+            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "kind": "KwokConfiguration",
+            "options": options,
+        }
+    )
     return yaml.safe_dump_all(docs)
 
 
@@ -53,7 +60,7 @@ def kwok_process(plane: ControlPlane, kwok: str) -> Any:
             kwok,
             f"--kubeconfig={plane.kubeconfig}",
             f"--config={config}",
-            f"--manage-nodes-with-annotation-selector={FAKE}=fake",
+            "--manage-all-nodes=true",  # every node of this cluster is kwok's
             "--cidr=127.128.0.0/16",  # pod IPs are only status values; keep them loopback
             "--node-ip=127.0.0.1",
         ],
@@ -69,7 +76,7 @@ def kwok_process(plane: ControlPlane, kwok: str) -> Any:
 
 
 async def add_ready_nodes(creds: Credentials, first: int, last: int) -> list[str]:
-    """Create node-<first..last> for kwok and wait until kwok reports all Ready."""
+    """Create node-<first..last> and wait until kwok reports all Ready."""
     names = [f"node-{i}" for i in range(first, last + 1)]
     async with KubeClient(creds) as kube:
         queue = list(names)
@@ -80,7 +87,7 @@ async def add_ready_nodes(creds: Credentials, first: int, last: int) -> list[str
                 node = {
                     "apiVersion": "v1",
                     "kind": "Node",
-                    "metadata": {"name": name, "annotations": {FAKE: "fake"}},
+                    "metadata": {"name": name},
                 }
                 await kube.create("/api/v1/nodes", node)
 
