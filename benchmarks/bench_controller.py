@@ -34,7 +34,7 @@ from aiohttp import web
 
 from bjc.config import Environment, load_config_map
 from bjc.execution import ExecutionState, JobStatus, NodeJob
-from bjc.kube import Credentials, KubeClient
+from bjc.kube import ApiError, Credentials, KubeClient
 from bjc.kubetypes import Pod
 from bjc.podspec import render_pod
 
@@ -228,14 +228,24 @@ async def floor_makespan(api: str | Credentials, nodes: list[str], pool: int) ->
         _, rv = await kube.list(path, Pod)
         waiting: dict[str, asyncio.Future[None]] = {}
 
+        def seen(pod: Pod) -> None:
+            fut = waiting.get(pod.metadata.name)
+            if fut is not None and pod.finished and not fut.done():
+                fut.set_result(None)
+
         async def watch() -> None:
             nonlocal rv
-            while True:  # a stream ends after its timeout: resume where it stopped
-                async for ev in kube.watch(path, Pod, resource_version=rv):
-                    rv = ev.object.metadata.resource_version or rv
-                    fut = waiting.get(ev.object.metadata.name)
-                    if fut is not None and ev.object.finished and not fut.done():
-                        fut.set_result(None)
+            while True:  # a stream ends after its timeout: resume, or relist after 410
+                try:
+                    async for ev in kube.watch(path, Pod, resource_version=rv):
+                        rv = ev.object.metadata.resource_version or rv
+                        seen(ev.object)
+                except ApiError as e:
+                    if e.status != 410:
+                        raise
+                    pods, rv = await kube.list(path, Pod)
+                    for pod in pods:
+                        seen(pod)
 
         watcher = asyncio.create_task(watch())
         queue = list(nodes)

@@ -404,7 +404,8 @@ class ProcessPods:
         probing = _Probing(c.readinessProbe, ok=False)
         async for success in self._probe_results(c, c.readinessProbe, running.pod_ip):
             if probing.record(success):
-                await agent._patch_status(pod, status.running(running.restarts, probing.ok))
+                with contextlib.suppress(_PodGone):  # being deleted: we are cancelled soon
+                    await agent._patch_status(pod, status.running(running.restarts, probing.ok))
 
     async def _liveness(
         self, c: _ProcessContainer, probe: _Probe, running: RunningProcess, grace: int
