@@ -8,7 +8,6 @@ Kubernetes: no auth, no scheduler, no garbage collector, no graceful deletion.
 from bjc.sim.agent import JobBehaviour, NodeAgent, RunningPod
 from bjc.sim.containers import ProcessPods
 from bjc.sim.faults import Faults
-from bjc.sim.proxy import ServiceProxy
 from bjc.sim.server import SimCluster
 
 __all__ = [
@@ -17,6 +16,5 @@ __all__ = [
     "NodeAgent",
     "ProcessPods",
     "RunningPod",
-    "ServiceProxy",
     "SimCluster",
 ]

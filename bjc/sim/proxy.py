@@ -2,9 +2,10 @@
 
 Exists because the end-to-end tests run the shipped manifests, whose job pods call
 back through the `bjc` Service: without something playing kube-proxy a ClusterIP
-routes nowhere. It list+watches Services and pods, listens on `clusterIP:port` for
-every Service port whose ClusterIP is a loopback address (the e2e control plane
-allocates them from 127.96.0.0/16; no other address is ever bound), and hands each
+routes nowhere. For one Service (`namespace`/`name`) it list+watches the Service and
+the pods of its namespace, listens on `clusterIP:port` for every port while the
+ClusterIP is a loopback address (the e2e control plane allocates them from
+127.96.0.0/16; no other address is ever bound), and hands each
 connection to one of the Service's endpoints, round robin: the pods in its
 namespace that match its selector, are Ready and not being deleted, at the
 `targetPort` (a number, or a container port's name). Endpoints come from the pods
@@ -80,10 +81,12 @@ class _Pod(msgspec.Struct):
 
 
 class ServiceProxy:
-    """Forwards loopback ClusterIPs of the cluster behind `kube` to their endpoints."""
+    """Forwards the loopback ClusterIP of Service `namespace`/`name` to its endpoints."""
 
-    def __init__(self, kube: KubeClient) -> None:
+    def __init__(self, kube: KubeClient, namespace: str, name: str) -> None:
         self.kube = kube
+        self.namespace = namespace
+        self.name = name
         self.services: dict[Key, _Service] = {}
         self.pods: dict[Key, _Pod] = {}
         self._servers: dict[tuple[str, int], asyncio.Server] = {}
@@ -95,8 +98,8 @@ class ServiceProxy:
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._inform("/api/v1/services", _Service, self.services)),
-            asyncio.create_task(self._inform("/api/v1/pods", _Pod, self.pods)),
+            asyncio.create_task(self._inform("services", _Service, self.services)),
+            asyncio.create_task(self._inform("pods", _Pod, self.pods)),
             asyncio.create_task(self._listen()),
         ]
 
@@ -126,15 +129,18 @@ class ServiceProxy:
 
     # --- list + watch ---
 
-    async def _inform(self, path: str, kind: type[T], store: dict[Key, T]) -> None:
+    async def _inform(self, plural: str, kind: type[T], store: dict[Key, T]) -> None:
+        path = f"/api/v1/namespaces/{self.namespace}/{plural}"
+        params = {"fieldSelector": f"metadata.name={self.name}"} if kind is _Service else {}
         while True:
             try:
-                items, rv = await self.kube.list(path, kind)
+                items, rv = await self.kube.list(path, kind, params=params)
                 store.clear()
                 store.update({(i.metadata.namespace, i.metadata.name): i for i in items})  # type: ignore[attr-defined]
                 await self._notify(kind is _Service)
                 while True:
-                    async for event in self.kube.watch(path, kind, resource_version=rv):
+                    events = self.kube.watch(path, kind, resource_version=rv, params=params)
+                    async for event in events:
                         meta = event.object.metadata  # type: ignore[attr-defined]
                         rv = meta.resource_version or rv
                         if event.type == "BOOKMARK":

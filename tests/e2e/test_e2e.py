@@ -34,7 +34,8 @@ import yaml
 from bjc.execution import ExecutionState, JobStatus
 from bjc.kube import Credentials, KubeClient
 from bjc.podspec import EXECUTION_LABEL, OWNER_LABEL
-from bjc.sim import JobBehaviour, NodeAgent, ProcessPods, RunningPod, ServiceProxy
+from bjc.sim import JobBehaviour, NodeAgent, ProcessPods, RunningPod
+from bjc.sim.proxy import ServiceProxy
 from tests.report_files import execution_dirs, state
 
 from .controlplane import ControlPlane, add_ready_node
@@ -237,13 +238,13 @@ async def deployed(
             ssl=False,
             processes=processes,
         )
-        proxy = ServiceProxy(kube)  # no kube-proxy: job pods call back through the Service
-        await proxy.start()
         await agent.start()
+        proxy = ServiceProxy(kube, NAMESPACE, "bjc")  # no kube-proxy: callbacks go through it
         try:
             await asyncio.wait_for(agent.synced.wait(), BOUND)
             result = Deployed(control_plane, agent, processes, jobs, reports, kube)
             await result.kubectl("apply", "-k", str(OVERLAY))
+            await proxy.start()
             yield result
         finally:
             jobs.release()

@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 
 from bjc.kube import KubeClient
-from bjc.sim import ServiceProxy, SimCluster
+from bjc.sim import SimCluster
+from bjc.sim.proxy import ServiceProxy
 from bjc.web import serve
 
 NS = "proxy"
@@ -93,7 +94,7 @@ async def test_cluster_ip_forwards_to_the_ready_selected_pod(sim: SimCluster, ku
     await set_ready(kube, "b", False)
     await set_ready(kube, "other", True)  # Ready, but not selected
 
-    proxy = ServiceProxy(kube)
+    proxy = ServiceProxy(kube, NS, "svc")
     await proxy.start()
     url = f"http://{CLUSTER_IP}:{service_port}/"
     try:
