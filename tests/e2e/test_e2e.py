@@ -136,6 +136,15 @@ class Deployed:
         params = {"labelSelector": "app.kubernetes.io/component=controller"}
         return (await self.kube.get(PODS, dict, params=params))["items"]
 
+    async def settled(self) -> str | None:
+        """The leading pod's name once exactly the Deployment's two pods run (none
+        terminating) and one of them holds the Lease; else None."""
+        pods = await self.controller_pods()
+        if len(pods) != 2 or any(p["metadata"].get("deletionTimestamp") for p in pods):
+            return None
+        holder = (await self.leader()).get("holderIdentity")
+        return holder if holder in {p["metadata"]["name"] for p in pods} else None
+
     async def rollout_status(self) -> None:
         try:
             await self.kubectl(
@@ -340,11 +349,13 @@ async def test_execution_under_the_deployment(deployed: Deployed) -> None:
 
 
 async def start_held_execution(deployed: Deployed, **config: Any) -> set[str]:
-    """Restart with runOnStartup, so an execution starts whose first job is held."""
+    """Restart with runOnStartup, so an execution starts whose first job is held, and
+    wait until the old pods are gone (`rollout status` returns while they terminate)."""
     before = {s.id for s in executions(deployed.reports)}
     deployed.jobs.hold()
     await deployed.restart_with(runOnStartup=True, startupDelay="1s", **config)
     await deployed.until("a job pod running", lambda: deployed.jobs.waiting > 0)
+    await deployed.until("the old pods gone, one of the new ones leading", deployed.settled)
     return before
 
 
@@ -386,16 +397,17 @@ async def test_deleting_the_leader_pod_hands_over(deployed: Deployed) -> None:
 
 async def test_a_crashed_leader_process_is_restarted_and_loses_nothing(deployed: Deployed) -> None:
     before = await start_held_execution(deployed)
-    leader = (await deployed.leader())["holderIdentity"]
+    leader = await deployed.settled()
+    assert leader is not None
     running = deployed.processes.running[(NAMESPACE, leader)]
     assert running.process is not None
     running.process.kill()
     deployed.jobs.release()
     await all_results(deployed, before)
 
-    def restarted() -> dict[str, Any] | None:
-        pod = deployed.plane.run_kubectl("get", "pod", leader, "-n", NAMESPACE, "-o", "yaml").stdout
-        (status,) = yaml.safe_load(pod)["status"]["containerStatuses"]
+    async def restarted() -> dict[str, Any] | None:
+        pod = await deployed.kube.get(f"{PODS}/{leader}", dict)  # the same pod: restarted in place
+        (status,) = pod["status"]["containerStatuses"]
         return status if status["restartCount"] == 1 and status["ready"] else None
 
     status = await deployed.until("the container restarted", restarted)
