@@ -33,7 +33,8 @@ def e2e(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     # a failed build does not end the session here: the tests then say why (and
     # fail under CI=true, skip elsewhere)
-    session.run("bash", "tests/e2e/build_binaries.sh", external=True, success_codes=[0, 1])
+    build = ["bash", "tests/e2e/build_binaries.sh", "control-plane"]
+    session.run(*build, external=True, success_codes=[0, 1])
     env = {"BJC_E2E": "1", "BJC_E2E_NO_BUILD": "1"}
     # tests/e2e, and the integration scenarios' runs on the real control plane
     args = ["tests/e2e", "tests/integration", "-m", "e2e"]

@@ -51,7 +51,7 @@ def _binaries() -> tuple[Binaries | None, str]:
         return None, f"not built: {', '.join(missing)} (see build_binaries.sh's output)"
     if shutil.which("go") is None and not os.path.exists("/usr/local/go/bin/go"):
         return None, "no KUBEBUILDER_ASSETS, no cached binaries and no go to build them"
-    ok, tail = build()
+    ok, tail = build("control-plane")
     if not ok:
         return None, f"building the control plane failed:\n{tail}"
     return binaries, ""

@@ -179,6 +179,7 @@ case "${1:-all}" in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     kwok) build_kwok ;;
+    control-plane) build_etcd; build_kubernetes ;;
     all) build_etcd; build_kubernetes; build_kwok ;;
-    *) echo "usage: $0 [all|etcd|kubernetes|kwok]" >&2; exit 2 ;;
+    *) echo "usage: $0 [all|control-plane|etcd|kubernetes|kwok]" >&2; exit 2 ;;
 esac
