@@ -235,14 +235,12 @@ async def floor_makespan(api: str | Credentials, nodes: list[str], pool: int) ->
 
         async def watch() -> None:
             nonlocal rv
-            while True:  # a stream ends after its timeout: resume, or relist after 410
+            while True:  # a stream ends after its timeout: resume; after an error, relist
                 try:
                     async for ev in kube.watch(path, Pod, resource_version=rv):
                         rv = ev.object.metadata.resource_version or rv
                         seen(ev.object)
-                except ApiError as e:
-                    if e.status != 410:
-                        raise
+                except (ApiError, aiohttp.ClientError, TimeoutError):
                     pods, rv = await kube.list(path, Pod)
                     for pod in pods:
                         seen(pod)
@@ -266,7 +264,9 @@ async def floor_makespan(api: str | Credentials, nodes: list[str], pool: int) ->
                 )
                 fut = waiting[pod["metadata"]["name"]] = loop.create_future()
                 await kube.create(path, pod)
-                await fut
+                await asyncio.wait([fut, watcher], return_when=asyncio.FIRST_COMPLETED)
+                if not fut.done():  # the watch died: say why rather than hang
+                    raise RuntimeError(f"floor: pod watch ended: {watcher.exception()!r}")
 
         await asyncio.gather(*(worker() for _ in range(pool)))
         elapsed = time.perf_counter() - start
