@@ -19,6 +19,7 @@ from typing import Any
 from benchmarks import (
     bench_callbacks,
     bench_controller,
+    bench_kwok,
     bench_metrics,
     bench_sim,
     bench_summary,
@@ -100,6 +101,17 @@ def table(r: dict[str, Any]) -> str:
         _row("simulator: pod creates", f"{r['sim_creates_per_s']:,.0f} /s"),
         _row("simulator: watch events", f"{r['sim_watch_events_per_s']:,.0f} /s"),
     ]
+    kwok = [(k, v) for k, v in r.items() if k.startswith("kwok_makespan_")]
+    if not kwok:
+        rows.append(_row("makespan on a real apiserver (kwok)", "not measured: binaries not built"))
+    for key, v in kwok:
+        size, pool = key.removeprefix("kwok_makespan_").split("_pool_")
+        rows.append(
+            _row(
+                f"makespan, real apiserver + kwok, {int(size):,} nodes, pool {pool}: bjc / floor",
+                f"{v['bjc_s']:.2f} s / {v['floor_s']:.2f} s ({v['ratio']:.2f}x)",
+            )
+        )
     return "\n".join(rows)
 
 
@@ -168,6 +180,7 @@ def main(argv: list[str]) -> int:
         ("takeover", bench_takeover),
         ("sim", bench_sim),
         ("summary", bench_summary),
+        ("kwok", bench_kwok),
     ]:
         t = time.perf_counter()
         print(f"bench: {name} ...", file=sys.stderr, flush=True)

@@ -32,6 +32,7 @@ from benchmarks.processes import (
     POD_TEMPLATE,
     config_yaml,
     controller_process,
+    credentials,
     free_port,
     ports,
     put_config_map,
@@ -43,7 +44,7 @@ from benchmarks.processes import (
 from bjc.config.configmap import load_config_map
 from bjc.config.podspec import render_pod
 from bjc.config.settings import Environment
-from bjc.kube.client import KubeClient
+from bjc.kube.client import ApiError, Credentials, KubeClient
 from bjc.kube.objects import Pod
 from bjc.reports.execution import ExecutionState, JobStatus, NodeJob
 
@@ -137,20 +138,31 @@ async def bench_watch(pods: int = 10000) -> float:
 
 
 # ------------------------------------------------------------------ makespan
-async def floor_makespan(url: str, nodes: list[str], pool: int) -> float:
+async def floor_makespan(api: str | Credentials, nodes: list[str], pool: int) -> float:
     """An ideal controller: only the API round trips, nothing else."""
     loaded = load_config_map({"config.yaml": config_yaml(), "pod-template.yaml": POD_TEMPLATE})
     path = f"/api/v1/namespaces/{NS}/pods"
-    async with KubeClient.from_url(url) as kube:
+    async with KubeClient(credentials(api)) as kube:
         await kube.request("DELETE", path)
         _, rv = await kube.list(path, Pod)
         waiting: dict[str, asyncio.Future[None]] = {}
 
+        def seen(pod: Pod) -> None:
+            fut = waiting.get(pod.metadata.name)
+            if fut is not None and pod.finished and not fut.done():
+                fut.set_result(None)
+
         async def watch() -> None:
-            async for ev in kube.watch(path, Pod, resource_version=rv):
-                fut = waiting.get(ev.object.metadata.name)
-                if fut is not None and ev.object.finished and not fut.done():
-                    fut.set_result(None)
+            nonlocal rv
+            while True:  # a stream ends after its timeout: resume; after an error, relist
+                try:
+                    async for ev in kube.watch(path, Pod, resource_version=rv):
+                        rv = ev.object.metadata.resource_version or rv
+                        seen(ev.object)
+                except (ApiError, aiohttp.ClientError, TimeoutError):
+                    pods, rv = await kube.list(path, Pod)
+                    for pod in pods:
+                        seen(pod)
 
         watcher = asyncio.create_task(watch())
         queue = list(nodes)
@@ -171,7 +183,9 @@ async def floor_makespan(url: str, nodes: list[str], pool: int) -> float:
                 )
                 fut = waiting[pod["metadata"]["name"]] = loop.create_future()
                 await kube.create(path, pod)
-                await fut
+                await asyncio.wait([fut, watcher], return_when=asyncio.FIRST_COMPLETED)
+                if not fut.done():  # the watch died: say why rather than hang
+                    raise RuntimeError(f"floor: pod watch ended: {watcher.exception()!r}")
 
         await asyncio.gather(*(worker() for _ in range(pool)))
         elapsed = time.perf_counter() - start
@@ -181,7 +195,7 @@ async def floor_makespan(url: str, nodes: list[str], pool: int) -> float:
     return elapsed
 
 
-async def bjc_makespan(url: str, pool: int) -> float:
+async def bjc_makespan(api: str | Credentials, pool: int) -> float:
     from bjc.runtime import Runtime
 
     tmp = tempfile.mkdtemp()
@@ -203,7 +217,7 @@ async def bjc_makespan(url: str, pool: int) -> float:
         file_server_port=0,
         metrics=msgspec.structs.replace(loaded.config.metrics, port=0),
     )
-    kube = KubeClient.from_url(url)
+    kube = KubeClient(credentials(api))
     runtime = Runtime(
         config=cfg, template=loaded.template, env=env, kube=kube, bind_host="127.0.0.1"
     )

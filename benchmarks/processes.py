@@ -26,7 +26,7 @@ from typing import IO, Any
 import aiohttp
 import yaml
 
-from bjc.kube.client import KubeClient
+from bjc.kube.client import Credentials, KubeClient
 
 NS = "bench"
 POD_TEMPLATE = """\
@@ -116,9 +116,14 @@ def sim_process(nodes: int, run_seconds: float = 0.0) -> Iterator[str]:
         proc.wait(10)
 
 
-async def put_config_map(url: str, config_text: str, name: str = "bench") -> None:
+def credentials(api: str | Credentials) -> Credentials:
+    """A `bjc sim` URL, or the credentials of a real apiserver (bench_kwok)."""
+    return api if isinstance(api, Credentials) else Credentials(server=api)
+
+
+async def put_config_map(api: str | Credentials, config_text: str, name: str = "bench") -> None:
     """The namespace (once) and ConfigMap `name` holding `config_text` and POD_TEMPLATE."""
-    async with KubeClient.from_url(url) as kube:
+    async with KubeClient(credentials(api)) as kube:
         with contextlib.suppress(Exception):
             await kube.create("/api/v1/namespaces", {"metadata": {"name": NS}})
         cm = {

@@ -89,6 +89,7 @@ async def _run(env: Environment, creds: Credentials) -> int:
             env=env,
             kube=kube,
             config_data=cm.data,
+            bind_host=env.bind_address,
         )
         await runtime.start()
         log.info("bjc %s started: ports %s", loaded.config.name, runtime.ports)

@@ -136,6 +136,7 @@ class Environment(msgspec.Struct, kw_only=True):
     hostname: str = ""
     dev_mode: bool = False
     report_directory: str | None = None
+    bind_address: str | None = None  # None: every interface
 
 
 class _Collector:
@@ -773,6 +774,7 @@ def load_environment(environ: Mapping[str, str]) -> Environment:
         hostname=environ.get("HOSTNAME", ""),
         dev_mode=environ.get("DEV_MODE", "").lower() == "true",
         report_directory=environ.get("REPORT_DIRECTORY") or None,
+        bind_address=environ.get("BIND_ADDRESS") or None,
     )
 
 

@@ -7,7 +7,15 @@ check), no scheduler, no garbage collector, no graceful deletion.
 """
 
 from bjc.sim.agent import JobBehaviour, NodeAgent, RunningPod
+from bjc.sim.containers import ProcessPods
 from bjc.sim.faults import Faults
 from bjc.sim.server import SimCluster
 
-__all__ = ["Faults", "JobBehaviour", "NodeAgent", "RunningPod", "SimCluster"]
+__all__ = [
+    "Faults",
+    "JobBehaviour",
+    "NodeAgent",
+    "ProcessPods",
+    "RunningPod",
+    "SimCluster",
+]

@@ -11,8 +11,12 @@ server does not have it). A pod deleted while running is stopped (its command
 killed); `spec.activeDeadlineSeconds` fails it with reason DeadlineExceeded. Status
 updates are retried until the API answers (an outage only delays them), and a pod
 the agent has run is never started again, whatever stale view of it arrives later.
-Deliberately not a kubelet: no images, no restarts (restartPolicy is not honoured
-beyond running once), no probes, no node heartbeats, no eviction.
+On a real apiserver a deleted pod first gets a deletionTimestamp: the agent stops it
+and then deletes it with grace period 0, as a kubelet confirms a graceful deletion.
+Pods that `processes` (`bjc.sim.containers.ProcessPods`) claims run as local
+processes there, with probes and restarts. Deliberately not a kubelet otherwise: no
+images, no restarts (restartPolicy is not honoured beyond running once), no probes,
+no node heartbeats, no eviction.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
+
+if TYPE_CHECKING:
+    from bjc.sim.containers import ProcessPods
 
 log = logging.getLogger("bjc.sim.agent")
 
@@ -55,6 +62,8 @@ class _Container(msgspec.Struct):
     name: str
     image: str = ""
     env: list[_EnvVar] = msgspec.field(default_factory=list)
+    command: list[str] = msgspec.field(default_factory=list)
+    args: list[str] = msgspec.field(default_factory=list)
 
 
 class _Spec(msgspec.Struct):
@@ -75,6 +84,7 @@ class _Meta(msgspec.Struct):
     namespace: str = ""
     uid: str = ""
     resourceVersion: str = ""
+    deletionTimestamp: str | None = None
 
 
 class _Pod(msgspec.Struct):
@@ -181,6 +191,7 @@ class NodeAgent:
         max_backoff: float = 2.0,
         headers: dict[str, str] | None = None,
         ssl: bool | _ssl.SSLContext | None = None,
+        processes: ProcessPods | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.headers = dict(headers or {})  # e.g. Authorization for a real apiserver
@@ -190,6 +201,7 @@ class NodeAgent:
         self.job_command = job_command
         self.namespace = namespace
         self.max_backoff = max_backoff
+        self.processes = processes  # runs the pods it claims as local processes
         self.completed = 0
         self._session: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -197,6 +209,7 @@ class NodeAgent:
         # uids of pods this agent has run to the end: a stale view of one (a relist or an
         # event that was on its way) must not run it again
         self._done: set[str] = set()
+        self._deleting: dict[str, asyncio.Task[None]] = {}
         self._ip = 0
         self.synced = asyncio.Event()
 
@@ -213,13 +226,15 @@ class NodeAgent:
         self._loop_task = asyncio.create_task(self._run(), name="bjc-sim-agent-watch")
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._loop_task, *self._pods.values()] if t is not None]
+        running = [self._loop_task, *self._pods.values(), *self._deleting.values()]
+        tasks = [t for t in running if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._pods.clear()
+        self._deleting.clear()
         self._loop_task = None
         if self._session is not None:
             await self._session.close()
@@ -313,18 +328,44 @@ class NodeAgent:
         if not node or (self.node_names is not None and node not in self.node_names):
             return
         uid = pod.metadata.uid
+        if pod.metadata.deletionTimestamp is not None:
+            self._confirm_deletion(pod)
+            return
         if uid in self._pods or uid in self._done:
             return
         if pod.status.phase not in ("", "Pending", "Running"):
             return
-        behaviour = self.behaviour.for_node(node)
-        if behaviour.stay_pending:
-            return
-        task = asyncio.create_task(
-            self._run_pod(pod, behaviour), name=f"bjc-sim-pod-{pod.metadata.name}"
-        )
+        if self.processes is not None and self.processes.claims(pod):
+            run = self.processes.run(self, pod)
+        else:
+            behaviour = self.behaviour.for_node(node)
+            if behaviour.stay_pending:
+                return
+            run = self._run_pod(pod, behaviour)
+        task = asyncio.create_task(run, name=f"bjc-sim-pod-{pod.metadata.name}")
         self._pods[uid] = task
         task.add_done_callback(lambda t, uid=uid: self._pod_done(uid, t))  # type: ignore[misc]
+
+    def _confirm_deletion(self, pod: _Pod) -> None:
+        """Graceful deletion (a real apiserver's): stop the pod, then remove it with grace 0."""
+        uid = pod.metadata.uid
+        if uid in self._deleting:
+            return
+        task = asyncio.create_task(
+            self._delete_now(pod, self._pods.pop(uid, None)),
+            name=f"bjc-sim-delete-{pod.metadata.name}",
+        )
+        self._deleting[uid] = task
+        task.add_done_callback(lambda _, uid=uid: self._deleting.pop(uid, None))  # type: ignore[misc]
+
+    async def _delete_now(self, pod: _Pod, running: asyncio.Task[None] | None) -> None:
+        if running is not None:
+            running.cancel()  # a process pod stops within its grace period
+            await asyncio.wait([running])
+        meta = pod.metadata
+        url = f"{self.api_url}/api/v1/namespaces/{meta.namespace}/pods/{meta.name}"
+        body = _encode({"gracePeriodSeconds": 0, "preconditions": {"uid": meta.uid}})
+        await self._request("DELETE", url, body, "application/json")
 
     def _pod_done(self, uid: str, task: asyncio.Task[None]) -> None:
         if self._pods.get(uid) is task:

@@ -1,51 +1,70 @@
 #!/usr/bin/env bash
-# Build (or find) the kube-apiserver and etcd binaries for the e2e tests.
+# Build (or find) the binaries of the e2e control plane.
 #
-# envtest convention: when KUBEBUILDER_ASSETS names a directory holding
-# kube-apiserver and etcd, nothing is built.  Otherwise both are built from Go
-# modules into a cache outside the repository and reused on later runs:
-#   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/bin/{kube-apiserver,etcd}
-# The build modules (go.mod files, a tiny etcd main.go) live only in
-# ${BJC_E2E_CACHE}/build; nothing here is bjc code.
+# envtest convention: when KUBEBUILDER_ASSETS names a directory holding them,
+# nothing is built.  Otherwise each is built from Go modules at the versions
+# pinned in versions.env into a cache outside the repository, keyed by version,
+# and reused on later runs:
+#   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/k8s-<v>/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
+#   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/etcd-<v>/etcd
+#   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/kwok-<v>/{kwok,stages/}  (the scale benchmark's fake nodes)
+# The four Kubernetes binaries come from one module pinned to k8s.io/kubernetes,
+# so they share a version and most compiled packages.  The build modules (go.mod
+# files, a tiny etcd main.go) live only in ${BJC_E2E_CACHE}/build; none of this is
+# bjc code.  Exit status: 0 all built or found, 1 a build failed or go is missing.
 set -euo pipefail
 
-K8S_VERSION="${BJC_E2E_K8S_VERSION:-v1.36.3}"
-ETCD_VERSION="${BJC_E2E_ETCD_VERSION:-v3.5.35}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=versions.env
+source "$HERE/versions.env"
+K8S_VERSION="${BJC_E2E_K8S_VERSION:-$K8S_VERSION}"
+ETCD_VERSION="${BJC_E2E_ETCD_VERSION:-$ETCD_VERSION}"
+KWOK_VERSION="${BJC_E2E_KWOK_VERSION:-$KWOK_VERSION}"
 CACHE="${BJC_E2E_CACHE:-$HOME/.cache/bjc-e2e}"
-BIN="$CACHE/bin"
 BUILD="$CACHE/build"
+K8S_BIN="$CACHE/k8s-$K8S_VERSION"
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
-    if [[ -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/etcd" ]]; then
-        echo "build_binaries: using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
-        exit 0
+    missing=()
+    for b in etcd "${K8S_CMDS[@]}"; do
+        [[ -x "$KUBEBUILDER_ASSETS/$b" ]] || missing+=("$b")
+    done
+    if ((${#missing[@]})); then
+        echo "build_binaries: KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks ${missing[*]}" >&2
+        exit 1
     fi
-    echo "build_binaries: KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver or etcd" >&2
-    exit 1
+    echo "build_binaries: using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+    exit 0
 fi
 
+[[ -x /usr/local/go/bin/go ]] && PATH="$PATH:/usr/local/go/bin"  # the Go tarball's place
 if ! command -v go >/dev/null; then
     echo "build_binaries: go not found; set KUBEBUILDER_ASSETS" >&2
     exit 1
 fi
 
-mkdir -p "$BIN" "$BUILD"
+mkdir -p "$BUILD"
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
-build_apiserver() {
-    local out="$BIN/kube-apiserver"
-    if [[ -x "$out" ]]; then
-        echo "build_binaries: reusing $out"
-        return
-    fi
-    local dir="$BUILD/kube-apiserver-$K8S_VERSION"
-    mkdir -p "$dir"
+build_kubernetes() {
+    local missing=()
+    for cmd in "${K8S_CMDS[@]}"; do
+        if [[ -x "$K8S_BIN/$cmd" ]]; then
+            echo "build_binaries: reusing $K8S_BIN/$cmd"
+        else
+            missing+=("k8s.io/kubernetes/cmd/$cmd")
+        fi
+    done
+    ((${#missing[@]})) || return 0
+    local dir="$BUILD/k8s-$K8S_VERSION"
+    mkdir -p "$dir" "$K8S_BIN"
     cd "$dir"
     # k8s.io/kubernetes lists its staging modules at v0.0.0; point each at the
     # published v0.X.Y that matches v1.X.Y.
     local staging="v0${K8S_VERSION#v1}"
     cat > go.mod <<MOD
-module bjc.local/e2e/kubeapiserver
+module bjc.local/e2e/kubernetes
 
 go 1.26
 MOD
@@ -58,28 +77,31 @@ MOD
             | awk -v v="$staging" '{print "\t" $1 " => " $1 " " v}'
         echo ")"
     } >> go.mod
-    cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
-GO
+    {
+        printf '//go:build tools\n\npackage tools\n\nimport (\n'
+        for cmd in "${K8S_CMDS[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd"; done
+        printf ')\n'
+    } > tools.go
     go mod tidy -e >/dev/null 2>&1 || true
-    go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" 2>&1 | tail -3 || true
     # stamp the version (kubectl and discovery report it; unstamped it is v0.0.0-master)
     local ldflags="-s -w"
     ldflags+=" -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
     ldflags+=" -X k8s.io/component-base/version.gitMajor=1"
     ldflags+=" -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$K8S_VERSION")"
     ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-    go build -trimpath -ldflags "$ldflags" -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-    mv "$out.tmp" "$out"
-    echo "build_binaries: built $out"
+    ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=1"
+    ldflags+=" -X k8s.io/client-go/pkg/version.gitMinor=$(cut -d. -f2 <<<"$K8S_VERSION")"
+    local out="$dir/out"
+    rm -rf "$out" && mkdir -p "$out"
+    go build -trimpath -ldflags "$ldflags" -o "$out/" "${missing[@]}"
+    for pkg in "${missing[@]}"; do
+        mv "$out/${pkg##*/}" "$K8S_BIN/${pkg##*/}"
+        echo "build_binaries: built $K8S_BIN/${pkg##*/}"
+    done
 }
 
 build_etcd() {
-    local out="$BIN/etcd"
+    local out="$CACHE/etcd-$ETCD_VERSION/etcd"
     if [[ -x "$out" ]]; then
         echo "build_binaries: reusing $out"
         return
@@ -87,7 +109,7 @@ build_etcd() {
     # `go install go.etcd.io/etcd/v3@...` refuses modules with replace
     # directives, so a two-line main calls etcdmain.Main instead.
     local dir="$BUILD/etcd-$ETCD_VERSION"
-    mkdir -p "$dir"
+    mkdir -p "$dir" "${out%/*}"
     cd "$dir"
     cat > go.mod <<MOD
 module bjc.local/e2e/etcd
@@ -113,9 +135,51 @@ GO
     echo "build_binaries: built $out"
 }
 
+build_kwok() {
+    local out="$CACHE/kwok-$KWOK_VERSION/kwok"
+    if [[ -x "$out" ]]; then
+        echo "build_binaries: reusing $out"
+        return
+    fi
+    # kwok's own go.mod has no replace directives; its k8s.io client libraries are
+    # raised to the pinned Kubernetes release so the Go build cache is shared.
+    local dir="$BUILD/kwok-$KWOK_VERSION"
+    local staging="v0${K8S_VERSION#v1}"
+    mkdir -p "$dir" "${out%/*}"
+    cd "$dir"
+    cat > go.mod <<MOD
+module bjc.local/e2e/kwok
+
+go 1.26
+
+require sigs.k8s.io/kwok $KWOK_VERSION
+MOD
+    cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "sigs.k8s.io/kwok/cmd/kwok"
+GO
+    go mod tidy
+    go get "k8s.io/api@$staging" "k8s.io/apimachinery@$staging" "k8s.io/client-go@$staging"
+    go mod tidy
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp" sigs.k8s.io/kwok/cmd/kwok
+    # plain `kwok` (unlike kwokctl) has no default stages: keep kwok's own beside it
+    local src stages="${out%/*}/stages"
+    src="$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage"
+    mkdir -p "$stages"
+    cp "$src/node/fast/node-initialize.yaml" "$src/pod/fast/pod-ready.yaml" \
+        "$src/pod/fast/pod-complete.yaml" "$src/pod/fast/pod-delete.yaml" "$stages/"
+    mv "$out.tmp" "$out"
+    echo "build_binaries: built $out"
+}
+
 case "${1:-all}" in
-    kube-apiserver) build_apiserver ;;
+    kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
-    all) build_etcd; build_apiserver ;;
-    *) echo "usage: $0 [all|etcd|kube-apiserver]" >&2; exit 2 ;;
+    kwok) build_kwok ;;
+    control-plane) build_etcd; build_kubernetes ;;
+    all) build_etcd; build_kubernetes; build_kwok ;;
+    *) echo "usage: $0 [all|control-plane|etcd|kubernetes|kwok]" >&2; exit 2 ;;
 esac

@@ -1,288 +1,276 @@
-"""bjc against a real kube-apiserver: the shipped manifests, their RBAC, one execution,
-and a leader failover between two controller processes.
+"""bjc deployed as users deploy it, on a real control plane.
 
-kubectl applies `manifests/base` into a fresh namespace; the Deployment never runs
-(no scheduler, no kubelet), so `bjc run` runs here as a process with a kubeconfig
-that authenticates as the manifests' `bjc` ServiceAccount, and `bjc.sim.NodeAgent`
-plays the kubelet for a few Node objects. What the sim cannot prove is checked
-here: the apiserver accepts what bjc writes (pods, status-less Lease updates,
-events.k8s.io/v1 Events) under exactly the RBAC the manifests grant.
+`kubectl apply -k manifests/overlays/example`, exactly as the README says: the
+controller-manager's Deployment and ReplicaSet controllers make the two controller
+pods, the scheduler places them, and `bjc.sim.NodeAgent` plays the kubelet: the
+controller pods run as `bjc run` processes (`bjc.sim.ProcessPods`: own loopback
+IP, ServiceAccount token, probes, restarts), the job pods as simulated jobs that
+post a result and an event to their callback URLs. The example overlay's
+ReadWriteMany claim binds to a hostPath PersistentVolume, the one directory both
+replicas share. Then the operations a user runs: `kubectl rollout status`,
+`kubectl rollout restart` during an execution, deleting the leader pod, a crashed
+leader process, and `kubectl delete -k`.
+
+The tests run in file order and share the deployment (module fixtures); each one
+that needs an execution starts one the way a user would: change the ConfigMap
+(`runOnStartup: true`) and `kubectl rollout restart`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import inspect
 import re
-import signal
-import sys
-import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 import yaml
 
 from bjc.config.podspec import EXECUTION_LABEL, OWNER_LABEL
 from bjc.kube.client import Credentials, KubeClient
-from bjc.reports.execution import JobStatus
-from bjc.sim import JobBehaviour, NodeAgent, RunningPod
+from bjc.reports.execution import ExecutionState, JobStatus
+from bjc.sim import JobBehaviour, NodeAgent, ProcessPods, RunningPod
+from bjc.sim.kubeproxy import ServiceProxy
 from tests.report_files import execution_dirs, state
 
-from .conftest import ApiServer, free_port
+from .controlplane import ControlPlane, add_ready_node
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMESPACE = "bjc-e2e"
+OVERLAY = ROOT / "manifests" / "overlays" / "example"
+NAMESPACE = "bjc-system"  # the example overlay's
 NODES = ["e2e-node-1", "e2e-node-2", "e2e-node-3"]
-CONTROLLER_POD = "bjc-7c9d8f-e2e01"  # HOSTNAME: a pod owned by ReplicaSet → Deployment bjc
-BOUND = 120  # seconds: a hang bound, not a performance expectation
+BOUND = 180  # seconds: a hang bound, not a performance expectation
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
 
 
-def admin_client(api: ApiServer) -> KubeClient:
-    return KubeClient(Credentials(server=api.url, insecure=True, token=api.token))
+class Jobs:
+    """What every job pod does: post a result and an event to its callback URLs.
 
+    `hold()` keeps the jobs that start from posting until `release()`, so a test
+    can act while an execution is in flight. A job retries refused connections and
+    503s for up to RETRY_FOR seconds, as a job must to ride out a failover (the
+    Service has no endpoint, or reaches a standby, for a few seconds); any other
+    failure fails the job (exit 1).
+    """
 
-async def post_result_and_event(pod: RunningPod) -> int:
-    """What the manifests' example job posts, plus one event through the callback."""
-    async with aiohttp.ClientSession() as http:
-        body = {"failed_checks": [{"value": 0, "labels": {"check": "example"}}]}
-        async with http.post(pod.env["CALLBACK_SERVICE_RESULT_URL"], json=body) as resp:
-            assert resp.status == 200, await resp.text()
+    RETRY_FOR = 60.0
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self.waiting = 0
+        self.failures: list[str] = []  # why a job's callback failed, for failure messages
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def run(self, pod: RunningPod) -> int:
+        self.waiting += 1
+        try:
+            await self._open.wait()
+        finally:
+            self.waiting -= 1
+        result = {"failed_checks": [{"value": 0, "labels": {"check": "example"}}]}
         event = {"reason": "E2ECheck", "message": "checked node %s", "args": [pod.node]}
-        async with http.post(pod.env["CALLBACK_SERVICE_EVENT_URL"], json=event) as resp:
-            assert resp.status in (200, 201), await resp.text()
-    return 0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            for url, body in [
+                (pod.env["CALLBACK_SERVICE_RESULT_URL"], result),
+                (pod.env["CALLBACK_SERVICE_EVENT_URL"], event),
+            ]:
+                failure = await self._post(http, url, body)
+                if failure:
+                    self.failures.append(f"{pod.name}: {failure}")
+                    return 1
+        return 0
+
+    async def _post(self, http: aiohttp.ClientSession, url: str, body: object) -> str:
+        """ "" on success, else why not."""
+        deadline = asyncio.get_running_loop().time() + self.RETRY_FOR
+        while True:
+            try:
+                async with http.post(url, json=body) as r:
+                    if r.status in (200, 201):
+                        return ""
+                    failure = f"{url}: {r.status} {await r.text()}"
+                    if r.status != 503:
+                        return failure
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                failure = f"{url}: {e!r}"
+            if asyncio.get_running_loop().time() > deadline:
+                return failure
+            await asyncio.sleep(0.5)
 
 
-def apply_manifests(api: ApiServer, tmp: Path) -> None:
-    """`kubectl apply -k` of manifests/base through an overlay that only sets the namespace."""
-    api.kubectl(
-        "apply", "-f", "-",
-        input=yaml.safe_dump_all([
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-            # no controller-manager creates it; job pods run as `default`
-            {"apiVersion": "v1", "kind": "ServiceAccount",
-             "metadata": {"name": "default", "namespace": NAMESPACE}},
-        ]),
-    )  # fmt: skip
-    overlay = tmp / "overlay"
-    overlay.mkdir()
-    base = os.path.relpath(ROOT / "manifests" / "base", overlay)  # kustomize wants relative
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "namespace": NAMESPACE,
-                "resources": [base],
-            }
+@dataclass
+class Deployed:
+    plane: ControlPlane
+    agent: NodeAgent
+    processes: ProcessPods
+    jobs: Jobs
+    reports: Path
+    kube: KubeClient
+
+    async def kubectl(self, *args: str, input: str | None = None) -> str:
+        """kubectl off the event loop (the agent runs on it), bounded by BOUND + 60 s."""
+        return await asyncio.to_thread(self.plane.kubectl, *args, input=input, timeout=BOUND + 60)
+
+    async def leader(self) -> dict[str, Any]:
+        """The Lease's spec (holder = the leading pod's name)."""
+        path = (
+            f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/node-check-leader-election"
         )
-    )
-    api.kubectl("apply", "-k", str(overlay))
+        return (await self.kube.get(path, dict))["spec"]
 
+    async def controller_pods(self) -> list[dict[str, Any]]:
+        params = {"labelSelector": "app.kubernetes.io/component=controller"}
+        return (await self.kube.get(PODS, dict, params=params))["items"]
 
-def override_config_map(
-    api: ApiServer, ports: dict[str, int], target: str = "bjc", run_on_startup: bool = True
-) -> dict[str, Any]:
-    """The shipped ConfigMap, written as `target`, with loopback ports and (by default)
-    an immediate start-up run. `name:` is kept, so every copy shares one Lease."""
-    cm = yaml.safe_load(api.kubectl("get", "configmap", "bjc", "-n", NAMESPACE, "-o", "yaml"))
-    config = yaml.safe_load(cm["data"]["config.yaml"])
-    config.update(
-        runOnStartup=run_on_startup,
-        startupDelay="1s",
-        callbackServiceName="",
-        callbackServicePort=ports["callback"],
-        fileServerPort=ports["files"],
-        healthProbePort=ports["health"],
-    )
-    config["metrics"]["port"] = ports["metrics"]
-    assert "failed_checks" in config["metrics"]["gauges"]  # what post_result_and_event posts
-    cm["data"]["config.yaml"] = yaml.safe_dump(config)
-    cm["metadata"]["name"] = target
-    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "annotations"):
-        cm["metadata"].pop(key, None)
-    api.kubectl("apply", "-f", "-", input=yaml.safe_dump(cm))
-    return config
+    async def settled(self) -> str | None:
+        """The leading pod's name once exactly the Deployment's two pods run (none
+        terminating) and one of them holds the Lease; else None."""
+        pods = await self.controller_pods()
+        if len(pods) != 2 or any(p["metadata"].get("deletionTimestamp") for p in pods):
+            return None
+        holder = (await self.leader()).get("holderIdentity")
+        return holder if holder in {p["metadata"]["name"] for p in pods} else None
 
+    async def rollout_status(self) -> None:
+        try:
+            await self.kubectl(
+                "rollout", "status", "deployment/bjc", "-n", NAMESPACE, f"--timeout={BOUND}s"
+            )
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.diagnosis()}") from None
 
-def lease_path(config: dict[str, Any]) -> str:
-    """The Lease every controller with this config's `name:` elects its leader on."""
-    return (
-        f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/"
-        f"{config['name']}-leader-election"
-    )
-
-
-async def readyz_status(http: aiohttp.ClientSession, port: int) -> int | None:
-    """The status of a controller's /readyz, or None when nothing answers."""
-    try:
-        async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-            return resp.status
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        return None
-
-
-async def create_controller_pod(kube: KubeClient) -> dict[str, Any]:
-    """What the Deployment would have made: a ReplicaSet and a pod, so bjc finds its owner."""
-    apps = f"/apis/apps/v1/namespaces/{NAMESPACE}"
-    deployment = await kube.get(f"{apps}/deployments/bjc", dict)
-    rs = await kube.create(
-        f"{apps}/replicasets",
-        {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "metadata": {
-                "name": "bjc-7c9d8f",
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
-                        "name": "bjc",
-                        "uid": deployment["metadata"]["uid"],
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": {
-                "replicas": 0,
-                "selector": deployment["spec"]["selector"],
-                "template": deployment["spec"]["template"],
-            },
-        },
-    )
-    await kube.create(
-        f"/api/v1/namespaces/{NAMESPACE}/pods",
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": CONTROLLER_POD,
-                "labels": deployment["spec"]["template"]["metadata"]["labels"],
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "ReplicaSet",
-                        "name": rs["metadata"]["name"],
-                        "uid": rs["metadata"]["uid"],
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": {
-                "serviceAccountName": "bjc",
-                "containers": [{"name": "bjc", "image": "ghcr.io/bjc-project/bjc:0.1.0"}],
-            },
-        },
-    )
-    return deployment
-
-
-async def create_ready_nodes(kube: KubeClient) -> None:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for name in NODES:
-        await kube.create(
-            "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+    async def restart_with(self, **config: Any) -> None:
+        """Change config.yaml in the ConfigMap, `rollout restart` and wait for the rollout."""
+        cm = yaml.safe_load(
+            await self.kubectl("get", "configmap", "bjc", "-n", NAMESPACE, "-o", "yaml")
         )
-        ready = {
-            "type": "Ready",
-            "status": "True",
-            "reason": "KubeletReady",
-            "message": "bjc e2e: NodeAgent plays the kubelet",
-            "lastHeartbeatTime": now,
-            "lastTransitionTime": now,
-        }
-        await kube.patch(f"/api/v1/nodes/{name}/status", {"status": {"conditions": [ready]}})
+        values = yaml.safe_load(cm["data"]["config.yaml"])
+        values.update(config)
+        cm["data"]["config.yaml"] = yaml.safe_dump(values)
+        meta = cm["metadata"]
+        cm["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels") if k in meta}
+        await self.kubectl("apply", "-f", "-", input=yaml.safe_dump(cm))
+        await self.kubectl("rollout", "restart", "deployment/bjc", "-n", NAMESPACE)
+        await self.rollout_status()
+
+    def diagnosis(self) -> str:
+        """The controller processes' logs and the control plane's, for a failure message."""
+        out = []
+        for log in sorted(self.processes.work_dir.glob("*/*.log")):
+            text = log.read_text(errors="replace").splitlines()[-20:]
+            out.append(f"--- {log.parent.name}/{log.name}:\n" + "\n".join(text))
+        pods = self.plane.run_kubectl("get", "pods", "-A", "-o", "wide").stdout
+        failures = "job callbacks that failed: " + "; ".join(self.jobs.failures)
+        return "\n".join([failures, pods, *out, self.plane.logs()])
+
+    async def until(self, what: str, check: Callable[[], Any], bound: float = BOUND) -> Any:
+        """Wait for `check()` (or its awaitable) to be truthy: files on disk and
+        processes have nothing to watch."""
+        try:
+            async with asyncio.timeout(bound):
+                while True:
+                    found = check()
+                    if inspect.isawaitable(found):
+                        found = await found
+                    if found:
+                        return found
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            pytest.fail(f"{what}: not within {bound}s\n{self.diagnosis()}")
 
 
-def completed_state(reports: Path):
-    """The first execution's state once every node finished, else None."""
-    dirs = execution_dirs(reports)
-    if not dirs or not (dirs[0] / ".bjc-execution.json").exists():
-        return None
-    try:
-        s = state(dirs[0])
-    except Exception:  # caught mid-write: look again
-        return None
-    if set(s.nodes) == set(NODES) and all(j.status.terminal and j.result for j in s.nodes.values()):
-        return s
+def executions(reports: Path) -> list[ExecutionState]:
+    out = []
+    for d in execution_dirs(reports):
+        try:
+            out.append(state(d))
+        except Exception:  # caught mid-write: not there yet
+            continue
+    return out
+
+
+def finished(reports: Path, after: set[str]) -> ExecutionState | None:
+    """The first execution not in `after` whose jobs all ended, else None."""
+    for s in executions(reports):
+        if s.id not in after and set(s.nodes) == set(NODES):
+            if all(j.status.terminal for j in s.nodes.values()):
+                return s
     return None
 
 
-class ControllerProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc = proc
-        self.log = log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-async def start_controller(
-    api: ApiServer,
-    tmp: Path,
-    reports: Path,
-    config_map: str = "bjc",
-    hostname: str = CONTROLLER_POD,
-) -> ControllerProcess:
-    token = api.kubectl("create", "token", "bjc", "-n", NAMESPACE, "--duration", "1h").strip()
-    kubeconfig = api.write_kubeconfig(tmp / f"{hostname}.kubeconfig", token, NAMESPACE)
-    drop = ("NAMESPACE", "CONFIG_MAP_NAME", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
-    environ = {k: v for k, v in os.environ.items() if k not in drop}
-    environ.update(
-        KUBECONFIG=str(kubeconfig),
-        NAMESPACE=NAMESPACE,
-        CONFIG_MAP_NAME=config_map,
-        HOSTNAME=hostname,
-        POD_IP="127.0.0.1",
-        REPORT_DIRECTORY=str(reports),
-    )
-    log = tmp / f"{hostname}.log"
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bjc", "run",
-            cwd=ROOT, env=environ, stdout=out, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-    return ControllerProcess(proc, log)
-
-
-async def stop_controller(controller: ControllerProcess) -> int:
-    """SIGTERM and the exit code, bounded by BOUND."""
-    controller.proc.send_signal(signal.SIGTERM)
-    return await asyncio.wait_for(controller.proc.wait(), BOUND)
-
-
-@pytest.fixture
-async def agent(apiserver: ApiServer) -> AsyncIterator[NodeAgent]:
-    node_agent = NodeAgent(
-        apiserver.url,
-        NODES,
-        behaviour=JobBehaviour(run=post_result_and_event),
-        namespace=NAMESPACE,
-        headers={"Authorization": f"Bearer {apiserver.token}"},
-        ssl=False,
-    )
-    await node_agent.start()
-    try:
-        yield node_agent
-    finally:
-        await node_agent.stop()
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def deployed(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Deployed]:
+    tmp = tmp_path_factory.mktemp("deployed")
+    reports = tmp / "reports"
+    reports.mkdir()
+    creds = Credentials(server=control_plane.url, insecure=True, token=control_plane.token)
+    jobs = Jobs()
+    processes = ProcessPods(tmp / "pods")
+    async with KubeClient(creds) as kube:
+        for name in NODES:
+            await add_ready_node(kube, name)
+        # what an admin without a ReadWriteMany provisioner provides for the claim
+        await kube.create(
+            "/api/v1/persistentvolumes",
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": "bjc-reports"},
+                "spec": {
+                    "capacity": {"storage": "5Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "hostPath": {"path": str(reports)},
+                },
+            },
+        )
+        agent = NodeAgent(
+            control_plane.url,
+            NODES,
+            behaviour=JobBehaviour(run=jobs.run),
+            headers={"Authorization": f"Bearer {control_plane.token}"},
+            ssl=False,
+            processes=processes,
+        )
+        await agent.start()
+        proxy = ServiceProxy(kube, NAMESPACE, "bjc")  # no kube-proxy: callbacks go through it
+        try:
+            await asyncio.wait_for(agent.synced.wait(), BOUND)
+            result = Deployed(control_plane, agent, processes, jobs, reports, kube)
+            await result.kubectl("apply", "-k", str(OVERLAY))
+            await proxy.start()
+            yield result
+        finally:
+            jobs.release()
+            await agent.stop()
+            await proxy.stop()
+            for name in NODES:  # the cluster outlives this module
+                await kube.delete(f"/api/v1/nodes/{name}")
+            await kube.delete("/api/v1/persistentvolumes/bjc-reports")
 
 
-async def test_manifests_rbac_allow_what_bjc_needs_and_no_more(apiserver: ApiServer, tmp_path):
-    """Runs first (file order): it sets up the namespace the next test uses."""
-    apply_manifests(apiserver, tmp_path)
+async def test_manifests_rbac_allow_what_bjc_needs_and_no_more(deployed: Deployed) -> None:
     sa = f"system:serviceaccount:{NAMESPACE}:bjc"
 
     def can_i(verb: str, resource: str) -> str:
-        args = ("auth", "can-i", verb, resource, "-n", NAMESPACE, "--as", sa)
-        return apiserver.run_kubectl(*args).stdout.strip()
+        resource, _, sub = resource.partition("/")  # `pods/status` would name a pod "status"
+        args = ["auth", "can-i", verb, resource, "-n", NAMESPACE, "--as", sa]
+        return deployed.plane.run_kubectl(*args, f"--subresource={sub}").stdout.strip()
 
     for verb, resource in [
         ("create", "pods"),
@@ -297,163 +285,144 @@ async def test_manifests_rbac_allow_what_bjc_needs_and_no_more(apiserver: ApiSer
         assert can_i(verb, resource) == "no", (verb, resource)
 
 
-async def test_execution_on_real_apiserver_under_manifest_rbac(
-    apiserver: ApiServer, agent: NodeAgent, tmp_path
-) -> None:
-    if not apiserver.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found").strip():
-        apply_manifests(apiserver, tmp_path)  # run alone (-k)
-    ports = {k: free_port() for k in ("callback", "files", "health", "metrics")}
-    config = override_config_map(apiserver, ports)
-    reports = tmp_path / "reports"
-    async with admin_client(apiserver) as kube:
-        deployment = await create_controller_pod(kube)
-        await create_ready_nodes(kube)
-        await asyncio.wait_for(agent.synced.wait(), BOUND)
-
-        controller = await start_controller(apiserver, tmp_path, reports)
-        stopped = False
-        try:
-            async with asyncio.timeout(BOUND):
-                while (done := completed_state(reports)) is None:
-                    assert controller.proc.returncode is None, controller.output()
-                    await asyncio.sleep(0.2)
-        except TimeoutError:
-            pytest.fail(f"execution did not complete:\n{controller.output()[-5000:]}")
-        try:
-            assert all(j.status == JobStatus.SUCCEEDED for j in done.nodes.values())
-
-            # job pods: one per node, labelled and owned by the Deployment
-            pods = await kube.get(
-                f"/api/v1/namespaces/{NAMESPACE}/pods",
-                dict,
-                params={"labelSelector": f"{OWNER_LABEL}={config['name']}"},
-            )
-            jobs = pods["items"]
-            assert sorted(p["spec"]["nodeName"] for p in jobs) == NODES
-            for pod in jobs:
-                labels = pod["metadata"]["labels"]
-                assert labels[EXECUTION_LABEL] == done.id
-                assert pod["status"]["phase"] == "Succeeded"
-                (owner,) = pod["metadata"]["ownerReferences"]
-                assert (owner["kind"], owner["uid"]) == (
-                    "Deployment",
-                    deployment["metadata"]["uid"],
-                )
-
-            # the Lease, as client-go writes it
-            lease = await kube.get(lease_path(config), dict)
-            spec = lease["spec"]
-            assert spec["holderIdentity"] == CONTROLLER_POD
-            assert (
-                isinstance(spec["leaseDurationSeconds"], int) and spec["leaseDurationSeconds"] > 0
-            )
-            assert MICRO_TIME.match(spec["acquireTime"]) and MICRO_TIME.match(spec["renewTime"])
-            assert spec.get("leaseTransitions", 0) >= 0
-
-            # the events the jobs sent through the callback, regarding their pods
-            events = await kube.get(f"/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events", dict)
-            ours = [e for e in events["items"] if e.get("reason") == "E2ECheck"]
-            by_pod = {p["metadata"]["name"]: p for p in jobs}
-            assert len(ours) == len(NODES)
-            for event in ours:
-                regarding = event["regarding"]
-                pod = by_pod[regarding["name"]]
-                assert regarding["kind"] == "Pod"
-                assert regarding["uid"] == pod["metadata"]["uid"]
-                assert event["note"] == f"checked node {pod['spec']['nodeName']}"
-                assert event["type"] == "Normal"
-
-            # SIGTERM: exit 0 and hand the Lease back
-            rc = await stop_controller(controller)
-            stopped = True
-            assert rc == 0, controller.output()[-5000:]
-            lease = await kube.get(lease_path(config), dict)
-            assert lease["spec"].get("holderIdentity", "") == "", lease["spec"]
-        finally:
-            if not stopped and controller.proc.returncode is None:
-                controller.proc.kill()
-                await controller.proc.wait()
+async def test_rollout_status_completes(deployed: Deployed) -> None:
+    await deployed.rollout_status()
+    pods = await deployed.controller_pods()
+    assert len(pods) == 2
+    ips = {p["status"]["podIP"] for p in pods}
+    assert len(ips) == 2 and all(ip.startswith("127.") for ip in ips)
+    for pod in pods:
+        ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True", pod["status"]
+        assert pod["spec"]["nodeName"] in NODES  # placed by the scheduler
+    claim = await deployed.kube.get(
+        f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/bjc-reports", dict
+    )
+    assert claim["status"]["phase"] == "Bound"
+    assert (await deployed.leader())["holderIdentity"] in {p["metadata"]["name"] for p in pods}
 
 
-async def test_leader_failover_between_two_controllers(apiserver: ApiServer, tmp_path) -> None:
-    """Two `bjc run` on one Lease and one report directory: SIGTERM hands over in ~1 retry."""
-    if not apiserver.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found").strip():
-        apply_manifests(apiserver, tmp_path)  # run alone (-k)
-    # one ConfigMap each (the ports come from it), one `name:` and so one Lease
-    ports = {
-        host: {k: free_port() for k in ("callback", "files", "health", "metrics")}
-        for host in ("bjc-failover-a", "bjc-failover-b")
+async def test_execution_under_the_deployment(deployed: Deployed) -> None:
+    before = {s.id for s in executions(deployed.reports)}
+    await deployed.restart_with(runOnStartup=True, startupDelay="1s")
+    done = await deployed.until(
+        "an execution on every node", lambda: finished(deployed.reports, before)
+    )
+    assert {n: j.status for n, j in done.nodes.items()} == dict.fromkeys(NODES, JobStatus.SUCCEEDED)
+    assert all(j.result for j in done.nodes.values())
+
+    deployment = await deployed.kube.get(
+        f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/bjc", dict
+    )
+    params = {"labelSelector": f"{OWNER_LABEL}=node-check,{EXECUTION_LABEL}={done.id}"}
+    jobs = (await deployed.kube.get(PODS, dict, params=params))["items"]
+    assert sorted(p["spec"]["nodeName"] for p in jobs) == NODES
+    for pod in jobs:
+        assert pod["status"]["phase"] == "Succeeded"
+        (owner,) = pod["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"]) == ("Deployment", deployment["metadata"]["uid"])
+
+    # the Lease, as client-go writes it, held by a pod of the Deployment
+    spec = await deployed.leader()
+    assert spec["holderIdentity"] in {
+        p["metadata"]["name"] for p in await deployed.controller_pods()
     }
-    configs = {
-        host: override_config_map(apiserver, p, target=host, run_on_startup=False)
-        for host, p in ports.items()
-    }
-    assert len({c["name"] for c in configs.values()}) == 1  # hence one Lease
-    path = lease_path(configs["bjc-failover-a"])
-    reports = tmp_path / "reports"  # shared, like the Deployment's volume
-    controllers: dict[str, ControllerProcess] = {}
+    assert isinstance(spec["leaseDurationSeconds"], int) and spec["leaseDurationSeconds"] > 0
+    assert MICRO_TIME.match(spec["acquireTime"]) and MICRO_TIME.match(spec["renewTime"])
 
-    def output(host: str) -> str:
-        return f"--- {host}:\n{controllers[host].output()[-3000:]}"
+    # the events the jobs sent through the callback, regarding their pods
+    events = await deployed.kube.get(f"/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events", dict)
+    by_pod = {p["metadata"]["name"]: p for p in jobs}
+    ours = [
+        e
+        for e in events["items"]
+        if e.get("reason") == "E2ECheck" and e["regarding"]["name"] in by_pod
+    ]
+    assert len(ours) == len(NODES)
+    for event in ours:
+        pod = by_pod[event["regarding"]["name"]]
+        assert (event["regarding"]["kind"], event["regarding"]["uid"]) == (
+            "Pod",
+            pod["metadata"]["uid"],
+        )
+        assert event["note"] == f"checked node {pod['spec']['nodeName']}"
 
-    async def settled(kube: KubeClient, http: aiohttp.ClientSession) -> tuple[str, dict[str, Any]]:
-        """One holds the Lease, and every one is ready (readiness is health, not leadership)."""
-        while True:
-            for host, c in controllers.items():
-                assert c.proc.returncode is None, output(host)
-            lease = await kube.get_or_none(path, dict)  # none until the first one acquires
-            spec = lease["spec"] if lease else {}
-            holder = spec.get("holderIdentity") or ""
-            if holder in controllers:
-                status = {h: await readyz_status(http, ports[h]["health"]) for h in controllers}
-                if all(s == 200 for s in status.values()):
-                    return holder, spec
-            await asyncio.sleep(0.05)
 
-    async with (
-        admin_client(apiserver) as kube,
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
-    ):
-        try:
-            for host in ports:
-                controllers[host] = await start_controller(
-                    apiserver, tmp_path, reports, config_map=host, hostname=host
-                )
-            try:
-                leader, before = await asyncio.wait_for(settled(kube, http), BOUND)
-            except TimeoutError:
-                pytest.fail("no single leader:\n" + "\n".join(map(output, controllers)))
-            (standby,) = set(controllers) - {leader}
+async def start_held_execution(deployed: Deployed, **config: Any) -> set[str]:
+    """Restart with runOnStartup, so an execution starts whose first job is held, and
+    wait until the old pods are gone (`rollout status` returns while they terminate)."""
+    before = {s.id for s in executions(deployed.reports)}
+    deployed.jobs.hold()
+    await deployed.restart_with(runOnStartup=True, startupDelay="1s", **config)
+    await deployed.until("a job pod running", lambda: deployed.jobs.waiting > 0)
+    await deployed.until("the old pods gone, one of the new ones leading", deployed.settled)
+    return before
 
-            # SIGTERM the leader: exit 0, and the standby takes over within a retry period
-            sent = time.monotonic()
-            assert await stop_controller(controllers[leader]) == 0, output(leader)
-            exited = time.monotonic() - sent
-            del controllers[leader]
-            try:
-                holder, after = await asyncio.wait_for(settled(kube, http), BOUND)
-            except TimeoutError:
-                pytest.fail(f"{standby} did not take over:\n{output(standby)}")
-            handover = time.monotonic() - sent
-            print(
-                f"handover {leader} -> {standby}: {handover:.2f}s after SIGTERM "
-                f"(the leader exited after {exited:.2f}s)"
-            )
-            assert holder == standby
-            assert handover < 10, handover  # a correctness bound: retry period 2 s, expect ~2 s
-            assert after.get("leaseTransitions", 0) == before.get("leaseTransitions", 0) + 1
-            assert (
-                MICRO_TIME.match(after["acquireTime"])
-                and after["acquireTime"] != before["acquireTime"]
-            )
 
-            # SIGTERM the second: exit 0 and the Lease released
-            assert await stop_controller(controllers[standby]) == 0, output(standby)
-            del controllers[standby]
-            spec = (await kube.get(path, dict))["spec"]
-            assert spec.get("holderIdentity", "") == "", spec
-        finally:
-            for c in controllers.values():
-                if c.proc.returncode is None:
-                    c.proc.kill()
-                    await c.proc.wait()
+async def all_results(deployed: Deployed, before: set[str]) -> ExecutionState:
+    done = await deployed.until(
+        "the execution finished", lambda: finished(deployed.reports, before)
+    )
+    assert {n: j.status for n, j in done.nodes.items()} == dict.fromkeys(
+        NODES, JobStatus.SUCCEEDED
+    ), f"{done}\n{deployed.diagnosis()}"
+    assert all(j.result for j in done.nodes.values())
+    return done
+
+
+async def test_rollout_restart_during_an_execution_loses_no_result(deployed: Deployed) -> None:
+    before = await start_held_execution(deployed, podPoolSize=1)
+    await deployed.kubectl("rollout", "restart", "deployment/bjc", "-n", NAMESPACE)
+    await deployed.rollout_status()
+    deployed.jobs.release()
+    await all_results(deployed, before)
+
+
+async def test_deleting_the_leader_pod_hands_over(deployed: Deployed) -> None:
+    before = await start_held_execution(deployed)
+    old = await deployed.leader()
+    await deployed.kubectl("delete", "pod", old["holderIdentity"], "-n", NAMESPACE)
+
+    async def handed_over() -> dict[str, Any] | None:
+        spec = await deployed.leader()
+        return spec if spec.get("holderIdentity") not in ("", old["holderIdentity"]) else None
+
+    new = await deployed.until("another pod leads", handed_over)
+    assert new["holderIdentity"] != old["holderIdentity"]
+    assert new.get("leaseTransitions", 0) > old.get("leaseTransitions", 0)
+    deployed.jobs.release()
+    await all_results(deployed, before)
+    await deployed.rollout_status()  # the ReplicaSet replaced the deleted pod
+
+
+async def test_a_crashed_leader_process_is_restarted_and_loses_nothing(deployed: Deployed) -> None:
+    before = await start_held_execution(deployed)
+    leader = await deployed.settled()
+    assert leader is not None
+    running = deployed.processes.running[(NAMESPACE, leader)]
+    assert running.process is not None
+    running.process.kill()
+    deployed.jobs.release()
+    await all_results(deployed, before)
+
+    async def restarted() -> dict[str, Any] | None:
+        pod = await deployed.kube.get(f"{PODS}/{leader}", dict)  # the same pod: restarted in place
+        (status,) = pod["status"]["containerStatuses"]
+        return status if status["restartCount"] == 1 and status["ready"] else None
+
+    status = await deployed.until("the container restarted", restarted)
+    assert status["lastState"]["terminated"]["exitCode"] == 137  # SIGKILL
+    await deployed.rollout_status()
+
+
+async def test_delete_k_leaves_no_pods_behind(deployed: Deployed) -> None:
+    """Runs last. The Deployment's deletion takes its ReplicaSets, their pods and the
+    job pods with it (owner references); `delete -k` then removes everything else."""
+    await deployed.kubectl("delete", "deployment", "bjc", "-n", NAMESPACE, "--cascade=background")
+    await deployed.kubectl(
+        "wait", "--for=delete", "pods", "--all", "-n", NAMESPACE, f"--timeout={BOUND}s"
+    )
+    await deployed.kubectl("delete", "-k", str(OVERLAY), "--ignore-not-found", "--wait")
+    assert not (await deployed.kube.get("/api/v1/pods", dict))["items"]
+    namespaces = await deployed.kubectl("get", "namespaces", "-o", "name")
+    assert f"namespace/{NAMESPACE}" not in namespaces.split()

@@ -4,10 +4,12 @@
 NodeAgents (kubelet stand-ins) that are stopped after the test; `sim_with_agent` is a
 sim with nodes node-1 and node-2 and one agent for both; `kube_api_client` is a
 kubernetes_asyncio ApiClient configured from the sim's kubeconfig (real HTTP).
+`plane` runs a scenario on both bjc.sim and the real control plane (see below).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 from kubernetes_asyncio import client, config
 
 from bjc.sim import NodeAgent, SimCluster
+from tests.e2e.controlplane import ControlPlane
 
 AgentFactory = Callable[..., Awaitable[NodeAgent]]
 
@@ -74,3 +77,21 @@ async def kube_api_client(sim_kubeconfig: Path) -> AsyncIterator[client.ApiClien
         yield api
     finally:
         await api.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes `plane` runs on bjc.sim, and with BJC_E2E=1 also on the real
+    control plane (marked e2e: `nox -s e2e` selects those)."""
+    if "plane" in metafunc.fixturenames:
+        params = [pytest.param("sim", id="sim")]
+        if os.environ.get("BJC_E2E") == "1":
+            params.append(pytest.param("real", id="real", marks=pytest.mark.e2e))
+        metafunc.parametrize("plane", params, indirect=True)
+
+
+@pytest.fixture
+def plane(request: pytest.FixtureRequest) -> ControlPlane | None:
+    """None: the scenario runs on bjc.sim; else the real control plane it runs on."""
+    if request.param == "sim":
+        return None
+    return request.getfixturevalue("control_plane")

@@ -1,4 +1,10 @@
-"""A controller under test: bjc.runtime against bjc.sim, everything over HTTP."""
+"""A controller under test: bjc.runtime against bjc.sim, everything over HTTP.
+
+`cluster(tmp_path, plane=...)` runs the same scenario on the real control plane
+instead (tests/e2e/controlplane.py): same agent, same controller, same asserts.
+There the cluster is shared by the whole session, so a Cluster cleans up after
+itself (its job pods, its nodes) and its agent only plays the nodes it added.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +20,11 @@ import yaml
 
 from bjc.config.configmap import load_config_map
 from bjc.config.settings import Environment
-from bjc.kube.client import KubeClient
+from bjc.kube.client import ApiError, Credentials, KubeClient
 from bjc.kube.objects import Pod
 from bjc.runtime import Runtime
 from bjc.sim import JobBehaviour, NodeAgent, RunningPod, SimCluster
+from tests.e2e.controlplane import ControlPlane, add_ready_node, settle
 
 NAMESPACE = "jobs"
 
@@ -64,14 +71,49 @@ def config_data(template: str = POD_TEMPLATE, **overrides: Any) -> dict[str, str
 
 
 class Cluster:
-    """A simulated cluster with nodes and a kubelet agent, plus controllers on it."""
+    """A cluster (simulated, or the real control plane) with nodes and a kubelet agent,
+    plus controllers on it."""
 
-    def __init__(self, sim: SimCluster, tmp: Path) -> None:
-        self.sim = sim
+    def __init__(
+        self, sim: SimCluster | None, tmp: Path, plane: ControlPlane | None = None
+    ) -> None:
+        self._sim = sim
+        self.plane = plane
         self.tmp = tmp
-        self.kube = KubeClient.from_url(sim.url)
+        if plane is not None:
+            self.creds = Credentials(server=plane.url, insecure=True, token=plane.token)
+        else:
+            assert sim is not None
+            self.creds = Credentials(server=sim.url)
+        self.kube = KubeClient(self.creds)
         self.agent: NodeAgent | None = None
         self.runtimes: list[Runtime] = []
+        self.nodes: list[str] = []
+
+    @property
+    def sim(self) -> SimCluster:
+        assert self._sim is not None, "a bjc.sim-only test"
+        return self._sim
+
+    async def ready_nodes(self, count: int, prefix: str = "node") -> list[str]:
+        """Ready nodes on either kind of cluster."""
+        if self.plane is None:
+            return self.add_nodes(count, prefix)
+        names = [f"{prefix}-{i:03d}" for i in range(count)]
+        for name in names:
+            await add_ready_node(self.kube, name)
+        self.nodes += names
+        return names
+
+    async def drop_watches(self, expire: bool = False) -> None:
+        """End every watch; `expire`: on bjc.sim, resuming them then gets 410. The
+        real control plane gets its apiserver restarted, which ends every watch."""
+        if self.plane is None:
+            if expire:
+                self.sim.faults.expire_history()
+            self.sim.faults.drop_watches()
+        else:
+            await asyncio.to_thread(self.plane.restart, "kube-apiserver")
 
     async def store_config_map(self, template: str = POD_TEMPLATE, **overrides: Any) -> Any:
         """Create or update the controllers' ConfigMap `batch` with this configuration."""
@@ -110,8 +152,11 @@ class Cluster:
         return names
 
     async def start_agent(self, behaviour: JobBehaviour | None = None, **kw: Any) -> NodeAgent:
+        if self.plane is not None:  # the shared cluster: only this test's nodes
+            auth = {"Authorization": f"Bearer {self.plane.token}"}
+            kw = {"headers": auth, "ssl": False, "node_names": list(self.nodes), **kw}
         self.agent = NodeAgent(
-            self.sim.url, behaviour=behaviour or JobBehaviour(run=post_result), **kw
+            self.creds.server, behaviour=behaviour or JobBehaviour(run=post_result), **kw
         )
         await self.agent.start()
         return self.agent
@@ -147,7 +192,7 @@ class Cluster:
             config=config,
             template=loaded.template,
             env=env,
-            kube=KubeClient.from_url(self.sim.url),  # its own connections, like a process
+            kube=KubeClient(self.creds),  # its own connections, like a process
             bind_host="127.0.0.1",
             identity=identity,
             lease_timing=lease_timing,
@@ -167,6 +212,14 @@ class Cluster:
             await runtime.kube.close()
         if self.agent is not None:
             await self.agent.stop()
+        if self.plane is not None:
+            await self.kube.request(
+                "DELETE",
+                f"/api/v1/namespaces/{NAMESPACE}/pods",
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0},
+            )
+            for name in self.nodes:
+                await self.kube.delete(f"/api/v1/nodes/{name}")
         await self.kube.close()
 
     def job_pods(self) -> list[dict[str, Any]]:
@@ -187,7 +240,25 @@ async def crash(runtime: Runtime) -> None:
 
 
 @contextlib.asynccontextmanager
-async def cluster(tmp_path: Path, **sim_kw: Any) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path: Path, plane: ControlPlane | None = None, **sim_kw: Any
+) -> AsyncIterator[Cluster]:
+    """A bjc.sim cluster (`sim_kw` for SimCluster), or the real control plane."""
+    if plane is not None:
+        c = Cluster(None, tmp_path, plane)
+        try:
+            await c.kube.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
+        except ApiError as e:
+            if e.status != 409:
+                raise
+        # job pods need the `default` ServiceAccount, which the controller-manager makes
+        accounts = f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts"
+        await settle(c.kube, accounts, lambda found: "default" in found)
+        try:
+            yield c
+        finally:
+            await c.close()
+        return
     sim = SimCluster(**sim_kw)
     await sim.start()
     sim.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})

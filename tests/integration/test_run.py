@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 import yaml
 
 from bjc.kube.client import KubeClient
@@ -115,18 +116,20 @@ async def test_run_owns_job_pods_leads_and_stops_gracefully_on_sigterm(sim, tmp_
     )  # fmt: skip
     proc = await bjc_run(
         sim, tmp_path, NAMESPACE=NAMESPACE, CONFIG_MAP_NAME="batch",
-        HOSTNAME="bjc-5d8f-x2x9q", POD_IP="127.0.0.1",
+        HOSTNAME="bjc-5d8f-x2x9q", POD_IP="127.0.0.2", BIND_ADDRESS="127.0.0.2",
     )  # fmt: skip
     try:
         async with asyncio.timeout(BOUND), aiohttp.ClientSession() as http:
             while True:  # the probe is the only outside view of a process
                 try:
-                    async with http.get(f"http://127.0.0.1:{health}/readyz") as r:
+                    async with http.get(f"http://127.0.0.2:{health}/readyz") as r:
                         if r.status == 200:
                             break
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.1)
+            with pytest.raises(aiohttp.ClientConnectionError):  # BIND_ADDRESS: that one only
+                await http.get(f"http://127.0.0.1:{health}/readyz")
             succeeded: set[str] = set()
             async with KubeClient.from_url(sim.url) as kube:
                 path = f"/api/v1/namespaces/{NAMESPACE}/pods"

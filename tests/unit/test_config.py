@@ -550,6 +550,7 @@ def test_environment_values() -> None:
             "HOSTNAME": "ctrl-abc",
             "DEV_MODE": "TRUE",
             "REPORT_DIRECTORY": "/reports",
+            "BIND_ADDRESS": "127.0.0.9",
         }
     )
     assert env == Environment(
@@ -559,6 +560,7 @@ def test_environment_values() -> None:
         hostname="ctrl-abc",
         dev_mode=True,
         report_directory="/reports",
+        bind_address="127.0.0.9",
     )
 
 
@@ -572,7 +574,8 @@ def test_dev_mode_is_case_insensitive_true(value: str, dev: bool) -> None:
 
 def test_environment_defaults_and_invalid_namespace() -> None:
     env = load_environment({"NAMESPACE": "ns", "CONFIG_MAP_NAME": "cm"})
-    assert (env.pod_ip, env.hostname, env.dev_mode, env.report_directory) == ("", "", False, None)
+    assert (env.pod_ip, env.hostname, env.dev_mode) == ("", "", False)
+    assert (env.report_directory, env.bind_address) == (None, None)
     with pytest.raises(ConfigError, match='NAMESPACE: invalid value "Bad NS"'):
         load_environment({"NAMESPACE": "Bad NS", "CONFIG_MAP_NAME": "cm"})
 
