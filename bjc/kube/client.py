@@ -498,11 +498,23 @@ def delete_options(propagation: str = "Background") -> dict[str, str]:
     return {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
 
 
+class _Bookmark(msgspec.Struct):
+    metadata: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+_bookmark_decoder = msgspec.json.Decoder(_Bookmark)
+
+
 def _decode_event(line: bytes, decoder: msgspec.json.Decoder[T]) -> WatchEvent[T]:
     raw = _raw_event_decoder.decode(line)
     if raw.type == "ERROR":
         st = _status_decoder.decode(raw.object)
         raise ApiError(st.code or 500, st.reason, st.message)
+    if raw.type == "BOOKMARK":
+        # only its resourceVersion counts; a real apiserver sends the rest of the
+        # object empty, with nulls (`"spec":{"containers":null}`) a typed view refuses
+        metadata = bytes(_bookmark_decoder.decode(raw.object).metadata)
+        return WatchEvent(type=raw.type, object=decoder.decode(b'{"metadata":' + metadata + b"}"))
     return WatchEvent(type=raw.type, object=decoder.decode(raw.object))
 
 

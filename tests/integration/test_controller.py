@@ -48,7 +48,7 @@ async def test_full_execution_respects_pool_size(tmp_path, plane):
         assert all(j.status is JobStatus.SUCCEEDED and j.result for j in execution.nodes.values())
         assert 1 <= watch.max_live <= 5
         assert execution.state.pods_started == 50
-        # report layout (as the Go controller lays it out): one result per node, latest link, state file
+        # report layout as the Go controller lays it out: one result per node, latest, state
         root = runtime.store.root
         assert (root / "latest").resolve() == (root / execution.id).resolve()
         results = sorted(p.name for p in (root / execution.id).glob("node-*.json"))

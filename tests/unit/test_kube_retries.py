@@ -6,10 +6,11 @@ import asyncio
 import logging
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
-from bjc.kube.client import Credentials, KubeClient
+from bjc.kube.client import Credentials, KubeClient, _decode_event
 from bjc.kube.objects import Pod
 
 PODS = "/api/v1/pods"
@@ -82,3 +83,16 @@ async def test_a_closed_client_is_not_retried(aiohttp_server, caplog):
         await kube.list(PODS, Pod)
     assert [r for r in caplog.records if "retrying" in r.getMessage()] == []
     assert flaky.requests == []
+
+
+def test_a_bookmark_from_a_real_apiserver_decodes_to_its_resource_version():
+    line = (
+        b'{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":'
+        b'{"resourceVersion":"12345","creationTimestamp":null},'
+        b'"spec":{"containers":null},"status":{}}}'
+    )
+    with pytest.raises(msgspec.ValidationError):  # what the typed view makes of it
+        msgspec.json.decode(line[len(b'{"type":"BOOKMARK","object":') : -1], type=Pod)
+    event = _decode_event(line, msgspec.json.Decoder(Pod))
+    assert event.type == "BOOKMARK"
+    assert event.object.metadata.resource_version == "12345"
