@@ -1,6 +1,7 @@
 """A kube-proxy stand-in: a Service's ClusterIP:port forwarded to one ready pod behind it.
 
-Exists because the simulated cluster has no kube-proxy, yet controller replicas
+Exists because neither the simulated cluster nor the e2e control plane has a
+kube-proxy (the reliability harness and the e2e tests both use this one), yet controller replicas
 are found by their job pods through a Service (`callbackServiceName`): which
 replica answers a callback is decided by the Service's selector and by pod
 readiness, exactly as in a cluster. The proxy reads the Service once, listens on

@@ -35,7 +35,7 @@ from bjc.config.podspec import EXECUTION_LABEL, OWNER_LABEL
 from bjc.kube.client import Credentials, KubeClient
 from bjc.reports.execution import ExecutionState, JobStatus
 from bjc.sim import JobBehaviour, NodeAgent, ProcessPods, RunningPod
-from bjc.sim.kubeproxy import ServiceProxy
+from bjc.sim.proxy import ServiceProxy
 from tests.report_files import execution_dirs, state
 
 from .controlplane import ControlPlane, add_ready_node
