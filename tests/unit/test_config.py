@@ -335,6 +335,25 @@ def test_empty_lock_means_leases() -> None:
     assert warnings == []
 
 
+def test_an_empty_string_means_the_default_of_a_string_key() -> None:
+    cfg, _ = load(concurrencyPolicy="", callbackAuth="", jobServiceAccount="", timeZone="")
+    assert (cfg.concurrency_policy, cfg.callback_auth) == ("Replace", "none")
+    assert (cfg.job_service_account, cfg.time_zone) == ("", "")
+    assert single_problem(name="") == "name: required but missing (empty)"
+    assert single_problem(podPoolSize="").startswith('podPoolSize: invalid value ""')
+
+
+def test_items_of_lists_are_named_by_index() -> None:
+    problems = problems_of(
+        jobImagePullSecrets=[{"name": "ok"}, {"name": "Not OK"}],
+        metrics={"prefix": "p", "gauges": {"g": {"labels": ["a", "1b"]}}},
+    )
+    assert [p.split(":", 1)[0] for p in problems] == [
+        "jobImagePullSecrets[1].name",
+        "metrics.gauges.g.labels[1]",
+    ]
+
+
 def test_empty_prefix_warns() -> None:
     _, warnings = load(metrics={"gauges": {"g": {}}})
     assert any("metrics.prefix is empty" in w for w in warnings)
@@ -404,25 +423,25 @@ INVALID = [
     ({"metrics": {"prefix": "p", "gauges": ["x"]}}, "metrics.gauges", '["x"]', "mapping"),
     (
         {"metrics": {"prefix": "p", "gauges": {"g": {"labels": ["1a"]}}}},
-        "metrics.gauges.g.labels",
+        "metrics.gauges.g.labels[0]",
         '"1a"',
         "label name",
     ),
     (
         {"metrics": {"prefix": "p", "gauges": {"g": {"labels": ["__x"]}}}},
-        "metrics.gauges.g.labels",
+        "metrics.gauges.g.labels[0]",
         '"__x"',
         "'__'",
     ),
     (
         {"metrics": {"prefix": "p", "gauges": {"g": {"labels": ["node"]}}}},
-        "metrics.gauges.g.labels",
+        "metrics.gauges.g.labels[0]",
         '"node"',
         "added by bjc",
     ),
     (
         {"metrics": {"prefix": "p", "gauges": {"g": {"labels": ["executionID"]}}}},
-        "metrics.gauges.g.labels",
+        "metrics.gauges.g.labels[0]",
         '"executionID"',
         "added by bjc",
     ),
