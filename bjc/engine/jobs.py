@@ -81,7 +81,8 @@ class JobEnds:
             execution.pod_created(node, pod.metadata.name, attempt)
         if pod.finished:
             status = JobStatus.SUCCEEDED if pod.status.phase == "Succeeded" else JobStatus.FAILED
-            self.finish(execution, node, status, pod.status.reason, pod)
+            reason = pod.failure if status is JobStatus.FAILED else ""
+            self.finish(execution, node, status, reason, pod)
         elif deleted:
             self.finish(
                 execution, node, JobStatus.FAILED, "job pod deleted before it finished", pod

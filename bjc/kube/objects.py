@@ -87,6 +87,7 @@ class PodSpec(msgspec.Struct, rename="camel"):
 class ContainerStateTerminated(msgspec.Struct, rename="camel"):
     exit_code: int = 0
     reason: str = ""
+    message: str = ""
     finished_at: str | None = None
 
 
@@ -115,6 +116,21 @@ class Pod(msgspec.Struct):
     @property
     def finished(self) -> bool:
         return self.status.phase in ("Succeeded", "Failed")
+
+    @property
+    def failure(self) -> str:
+        """Why the pod failed, in words: the pod's own reason (an eviction, a deadline),
+        then each container that ended with a non-zero exit code (`OOMKilled`, `Error`)."""
+        own = ": ".join(part for part in (self.status.reason, self.status.message) if part)
+        said = [own] if own else []
+        for status in self.status.container_statuses:
+            ended = status.state.terminated
+            if ended is not None and ended.exit_code != 0:
+                why = ": ".join(part for part in (ended.reason, ended.message) if part)
+                said.append(
+                    f"container {status.name} exited {ended.exit_code} ({why or 'no reason'})"
+                )
+        return "; ".join(said)
 
 
 class NodeCondition(msgspec.Struct):

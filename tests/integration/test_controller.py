@@ -134,6 +134,7 @@ async def test_failures_are_recorded_per_node(tmp_path, plane):
         jobs = runtime.controller.executions[eid].nodes
         assert jobs["ok-000"].status is JobStatus.SUCCEEDED and not jobs["ok-000"].error
         assert jobs["crash-000"].status is JobStatus.FAILED
+        assert "container main exited 1 (Error)" in jobs["crash-000"].reason
         assert jobs["silent-000"].status is JobStatus.SUCCEEDED and jobs["silent-000"].error
         assert jobs["deleted-000"].status is JobStatus.FAILED
         assert "deleted" in jobs["deleted-000"].reason
