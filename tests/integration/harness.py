@@ -27,6 +27,10 @@ from bjc.sim import JobBehaviour, NodeAgent, RunningPod, SimCluster
 from tests.e2e.controlplane import ControlPlane, add_ready_node, settle
 
 NAMESPACE = "jobs"
+PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
+CONFIG_MAPS = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
+CONFIG_MAP = f"{CONFIG_MAPS}/batch"
+EVENTS = f"/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events"
 
 BASE_CONFIG: dict[str, Any] = {
     "name": "batch",
@@ -117,30 +121,39 @@ class Cluster:
 
     async def store_config_map(self, template: str = POD_TEMPLATE, **overrides: Any) -> Any:
         """Create or update the controllers' ConfigMap `batch` with this configuration."""
-        path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/batch"
         data = config_data(template, **overrides)
-        current = self.sim.get("configmaps", NAMESPACE, "batch")
-        if current is None:
-            return self.sim.create(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {"name": "batch", "namespace": NAMESPACE},
-                    "data": data,
-                }
-            )
-        return await self.kube.patch(path, {"data": data})
+        if await self.config_map() is None:
+            meta = {"name": "batch", "namespace": NAMESPACE}
+            body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+            return await self.kube.create(CONFIG_MAPS, body)
+        return await self.kube.patch(CONFIG_MAP, {"data": data})
+
+    async def config_map(self) -> dict[str, Any] | None:
+        """The ConfigMap `batch` as the API serves it now (None: there is none)."""
+        return await self.kube.get_or_none(CONFIG_MAP, dict)
 
     async def annotate_config_map(self, annotations: dict[str, str | None]) -> dict[str, Any]:
         """Merge-patch annotations (`None` removes one) onto the ConfigMap, as kubectl would."""
-        path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/batch"
-        return await self.kube.patch(path, {"metadata": {"annotations": annotations}})
+        return await self.kube.patch(CONFIG_MAP, {"metadata": {"annotations": annotations}})
+
+    async def config_map_events(self) -> list[dict[str, Any]]:
+        """The events.k8s.io/v1 Events regarding the ConfigMap `batch`, from the API."""
+        events, _ = await self.kube.list(EVENTS, dict)
+        wanted = ("ConfigMap", "batch")
+        return [e for e in events if (e["regarding"]["kind"], e["regarding"]["name"]) == wanted]
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig for this cluster, for commands run as processes (`bjc trigger`)."""
+        if self.plane is not None:
+            return self.plane.write_kubeconfig(path, self.plane.token)
+        self.sim.write_kubeconfig(path)
+        return path
 
     async def start_operated(
         self, nodes: int = 1, behaviour: JobBehaviour | None = None, **overrides: Any
     ) -> Runtime:
         """Nodes, their agent, the ConfigMap with this configuration and a controller of it."""
-        self.add_nodes(nodes)
+        await self.ready_nodes(nodes)
         await self.start_agent(behaviour)
         await self.store_config_map(**overrides)
         return await self.start_controller(**overrides)
@@ -213,17 +226,19 @@ class Cluster:
         if self.agent is not None:
             await self.agent.stop()
         if self.plane is not None:
-            await self.kube.request(
-                "DELETE",
-                f"/api/v1/namespaces/{NAMESPACE}/pods",
-                body={"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0},
-            )
+            now = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
+            await self.kube.request("DELETE", PODS, body=now)
+            # the next test starts without this one's configuration, annotations and Events
+            await self.kube.delete(CONFIG_MAP)
+            await self.kube.request("DELETE", EVENTS, body=now)
             for name in self.nodes:
                 await self.kube.delete(f"/api/v1/nodes/{name}")
         await self.kube.close()
 
-    def job_pods(self) -> list[dict[str, Any]]:
-        return self.sim.list("pods", NAMESPACE)
+    async def job_pods(self) -> list[dict[str, Any]]:
+        """The job pods as the API lists them (on a real apiserver, terminating ones too)."""
+        pods, _ = await self.kube.list(PODS, dict)
+        return pods
 
 
 async def crash(runtime: Runtime) -> None:
@@ -293,10 +308,9 @@ class LivePodWatch:
         self.task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        path = f"/api/v1/namespaces/{NAMESPACE}/pods"
-        _, rv = await self.kube.list(path, Pod)
+        _, rv = await self.kube.list(PODS, Pod)
         self.ready.set()
-        async for ev in self.kube.watch(path, Pod, resource_version=rv):
+        async for ev in self.kube.watch(PODS, Pod, resource_version=rv):
             name = ev.object.metadata.name
             if ev.type == "DELETED" or ev.object.finished:
                 self.live.discard(name)

@@ -92,11 +92,11 @@ async def test_earlier_job_pods_are_deleted(tmp_path):
         runtime = await c.start_controller()
         await run_one(runtime)
         first = runtime.controller.current.id
-        assert {p["metadata"]["labels"][EXECUTION_LABEL] for p in c.job_pods()} == {first}
+        assert {p["metadata"]["labels"][EXECUTION_LABEL] for p in await c.job_pods()} == {first}
         await run_one(runtime, 2)
         second = runtime.controller.current.id
         assert second != first
-        pods = c.job_pods()
+        pods = await c.job_pods()
         assert len(pods) == 3
         assert {p["metadata"]["labels"][EXECUTION_LABEL] for p in pods} == {second}
         assert all(p["metadata"]["labels"][OWNER_LABEL] == "batch" for p in pods)
@@ -175,7 +175,7 @@ async def test_pods_get_active_deadline_from_job_timeout(tmp_path):
         await c.start_agent()
         runtime = await c.start_controller(jobTimeout="90s")
         await run_one(runtime)
-        (pod,) = c.job_pods()
+        (pod,) = await c.job_pods()
         assert pod["spec"]["activeDeadlineSeconds"] == 90
 
 
@@ -215,7 +215,9 @@ async def test_concurrency_policy_replace(tmp_path):
         statuses = {j.status for j in first.nodes.values()}
         assert statuses == {JobStatus.ABORTED}
         assert all(j.status is JobStatus.SUCCEEDED for j in ctl.current.nodes.values())
-        assert {p["metadata"]["labels"][EXECUTION_LABEL] for p in c.job_pods()} == {ctl.current.id}
+        assert {p["metadata"]["labels"][EXECUTION_LABEL] for p in await c.job_pods()} == {
+            ctl.current.id
+        }
 
 
 async def test_concurrency_policy_forbid(tmp_path):

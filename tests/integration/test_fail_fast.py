@@ -21,7 +21,7 @@ async def test_a_broken_job_stops_dispatching_after_max_failures(tmp_path):
         jobs = execution.nodes.values()
         started = execution.state.pods_started
         assert 3 <= started <= 3 + 2 - 1  # the failures, plus what was running then
-        assert len(c.job_pods()) == started and watch.max_live <= 2
+        assert len(await c.job_pods()) == started and watch.max_live <= 2
         assert sum(j.status is JobStatus.FAILED for j in jobs) == started
         aborted = [j for j in jobs if j.status is JobStatus.ABORTED]
         assert len(aborted) == 20 - started
@@ -45,7 +45,7 @@ async def test_a_percentage_of_the_nodes_and_no_retries_once_stopped(tmp_path):
         assert len(failed.attempts) == 1  # retried once, then it counted
         assert "(limit 1)" in execution.state.failed
         assert sum(j.status is JobStatus.ABORTED for j in execution.nodes.values()) == 9
-        assert len(c.job_pods()) == 2
+        assert len(await c.job_pods()) == 2
 
 
 async def test_without_max_failures_every_node_runs(tmp_path):

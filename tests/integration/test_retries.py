@@ -47,7 +47,7 @@ async def test_failed_nodes_are_retried_with_new_pods_and_keep_their_results(tmp
         assert broken.status is JobStatus.FAILED and len(broken.attempts) == 2
 
         pods = sorted(
-            p["metadata"]["name"] for p in c.job_pods() if "broken" in p["metadata"]["name"]
+            p["metadata"]["name"] for p in await c.job_pods() if "broken" in p["metadata"]["name"]
         )
         assert pods == sorted(job_pod_name("batch", "broken-000", eid, a) for a in range(3))
         assert (runtime.store.root / eid / "flaky-000.json").is_file()
@@ -83,7 +83,7 @@ async def test_pods_that_time_out_are_retried_and_deleted(tmp_path):
         stuck = runtime.controller.current.nodes["stuck-000"]
         assert stuck.status is JobStatus.FAILED and "jobTimeout" in stuck.reason
         assert [a.reason for a in stuck.attempts] == [stuck.reason]
-        assert c.job_pods() == []  # every timed-out attempt's pod was deleted
+        assert await c.job_pods() == []  # every timed-out attempt's pod was deleted
 
 
 async def test_pods_that_cannot_be_created_are_retried(tmp_path):
@@ -96,4 +96,4 @@ async def test_pods_that_cannot_be_created_are_retried(tmp_path):
         job = runtime.controller.current.nodes["node-000"]
         assert job.status is JobStatus.FAILED and "pod creation failed" in job.reason
         assert [a.reason for a in job.attempts] == [job.reason]
-        assert c.job_pods() == []
+        assert await c.job_pods() == []

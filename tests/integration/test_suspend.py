@@ -1,4 +1,5 @@
-"""Suspend: the config key and the ConfigMap annotation, against bjc.sim."""
+"""Suspend: the config key and the ConfigMap annotation, on bjc.sim and (`plane`) the
+real control plane."""
 
 from __future__ import annotations
 
@@ -13,20 +14,22 @@ from .test_controller import scrape
 from .test_trigger import BOUND, answer_to, bjc_trigger
 
 
-async def test_suspend_in_config_starts_nothing_and_says_why(tmp_path):
-    async with cluster(tmp_path) as c:
+async def test_suspend_in_config_starts_nothing_and_says_why(tmp_path, plane):
+    async with cluster(tmp_path, plane) as c:
         runtime = await c.start_operated(2, suspend=True)
         outcome = await runtime.controller.trigger("test")
         assert not outcome and "suspend: true in config.yaml" in outcome.skipped
         code, _, err = await bjc_trigger(c, "batch")
         assert code == 3 and "suspended" in err
-        assert runtime.controller.executions == {} and c.job_pods() == []
+        assert runtime.controller.executions == {} and await c.job_pods() == []
         assert (await scrape(runtime))[("bjc_suspended", ())] == 1
 
 
-async def test_the_annotation_suspends_new_executions_and_lets_the_running_one_finish(tmp_path):
+async def test_the_annotation_suspends_new_executions_and_lets_the_running_one_finish(
+    tmp_path, plane
+):
     gate = Gate()
-    async with cluster(tmp_path) as c:
+    async with cluster(tmp_path, plane) as c:
         runtime = await c.start_operated(3, JobBehaviour(run=gate.job))
         assert (await scrape(runtime))[("bjc_suspended", ())] == 0
         first = await runtime.controller.trigger("test")
