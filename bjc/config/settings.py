@@ -115,10 +115,6 @@ def _not_a_plain_string(value: Any) -> Any:
     return value
 
 
-def _check_cron(expression: str) -> None:
-    parse_cron(expression)
-
-
 def _check_zone(zone: str) -> None:
     try:
         ZoneInfo(zone)
@@ -275,7 +271,7 @@ class Config(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
     job_image_pull_secrets: PullSecrets = msgspec.field(default_factory=list)
     job_node_selector: dict[LabelKey, LabelValue] = msgspec.field(default_factory=dict)
     run_on_unscheduled_nodes: bool = False
-    cron_expression: Annotated[str, _reads(check=_check_cron)] = ""  # required
+    cron_expression: Annotated[str, _reads(check=parse_cron)] = ""  # required
     report_directory: str = ""  # required, unless REPORT_DIRECTORY is set
     report_history: Count = 30
     pod_pool_size: Share = 1
