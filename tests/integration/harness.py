@@ -219,10 +219,15 @@ class Cluster:
             await runtime.accepting_callbacks.wait()
         return runtime
 
-    async def close(self) -> None:
+    async def stop_controllers(self) -> None:
+        """Stop every controller started so far (gracefully, as on SIGTERM)."""
         for runtime in self.runtimes:
             await runtime.stop()
             await runtime.kube.close()
+        self.runtimes.clear()
+
+    async def close(self) -> None:
+        await self.stop_controllers()
         if self.agent is not None:
             await self.agent.stop()
         if self.plane is not None:

@@ -46,8 +46,7 @@ async def test_a_run_missed_within_the_deadline_runs_once_when_a_leader_starts(t
         assert recorded > at
 
         # the next leader knows the run happened: no second catch-up
-        await runtime.stop()
-        c.runtimes.clear()
+        await c.stop_controllers()
         runtime = await c.start_controller(startingDeadline="10m", **schedule)
         assert runtime.catch_up is None
 

@@ -73,8 +73,7 @@ async def test_node_selection(tmp_path):
         runtime = await c.start_controller(jobNodeSelector={"role": "worker"})
         await run_one(runtime)
         assert sorted(runtime.controller.current.nodes) == ["pick-000", "pick-001"]
-        await runtime.stop()
-        c.runtimes.clear()
+        await c.stop_controllers()
 
         runtime = await c.start_controller(
             jobNodeSelector={"role": "worker"},

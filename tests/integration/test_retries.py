@@ -67,8 +67,7 @@ async def test_failed_nodes_are_retried_with_new_pods_and_keep_their_results(tmp
         assert {dict(k)["node"] for k in checks} == {"ok-000", "flaky-000"}
 
         # after a restart the attempts are read back, metrics included
-        await runtime.stop()
-        c.runtimes.clear()
+        await c.stop_controllers()
         runtime = await c.start_controller(jobRetries=2)
         series = await scrape(runtime)
         assert series[("bjc_job_attempts", (("executionID", eid), ("node", "broken-000")))] == 3

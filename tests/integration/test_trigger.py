@@ -71,8 +71,7 @@ async def test_the_annotation_starts_one_execution_answered_on_the_config_map(tm
         assert eid in event["note"] and "first" in event["note"]
 
         # an answered trigger never runs again: not on restart, not on other changes
-        await runtime.stop()
-        c.runtimes.clear()
+        await c.stop_controllers()
         runtime = await c.start_controller()
         await c.annotate_config_map({"unrelated": "change"})
         await config_map_when(c.kube, lambda cm: "unrelated" in cm.metadata.annotations)
