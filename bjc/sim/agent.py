@@ -30,67 +30,27 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import msgspec
 
-if TYPE_CHECKING:
-    from bjc.sim.containers import ProcessPods
+from bjc.sim.containers import ProcessPods
+from bjc.sim.podmodel import (
+    Container,
+    Pod,
+    PodGone,
+    conditions,
+    container_env,
+    container_status,
+    now,
+    state,
+)
 
 log = logging.getLogger("bjc.sim.agent")
 
 
-# --- slim views of the API objects the agent reads (msgspec ignores the rest) ---
-
-
-class _FieldRef(msgspec.Struct):
-    fieldPath: str = ""
-
-
-class _EnvSource(msgspec.Struct):
-    fieldRef: _FieldRef | None = None
-
-
-class _EnvVar(msgspec.Struct):
-    name: str
-    value: str | None = None
-    valueFrom: _EnvSource | None = None
-
-
-class _Container(msgspec.Struct):
-    name: str
-    image: str = ""
-    env: list[_EnvVar] = msgspec.field(default_factory=list)
-    command: list[str] = msgspec.field(default_factory=list)
-    args: list[str] = msgspec.field(default_factory=list)
-
-
-class _Spec(msgspec.Struct):
-    nodeName: str = ""
-    containers: list[_Container] = msgspec.field(default_factory=list)
-    initContainers: list[_Container] = msgspec.field(default_factory=list)
-    activeDeadlineSeconds: int | None = None
-
-
-class _Status(msgspec.Struct):
-    phase: str = ""
-    startTime: str | None = None
-    podIP: str | None = None
-
-
-class _Meta(msgspec.Struct):
-    name: str = ""
-    namespace: str = ""
-    uid: str = ""
-    resourceVersion: str = ""
-    deletionTimestamp: str | None = None
-
-
-class _Pod(msgspec.Struct):
-    metadata: _Meta = msgspec.field(default_factory=_Meta)
-    spec: _Spec = msgspec.field(default_factory=_Spec)
-    status: _Status = msgspec.field(default_factory=_Status)
+# --- slim views of the watch's API objects (the pod itself: bjc.sim.podmodel) ---
 
 
 class _ListMeta(msgspec.Struct):
@@ -99,7 +59,7 @@ class _ListMeta(msgspec.Struct):
 
 class _PodList(msgspec.Struct):
     metadata: _ListMeta
-    items: list[_Pod]
+    items: list[Pod]
 
 
 class _Event(msgspec.Struct):
@@ -112,7 +72,7 @@ class _StatusObj(msgspec.Struct):
     message: str = ""
 
 
-_pod_decoder = msgspec.json.Decoder(_Pod)
+_pod_decoder = msgspec.json.Decoder(Pod)
 _list_decoder = msgspec.json.Decoder(_PodList)
 _event_decoder = msgspec.json.Decoder(_Event)
 _status_decoder = msgspec.json.Decoder(_StatusObj)
@@ -150,19 +110,11 @@ class _Gone(Exception):
     """The watch's resourceVersion is too old: relist."""
 
 
-class _PodGone(Exception):
-    """The pod was deleted or replaced while we were updating it."""
-
-
 class _HttpError(Exception):
     def __init__(self, status: int, text: str, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {text[:200]}")
         self.status = status
         self.retry_after = retry_after
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(ts: str) -> float:
@@ -240,6 +192,13 @@ class NodeAgent:
             await self._session.close()
             self._session = None
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The agent's HTTP session to the API (its headers and TLS), while started."""
+        if self._session is None:
+            raise RuntimeError("the node agent is not started")
+        return self._session
+
     # --- the watch ---
 
     def _pods_url(self) -> str:
@@ -269,9 +228,8 @@ class NodeAgent:
                 await asyncio.sleep(delay)
 
     async def _relist(self) -> str:
-        assert self._session is not None
         params = {"fieldSelector": self._field_selector()}
-        async with self._session.get(self._pods_url(), params=params) as resp:
+        async with self.session.get(self._pods_url(), params=params) as resp:
             body = await resp.read()
             if resp.status != 200:
                 raise _HttpError(resp.status, body.decode(errors="replace"), _retry_after(resp))
@@ -286,7 +244,6 @@ class NodeAgent:
         return pods.metadata.resourceVersion
 
     async def _watch(self, rv: str) -> str:
-        assert self._session is not None
         params = {
             "watch": "1",
             "resourceVersion": rv,
@@ -294,7 +251,7 @@ class NodeAgent:
             "timeoutSeconds": "300",
             "fieldSelector": self._field_selector(),
         }
-        async with self._session.get(self._pods_url(), params=params) as resp:
+        async with self.session.get(self._pods_url(), params=params) as resp:
             if resp.status == 410:
                 raise _Gone()
             if resp.status != 200:
@@ -323,7 +280,7 @@ class NodeAgent:
                     self._observe(pod)
         return rv
 
-    def _observe(self, pod: _Pod) -> None:
+    def _observe(self, pod: Pod) -> None:
         node = pod.spec.nodeName
         if not node or (self.node_names is not None and node not in self.node_names):
             return
@@ -346,7 +303,7 @@ class NodeAgent:
         self._pods[uid] = task
         task.add_done_callback(lambda t, uid=uid: self._pod_done(uid, t))  # type: ignore[misc]
 
-    def _confirm_deletion(self, pod: _Pod) -> None:
+    def _confirm_deletion(self, pod: Pod) -> None:
         """Graceful deletion (a real apiserver's): stop the pod, then remove it with grace 0."""
         uid = pod.metadata.uid
         if uid in self._deleting:
@@ -358,7 +315,7 @@ class NodeAgent:
         self._deleting[uid] = task
         task.add_done_callback(lambda _, uid=uid: self._deleting.pop(uid, None))  # type: ignore[misc]
 
-    async def _delete_now(self, pod: _Pod, running: asyncio.Task[None] | None) -> None:
+    async def _delete_now(self, pod: Pod, running: asyncio.Task[None] | None) -> None:
         if running is not None:
             running.cancel()  # a process pod stops within its grace period
             await asyncio.wait([running])
@@ -378,60 +335,39 @@ class NodeAgent:
 
     # --- running one pod ---
 
-    def _env(self, pod: _Pod, container: _Container, pod_ip: str) -> dict[str, str]:
-        fields = {
-            "metadata.name": pod.metadata.name,
-            "metadata.namespace": pod.metadata.namespace,
-            "metadata.uid": pod.metadata.uid,
-            "spec.nodeName": pod.spec.nodeName,
-            "status.podIP": pod_ip,
-            "status.hostIP": "127.0.0.1",
-        }
-        env: dict[str, str] = {}
-        for e in container.env:
-            if e.value is not None:
-                env[e.name] = e.value
-            elif e.valueFrom is not None and e.valueFrom.fieldRef is not None:
-                path = e.valueFrom.fieldRef.fieldPath
-                if path in fields:
-                    env[e.name] = fields[path]
-            else:
-                env[e.name] = ""
-        return env
-
-    async def _run_pod(self, pod: _Pod, behaviour: JobBehaviour) -> None:
+    async def _run_pod(self, pod: Pod, behaviour: JobBehaviour) -> None:
         try:
             await self._lifecycle(pod, behaviour)
-        except _PodGone:
+        except PodGone:
             return
 
-    async def _lifecycle(self, pod: _Pod, behaviour: JobBehaviour) -> None:
+    async def _lifecycle(self, pod: Pod, behaviour: JobBehaviour) -> None:
         loop = asyncio.get_running_loop()
-        start = pod.status.startTime or _now()
+        start = pod.status.startTime or now()
         self._ip += 1
         pod_ip = pod.status.podIP or f"10.244.{self._ip // 250 % 250}.{self._ip % 250 + 1}"
         deadline: float | None = None
         if pod.spec.activeDeadlineSeconds is not None:
             elapsed = max(0.0, datetime.now(UTC).timestamp() - _parse_time(start))
             deadline = loop.time() + pod.spec.activeDeadlineSeconds - elapsed
-        running_since = _now()
+        running_since = now()
         try:
             async with asyncio.timeout_at(deadline):
                 if pod.status.phase != "Running":
-                    await self._patch_status(pod, self._pending_status(pod, start, pod_ip))
+                    await self.patch_status(pod, self._pending_status(pod, start, pod_ip))
                     if behaviour.pending_seconds:
                         await asyncio.sleep(behaviour.pending_seconds)
-                    running_since = _now()
-                    await self._patch_status(pod, self._running_status(pod, running_since))
+                    running_since = now()
+                    await self.patch_status(pod, self._running_status(pod, running_since))
                 code = await self._execute(pod, behaviour, pod_ip)
         except TimeoutError:
-            await self._patch_status(pod, self._deadline_status(pod, running_since))
+            await self.patch_status(pod, self._deadline_status(pod, running_since))
             self.completed += 1
             return
-        await self._patch_status(pod, self._final_status(pod, running_since, code))
+        await self.patch_status(pod, self._final_status(pod, running_since, code))
         self.completed += 1
 
-    async def _execute(self, pod: _Pod, behaviour: JobBehaviour, pod_ip: str) -> int:
+    async def _execute(self, pod: Pod, behaviour: JobBehaviour, pod_ip: str) -> int:
         node = pod.spec.nodeName
         if self.job_command:
             for c in pod.spec.initContainers:
@@ -446,14 +382,14 @@ class NodeAgent:
             await asyncio.sleep(behaviour.run_seconds)
         code = behaviour.exit_code
         if behaviour.run is not None:
-            first = pod.spec.containers[0] if pod.spec.containers else _Container(name="")
+            first = pod.spec.containers[0] if pod.spec.containers else Container(name="")
             result = await behaviour.run(
                 RunningPod(
                     name=pod.metadata.name,
                     namespace=pod.metadata.namespace,
                     node=node,
                     uid=pod.metadata.uid,
-                    env=self._env(pod, first, pod_ip),
+                    env=container_env(pod, first, pod_ip),
                     containers=[c.name for c in pod.spec.containers],
                 )
             )
@@ -465,9 +401,9 @@ class NodeAgent:
             )
         return code
 
-    async def _command(self, pod: _Pod, container: _Container, pod_ip: str) -> int:
+    async def _command(self, pod: Pod, container: Container, pod_ip: str) -> int:
         assert self.job_command is not None
-        env = {**os.environ, **self._env(pod, container, pod_ip)}
+        env = {**os.environ, **container_env(pod, container, pod_ip)}
         proc = await asyncio.create_subprocess_shell(
             self.job_command,
             env=env,
@@ -493,11 +429,10 @@ class NodeAgent:
     async def _request(self, method: str, url: str, data: bytes, ctype: str) -> int:
         """Send until the API answers (retrying 429/5xx/connection errors with capped
         backoff, however long the outage); returns the final status."""
-        assert self._session is not None
         delay = 0.05
         while True:
             try:
-                async with self._session.request(
+                async with self.session.request(
                     method, url, data=data, headers={"Content-Type": ctype}
                 ) as resp:
                     await resp.read()
@@ -510,17 +445,18 @@ class NodeAgent:
             await asyncio.sleep(wait)
             delay = min(delay * 2, self.max_backoff)
 
-    async def _patch_status(self, pod: _Pod, status: dict[str, Any]) -> None:
+    async def patch_status(self, pod: Pod, status: dict[str, Any]) -> None:
+        """Patch the pod's status as a kubelet does; PodGone if it was deleted or replaced."""
         meta = pod.metadata
         url = f"{self.api_url}/api/v1/namespaces/{meta.namespace}/pods/{meta.name}/status"
         body = _encode({"metadata": {"uid": meta.uid}, "status": status})
         code = await self._request("PATCH", url, body, "application/strategic-merge-patch+json")
         if code in (404, 409):
-            raise _PodGone()
+            raise PodGone()
         if code >= 300:
             raise _HttpError(code, f"status patch of pod {meta.namespace}/{meta.name} refused")
 
-    async def _store_log(self, pod: _Pod, container: str, text: str) -> None:
+    async def _store_log(self, pod: Pod, container: str, text: str) -> None:
         meta = pod.metadata
         url = f"{self.api_url}/_sim/logs/{meta.namespace}/{meta.name}/{container}"
         await self._request("PUT", url, text.encode(), "text/plain")  # 404: not a sim, no logs
@@ -528,80 +464,48 @@ class NodeAgent:
     # --- status documents (what a kubelet reports) ---
 
     @staticmethod
-    def _conditions(ready: bool, reason: str | None = None) -> list[dict[str, Any]]:
-        now = _now()
-        flag = "True" if ready else "False"
-        out = [
-            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": now},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-            {"type": "Ready", "status": flag, "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-        ]
-        if reason:
-            out[2]["reason"] = out[3]["reason"] = reason
-        return out
+    def _container_statuses(pod: Pod, current: dict[str, Any], ready: bool) -> list[dict[str, Any]]:
+        return [container_status(c, current, ready) for c in pod.spec.containers]
 
-    @staticmethod
-    def _state(**state: Any) -> dict[str, Any]:
-        # null out the other states: the status patch is a strategic merge, as the kubelet's
-        return {k: state.get(k) for k in ("waiting", "running", "terminated")}
-
-    def _container_statuses(
-        self, pod: _Pod, state: dict[str, Any], ready: bool
-    ) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": c.name,
-                "image": c.image,
-                "imageID": "",
-                "ready": ready,
-                "started": state.get("running") is not None,
-                "restartCount": 0,
-                "state": state,
-            }
-            for c in pod.spec.containers
-        ]
-
-    def _pending_status(self, pod: _Pod, start: str, pod_ip: str) -> dict[str, Any]:
+    def _pending_status(self, pod: Pod, start: str, pod_ip: str) -> dict[str, Any]:
         return {
             "phase": "Pending",
             "startTime": start,
             "hostIP": "127.0.0.1",
             "podIP": pod_ip,
             "podIPs": [{"ip": pod_ip}],
-            "conditions": self._conditions(False, "ContainersNotReady"),
+            "conditions": conditions(False, "ContainersNotReady"),
             "containerStatuses": self._container_statuses(
-                pod, self._state(waiting={"reason": "ContainerCreating"}), False
+                pod, state(waiting={"reason": "ContainerCreating"}), False
             ),
         }
 
-    def _running_status(self, pod: _Pod, since: str) -> dict[str, Any]:
+    def _running_status(self, pod: Pod, since: str) -> dict[str, Any]:
         return {
             "phase": "Running",
-            "conditions": self._conditions(True),
+            "conditions": conditions(True),
             "containerStatuses": self._container_statuses(
                 pod, {"running": {"startedAt": since}}, True
             ),
         }
 
-    def _final_status(self, pod: _Pod, since: str, code: int) -> dict[str, Any]:
+    def _final_status(self, pod: Pod, since: str, code: int) -> dict[str, Any]:
         reason = "Completed" if code == 0 else "Error"
-        state = self._state(
+        ended = state(
             terminated={
                 "exitCode": code,
                 "reason": reason,
                 "startedAt": since,
-                "finishedAt": _now(),
+                "finishedAt": now(),
             }
         )
         return {
             "phase": "Succeeded" if code == 0 else "Failed",
-            "conditions": self._conditions(False, "PodCompleted"),
-            "containerStatuses": self._container_statuses(pod, state, False),
+            "conditions": conditions(False, "PodCompleted"),
+            "containerStatuses": self._container_statuses(pod, ended, False),
         }
 
-    def _deadline_status(self, pod: _Pod, since: str) -> dict[str, Any]:
+    def _deadline_status(self, pod: Pod, since: str) -> dict[str, Any]:
         status = self._final_status(pod, since, 137)
         status["reason"] = "DeadlineExceeded"
         status["message"] = "Pod was active on the node longer than the specified deadline"

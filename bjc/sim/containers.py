@@ -42,18 +42,48 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from ssl import SSLContext
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
 import yaml
 
-from bjc.sim.agent import NodeAgent, _Container, _now, _Pod, _PodGone, _Spec
+from bjc.sim.podmodel import (
+    Container,
+    Pod,
+    PodGone,
+    PodSpec,
+    conditions,
+    container_env,
+    container_status,
+    now,
+    state,
+)
 
 log = logging.getLogger("bjc.sim.containers")
 
 BJC_IMAGE = "ghcr.io/bjc-project/bjc"
 STABLE_RUN = 600.0  # seconds of running after which the restart back-off starts over
+
+
+class Agent(Protocol):
+    """What ProcessPods uses of the node agent that hands it a pod (`NodeAgent`)."""
+
+    @property
+    def api_url(self) -> str: ...
+
+    @property
+    def ssl(self) -> bool | SSLContext | None: ...
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The agent's HTTP session to the API, with its credentials."""
+        ...
+
+    async def patch_status(self, pod: Pod, status: dict[str, Any]) -> None:
+        """Patch the pod's status; PodGone if it was deleted or replaced."""
+        ...
 
 
 # --- the parts of a pod that running it as a process needs ---
@@ -93,21 +123,21 @@ class _Volume(msgspec.Struct):
     persistentVolumeClaim: _Claim | None = None
 
 
-class _ProcessContainer(_Container):
+class _ProcessContainer(Container):
     ports: list[_Port] = msgspec.field(default_factory=list)
     readinessProbe: _Probe | None = None
     livenessProbe: _Probe | None = None
     volumeMounts: list[_Mount] = msgspec.field(default_factory=list)
 
 
-class _ProcessSpec(_Spec):
+class _ProcessSpec(PodSpec):
     containers: list[_ProcessContainer] = msgspec.field(default_factory=list)  # type: ignore[assignment]
     volumes: list[_Volume] = msgspec.field(default_factory=list)
     serviceAccountName: str = "default"
     terminationGracePeriodSeconds: int = 30
 
 
-class _ProcessPod(_Pod):
+class _ProcessPod(Pod):
     spec: _ProcessSpec = msgspec.field(default_factory=_ProcessSpec)
 
 
@@ -203,7 +233,7 @@ class ProcessPods:
         self.running: dict[tuple[str, str], RunningProcess] = {}
         self._addresses = 0
 
-    def claims(self, pod: _Pod) -> bool:
+    def claims(self, pod: Pod) -> bool:
         if len(pod.spec.containers) != 1:
             return False
         c = pod.spec.containers[0]
@@ -211,7 +241,7 @@ class ProcessPods:
 
     # --- one pod ---
 
-    async def run(self, agent: NodeAgent, claimed: _Pod) -> None:
+    async def run(self, agent: Agent, claimed: Pod) -> None:
         """Run the pod until cancelled (deleted): restartPolicy Always."""
         meta = claimed.metadata
         path = f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}"
@@ -231,26 +261,26 @@ class ProcessPods:
         self.running[(meta.namespace, meta.name)] = running
         try:
             await self._lifecycle(agent, pod, container, running, home)
-        except _PodGone:
+        except PodGone:
             return  # deleted while we updated it
         finally:
             self.running.pop((meta.namespace, meta.name), None)
 
     async def _lifecycle(
         self,
-        agent: NodeAgent,
+        agent: Agent,
         pod: _ProcessPod,
         container: _ProcessContainer,
         running: RunningProcess,
         home: Path,
     ) -> None:
-        status = _Status(pod, container, running.pod_ip, pod.status.startTime or _now())
-        await agent._patch_status(pod, status.waiting("ContainerCreating"))
+        status = _Status(pod, container, running.pod_ip, pod.status.startTime or now())
+        await agent.patch_status(pod, status.waiting("ContainerCreating"))
         try:
             env = await self._environment(agent, pod, container, running.pod_ip, home)
         except _Unrunnable as e:
             log.warning("pod %s/%s cannot start: %s", running.namespace, running.pod, e)
-            await agent._patch_status(pod, status.waiting("CreateContainerConfigError", str(e)))
+            await agent.patch_status(pod, status.waiting("CreateContainerConfigError", str(e)))
             await asyncio.Event().wait()  # as with a kubelet, it stays so until deleted
         backoff = self.restart_backoff[0]
         while True:
@@ -260,31 +290,30 @@ class ProcessPods:
             running.restarts += 1
             if time.monotonic() - started > STABLE_RUN:
                 backoff = self.restart_backoff[0]
-            await agent._patch_status(pod, status.exited(code, running.restarts))
+            await agent.patch_status(pod, status.exited(code, running.restarts))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.restart_backoff[1])
 
-    async def _get(self, agent: NodeAgent, path: str, kind: type[Any]) -> Any:
-        assert agent._session is not None
-        async with agent._session.get(agent.api_url + path) as resp:
+    async def _get(self, agent: Agent, path: str, kind: type[Any]) -> Any:
+        async with agent.session.get(agent.api_url + path) as resp:
             body = await resp.read()
             if resp.status != 200:
                 raise _Unrunnable(f"GET {path}: HTTP {resp.status}")
         return msgspec.json.decode(body, type=kind)
 
     async def _environment(
-        self, agent: NodeAgent, pod: _ProcessPod, c: _ProcessContainer, ip: str, home: Path
+        self, agent: Agent, pod: _ProcessPod, c: _ProcessContainer, ip: str, home: Path
     ) -> dict[str, str]:
         mounts = {m.mountPath: await self._volume(agent, pod, m.name, home) for m in c.volumeMounts}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
-        env.update(agent._env(pod, c, ip))
+        env.update(container_env(pod, c, ip))
         env["KUBECONFIG"] = str(await self._kubeconfig(agent, pod, home))
         env["BIND_ADDRESS"] = ip
         if self.report_mount in mounts:
             env["REPORT_DIRECTORY"] = str(mounts[self.report_mount])
         return env
 
-    async def _volume(self, agent: NodeAgent, pod: _ProcessPod, name: str, home: Path) -> Path:
+    async def _volume(self, agent: Agent, pod: _ProcessPod, name: str, home: Path) -> Path:
         volume = next((v for v in pod.spec.volumes if v.name == name), None)
         if volume is None:
             raise _Unrunnable(f"volume {name!r} is mounted but not defined")
@@ -305,9 +334,8 @@ class ProcessPods:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    async def _kubeconfig(self, agent: NodeAgent, pod: _ProcessPod, home: Path) -> Path:
+    async def _kubeconfig(self, agent: Agent, pod: _ProcessPod, home: Path) -> Path:
         """A kubeconfig for the pod's ServiceAccount, with a token bound to the pod."""
-        assert agent._session is not None
         meta = pod.metadata
         sa = pod.spec.serviceAccountName or "default"
         url = f"{agent.api_url}/api/v1/namespaces/{meta.namespace}/serviceaccounts/{sa}/token"
@@ -324,7 +352,7 @@ class ProcessPods:
                 },
             },
         }
-        async with agent._session.post(url, json=request) as resp:
+        async with agent.session.post(url, json=request) as resp:
             body = await resp.read()
             if resp.status != 201:
                 raise _Unrunnable(
@@ -354,7 +382,7 @@ class ProcessPods:
 
     async def _run_once(
         self,
-        agent: NodeAgent,
+        agent: Agent,
         pod: _ProcessPod,
         c: _ProcessContainer,
         env: dict[str, str],
@@ -369,11 +397,11 @@ class ProcessPods:
                 stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         running.process = proc
-        status.since = _now()
+        status.since = now()
         grace = pod.spec.terminationGracePeriodSeconds
         try:
             ready = c.readinessProbe is None
-            await agent._patch_status(pod, status.running(running.restarts, ready))
+            await agent.patch_status(pod, status.running(running.restarts, ready))
             async with asyncio.TaskGroup() as group:
                 probes = []
                 if c.readinessProbe is not None:
@@ -394,7 +422,7 @@ class ProcessPods:
 
     async def _readiness(
         self,
-        agent: NodeAgent,
+        agent: Agent,
         pod: _ProcessPod,
         c: _ProcessContainer,
         running: RunningProcess,
@@ -404,8 +432,8 @@ class ProcessPods:
         probing = _Probing(c.readinessProbe, ok=False)
         async for success in self._probe_results(c, c.readinessProbe, running.pod_ip):
             if probing.record(success):
-                with contextlib.suppress(_PodGone):  # being deleted: we are cancelled soon
-                    await agent._patch_status(pod, status.running(running.restarts, probing.ok))
+                with contextlib.suppress(PodGone):  # being deleted: we are cancelled soon
+                    await agent.patch_status(pod, status.running(running.restarts, probing.ok))
 
     async def _liveness(
         self, c: _ProcessContainer, probe: _Probe, running: RunningProcess, grace: int
@@ -460,23 +488,17 @@ class _Status:
         self.last_state: dict[str, Any] = {}
         self.since = start  # when the current run of the container started
 
-    def _doc(self, state: dict[str, Any], ready: bool, restarts: int) -> dict[str, Any]:
+    def _doc(self, current: dict[str, Any], ready: bool, restarts: int) -> dict[str, Any]:
         return {
-            "phase": "Running" if "running" in state or restarts else "Pending",
+            "phase": "Running" if "running" in current or restarts else "Pending",
             "startTime": self.start,
             "hostIP": "127.0.0.1",
             "podIP": self.ip,
             "podIPs": [{"ip": self.ip}],
-            "conditions": NodeAgent._conditions(ready, None if ready else "ContainersNotReady"),
+            "conditions": conditions(ready, None if ready else "ContainersNotReady"),
             "containerStatuses": [
                 {
-                    "name": self.c.name,
-                    "image": self.c.image,
-                    "imageID": "",
-                    "ready": ready,
-                    "started": state.get("running") is not None,
-                    "restartCount": restarts,
-                    "state": NodeAgent._state(**state),
+                    **container_status(self.c, state(**current), ready, restarts),
                     "lastState": self.last_state,
                 }
             ],
@@ -490,7 +512,7 @@ class _Status:
         return self._doc({"running": {"startedAt": self.since}}, ready, restarts)
 
     def exited(self, code: int, restarts: int) -> dict[str, Any]:
-        finished = _now()
+        finished = now()
         self.last_state = {
             "terminated": {
                 "exitCode": code,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from bjc.sim.agent import _Pod
 from bjc.sim.containers import ProcessPods, _Probe, _Probing
+from bjc.sim.podmodel import Pod
 
 
-def pod(*containers: dict) -> _Pod:
-    return msgspec.convert({"spec": {"containers": list(containers)}}, _Pod)
+def pod(*containers: dict) -> Pod:
+    return msgspec.convert({"spec": {"containers": list(containers)}}, Pod)
 
 
 @pytest.mark.parametrize(
