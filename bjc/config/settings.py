@@ -394,11 +394,11 @@ def _merge_pull_secret_alias(p: Problems, raw: Mapping[str, Any], alias: Any, ou
     """`imagePullSecrets`, an alias of `jobImagePullSecrets` the Go controller reads too."""
     secrets = decode_value(_PULL_SECRETS_ALIAS, alias, PullSecrets, p)
     primary = raw.get("jobImagePullSecrets")
-    if secrets is INVALID or primary is None:
-        if secrets is not INVALID:
-            out["jobImagePullSecrets"] = secrets
+    if secrets is INVALID:
         return
-    if out.get("jobImagePullSecrets") == secrets:
+    if primary is None:
+        out["jobImagePullSecrets"] = secrets
+    elif out.get("jobImagePullSecrets") == secrets:
         p.warnings.append(
             "jobImagePullSecrets and imagePullSecrets: both given (same value); keep only one"
         )
