@@ -36,12 +36,22 @@ def e2e(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     # a failed build does not end the session here: the tests then say why (and
     # fail under CI=true, skip elsewhere)
-    build = ["bash", "tests/e2e/build_binaries.sh", "control-plane"]
-    session.run(*build, external=True, success_codes=[0, 1])
+    for target in ("control-plane", "node"):
+        build = ["bash", "tests/e2e/build_binaries.sh", target]
+        session.run(*build, external=True, success_codes=[0, 1])
+    # the controller and example job images for the real node (tests/e2e/test_realnode.py)
+    images = ["bash", "tests/e2e/realnode/build_images.sh", realnode_images()]
+    session.run(*images, external=True, success_codes=[0, 1])
     env = {"BJC_E2E": "1", "BJC_E2E_NO_BUILD": "1"}
     # tests/e2e, and the integration scenarios' runs on the real control plane
     args = ["tests/e2e", "tests/integration", "-m", "e2e"]
     session.run("pytest", "-q", "-rs", *args, *session.posargs, env=env)
+
+
+def realnode_images() -> str:
+    """Where build_images.sh leaves the image archives (as tests/e2e/binaries.py finds it)."""
+    cache = os.environ.get("BJC_E2E_CACHE", os.path.expanduser("~/.cache/bjc-e2e"))
+    return os.path.join(cache, "images", "out")
 
 
 @nox.session

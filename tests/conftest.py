@@ -27,6 +27,9 @@ E2E = os.environ.get("BJC_E2E") == "1"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs a real control plane (nox -s e2e)")
+    config.addinivalue_line(
+        "markers", "realnode: runs the image on a real kubelet (nox -s e2e -- -m realnode)"
+    )
 
 
 _FOUND: tuple[Binaries | None, str] | None = None

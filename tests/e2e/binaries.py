@@ -16,6 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build_binaries.sh"
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+NODE = ("kubelet", "kube-proxy")  # the real node's (build_binaries.sh node)
 
 
 def versions() -> dict[str, str]:
@@ -41,17 +42,25 @@ class Binaries:
         return [n for n in names if not self.paths[n].is_file()]
 
 
+def cache() -> Path:
+    return Path(os.environ.get("BJC_E2E_CACHE", Path.home() / ".cache" / "bjc-e2e"))
+
+
+def image_archives() -> Path:
+    """Where realnode/build_images.sh leaves the images' OCI archives (`nox -s e2e`)."""
+    return cache() / "images" / "out"
+
+
 def locate() -> Binaries:
-    names = (*CONTROL_PLANE, "kwok")
+    names = (*CONTROL_PLANE, *NODE, "kwok")
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets:
         return Binaries({n: Path(assets) / n for n in names})
-    cache = Path(os.environ.get("BJC_E2E_CACHE", Path.home() / ".cache" / "bjc-e2e"))
     v = versions()
-    k8s = cache / f"k8s-{v['K8S_VERSION']}"
-    paths = {n: k8s / n for n in CONTROL_PLANE}
-    paths["etcd"] = cache / f"etcd-{v['ETCD_VERSION']}" / "etcd"
-    paths["kwok"] = cache / f"kwok-{v['KWOK_VERSION']}" / "kwok"
+    k8s = cache() / f"k8s-{v['K8S_VERSION']}"
+    paths = {n: k8s / n for n in (*CONTROL_PLANE, *NODE)}
+    paths["etcd"] = cache() / f"etcd-{v['ETCD_VERSION']}" / "etcd"
+    paths["kwok"] = cache() / f"kwok-{v['KWOK_VERSION']}" / "kwok"
     return Binaries(paths)
 
 

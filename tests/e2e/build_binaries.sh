@@ -6,10 +6,11 @@
 # pinned in versions.env into a cache outside the repository, keyed by version,
 # and reused on later runs:
 #   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/k8s-<v>/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
+#   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/k8s-<v>/{kubelet,kube-proxy}          (the real node: `node`)
 #   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/etcd-<v>/etcd
 #   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/kwok-<v>/{kwok,stages/}  (the scale benchmark's fake nodes)
-# The four Kubernetes binaries come from one module pinned to k8s.io/kubernetes,
-# so they share a version and most compiled packages.  The build modules (go.mod
+# The Kubernetes binaries come from one module pinned to k8s.io/kubernetes, so they
+# share a version and most compiled packages.  The build modules (go.mod
 # files, a tiny etcd main.go) live only in ${BJC_E2E_CACHE}/build; none of this is
 # bjc code.  Exit status: 0 all built or found, 1 a build failed or go is missing.
 set -euo pipefail
@@ -24,10 +25,13 @@ CACHE="${BJC_E2E_CACHE:-$HOME/.cache/bjc-e2e}"
 BUILD="$CACHE/build"
 K8S_BIN="$CACHE/k8s-$K8S_VERSION"
 K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+NODE_CMDS=(kubelet kube-proxy)
 
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
     missing=()
-    for b in etcd "${K8S_CMDS[@]}"; do
+    wanted=(etcd "${K8S_CMDS[@]}")
+    [[ "${1:-}" == node ]] && wanted=("${NODE_CMDS[@]}")
+    for b in "${wanted[@]}"; do
         [[ -x "$KUBEBUILDER_ASSETS/$b" ]] || missing+=("$b")
     done
     if ((${#missing[@]})); then
@@ -47,9 +51,10 @@ fi
 mkdir -p "$BUILD"
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
-build_kubernetes() {
-    local missing=()
-    for cmd in "${K8S_CMDS[@]}"; do
+build_kubernetes() {  # the commands to build, default K8S_CMDS
+    local cmds=("$@") missing=()
+    ((${#cmds[@]})) || cmds=("${K8S_CMDS[@]}")
+    for cmd in "${cmds[@]}"; do
         if [[ -x "$K8S_BIN/$cmd" ]]; then
             echo "build_binaries: reusing $K8S_BIN/$cmd"
         else
@@ -79,7 +84,9 @@ MOD
     } >> go.mod
     {
         printf '//go:build tools\n\npackage tools\n\nimport (\n'
-        for cmd in "${K8S_CMDS[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd"; done
+        for cmd in "${K8S_CMDS[@]}" "${NODE_CMDS[@]}"; do
+            printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd"
+        done
         printf ')\n'
     } > tools.go
     go mod tidy -e >/dev/null 2>&1 || true
@@ -179,7 +186,8 @@ case "${1:-all}" in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     kwok) build_kwok ;;
+    node) build_kubernetes "${NODE_CMDS[@]}" ;;
     control-plane) build_etcd; build_kubernetes ;;
-    all) build_etcd; build_kubernetes; build_kwok ;;
-    *) echo "usage: $0 [all|control-plane|etcd|kubernetes|kwok]" >&2; exit 2 ;;
+    all) build_etcd; build_kubernetes; build_kubernetes "${NODE_CMDS[@]}"; build_kwok ;;
+    *) echo "usage: $0 [all|control-plane|etcd|kubernetes|kwok|node]" >&2; exit 2 ;;
 esac

@@ -4,8 +4,11 @@ kube-controller-manager and kube-scheduler, as processes in a scratch directory.
 Shared by the e2e fixtures and the real-apiserver benchmark. What it deliberately
 leaves out, and what stands in:
 - no kubelet: `bjc.sim.NodeAgent` (job pods, and controller pods as local `bjc run`
-  processes) or kwok (the benchmark's fake nodes) plays it;
-- no kube-proxy: a Service's ClusterIP routes nowhere. The service range is
+  processes) or kwok (the benchmark's fake nodes) plays it, or a real kubelet of
+  tests/e2e/realnode joins (`address` then is the machine's, so that containers reach
+  the apiserver through the `kubernetes` Service, and `service_range` one that pods
+  route to the node);
+- no kube-proxy: a Service's ClusterIP routes nowhere. The default service range is
   127.96.0.0/16, inside loopback, so nothing a test does with a ClusterIP can leave
   the machine;
 - the controller-manager runs every controller; node lifecycle with a grace period
@@ -73,6 +76,8 @@ class ControlPlane:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bjc-e2e-")))
     controller_manager: bool = True
     scheduler: bool = True
+    address: str = "127.0.0.1"  # the apiserver's bind and advertised address
+    service_range: str = SERVICE_RANGE
     url: str = ""
     token: str = ADMIN_TOKEN
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
@@ -160,24 +165,27 @@ class ControlPlane:
         )  # fmt: skip
 
         port = free_port()
-        self.url = f"https://127.0.0.1:{port}"
+        self.url = f"https://{self.address}:{port}"
+        # the `kubernetes` Endpoints may not hold a loopback address
+        endpoints = ["--endpoint-reconciler-type=none"] if self.address == "127.0.0.1" else []
         self._spawn(
             "kube-apiserver",
             [
                 self.binaries["kube-apiserver"],
                 f"--etcd-servers=http://127.0.0.1:{client}",
                 f"--secure-port={port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                # the `kubernetes` Endpoints may not hold a loopback address
-                "--endpoint-reconciler-type=none",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
+                *endpoints,
+                # `kubectl logs` and `exec` reach a real kubelet by its node IP
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--cert-dir={work / 'certs'}",
                 f"--token-auth-file={work / 'tokens.csv'}",
                 "--authorization-mode=RBAC",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={work / 'sa.key'}",
                 f"--service-account-signing-key-file={work / 'sa.key'}",
-                f"--service-cluster-ip-range={SERVICE_RANGE}",
+                f"--service-cluster-ip-range={self.service_range}",
                 "--allow-privileged=true",
             ],
             f"{self.url}/readyz",

@@ -19,36 +19,30 @@ that needs an execution starts one the way a user would: change the ConfigMap
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
-import yaml
 
 from bjc.config.podspec import EXECUTION_LABEL, OWNER_LABEL
 from bjc.kube.client import Credentials, KubeClient
-from bjc.reports.execution import ExecutionState, JobStatus
+from bjc.reports.execution import JobStatus
 from bjc.sim import JobBehaviour, NodeAgent, ProcessPods, RunningPod
 from bjc.sim.proxy import ServiceProxy
-from tests.report_files import execution_dirs, state
 
 from .controlplane import ControlPlane, add_ready_node
+from .deployment import BOUND, NAMESPACE, PODS, Deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "manifests" / "overlays" / "example"
-NAMESPACE = "bjc-system"  # the example overlay's
 NODES = ["e2e-node-1", "e2e-node-2", "e2e-node-3"]
-BOUND = 180  # seconds: a hang bound, not a performance expectation
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
 
 
 class Jobs:
@@ -112,104 +106,24 @@ class Jobs:
             await asyncio.sleep(0.5)
 
 
-@dataclass
-class Deployed:
-    plane: ControlPlane
-    agent: NodeAgent
-    processes: ProcessPods
-    jobs: Jobs
-    reports: Path
-    kube: KubeClient
+class Deployed(Deployment):
+    """The deployment on simulated nodes: the agent runs its pods."""
 
-    async def kubectl(self, *args: str, input: str | None = None) -> str:
-        """kubectl off the event loop (the agent runs on it), bounded by BOUND + 60 s."""
-        return await asyncio.to_thread(self.plane.kubectl, *args, input=input, timeout=BOUND + 60)
-
-    async def leader(self) -> dict[str, Any]:
-        """The Lease's spec (holder = the leading pod's name)."""
-        path = (
-            f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/node-check-leader-election"
-        )
-        return (await self.kube.get(path, dict))["spec"]
-
-    async def controller_pods(self) -> list[dict[str, Any]]:
-        params = {"labelSelector": "app.kubernetes.io/component=controller"}
-        return (await self.kube.get(PODS, dict, params=params))["items"]
-
-    async def settled(self) -> str | None:
-        """The leading pod's name once exactly the Deployment's two pods run (none
-        terminating) and one of them holds the Lease; else None."""
-        pods = await self.controller_pods()
-        if len(pods) != 2 or any(p["metadata"].get("deletionTimestamp") for p in pods):
-            return None
-        holder = (await self.leader()).get("holderIdentity")
-        return holder if holder in {p["metadata"]["name"] for p in pods} else None
-
-    async def rollout_status(self) -> None:
-        try:
-            await self.kubectl(
-                "rollout", "status", "deployment/bjc", "-n", NAMESPACE, f"--timeout={BOUND}s"
-            )
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{self.diagnosis()}") from None
-
-    async def restart_with(self, **config: Any) -> None:
-        """Change config.yaml in the ConfigMap, `rollout restart` and wait for the rollout."""
-        cm = yaml.safe_load(
-            await self.kubectl("get", "configmap", "bjc", "-n", NAMESPACE, "-o", "yaml")
-        )
-        values = yaml.safe_load(cm["data"]["config.yaml"])
-        values.update(config)
-        cm["data"]["config.yaml"] = yaml.safe_dump(values)
-        meta = cm["metadata"]
-        cm["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels") if k in meta}
-        await self.kubectl("apply", "-f", "-", input=yaml.safe_dump(cm))
-        await self.kubectl("rollout", "restart", "deployment/bjc", "-n", NAMESPACE)
-        await self.rollout_status()
+    def __init__(
+        self, plane: ControlPlane, kube: KubeClient, reports: Path, agent: NodeAgent,
+        processes: ProcessPods, jobs: Jobs,
+    ) -> None:  # fmt: skip
+        super().__init__(plane, kube, reports, NODES)
+        self.agent, self.processes, self.jobs = agent, processes, jobs
 
     def diagnosis(self) -> str:
-        """The controller processes' logs and the control plane's, for a failure message."""
+        """The controller processes' logs, then the pods and the control plane's."""
         out = []
         for log in sorted(self.processes.work_dir.glob("*/*.log")):
             text = log.read_text(errors="replace").splitlines()[-20:]
             out.append(f"--- {log.parent.name}/{log.name}:\n" + "\n".join(text))
-        pods = self.plane.run_kubectl("get", "pods", "-A", "-o", "wide").stdout
         failures = "job callbacks that failed: " + "; ".join(self.jobs.failures)
-        return "\n".join([failures, pods, *out, self.plane.logs()])
-
-    async def until(self, what: str, check: Callable[[], Any], bound: float = BOUND) -> Any:
-        """Wait for `check()` (or its awaitable) to be truthy: files on disk and
-        processes have nothing to watch."""
-        try:
-            async with asyncio.timeout(bound):
-                while True:
-                    found = check()
-                    if inspect.isawaitable(found):
-                        found = await found
-                    if found:
-                        return found
-                    await asyncio.sleep(0.2)
-        except TimeoutError:
-            pytest.fail(f"{what}: not within {bound}s\n{self.diagnosis()}")
-
-
-def executions(reports: Path) -> list[ExecutionState]:
-    out = []
-    for d in execution_dirs(reports):
-        try:
-            out.append(state(d))
-        except Exception:  # caught mid-write: not there yet
-            continue
-    return out
-
-
-def finished(reports: Path, after: set[str]) -> ExecutionState | None:
-    """The first execution not in `after` whose jobs all ended, else None."""
-    for s in executions(reports):
-        if s.id not in after and set(s.nodes) == set(NODES):
-            if all(j.status.terminal for j in s.nodes.values()):
-                return s
-    return None
+        return "\n".join([failures, *out, super().diagnosis()])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -251,7 +165,7 @@ async def deployed(
         proxy = ServiceProxy(kube, NAMESPACE, "bjc")  # no kube-proxy: callbacks go through it
         try:
             await asyncio.wait_for(agent.synced.wait(), BOUND)
-            result = Deployed(control_plane, agent, processes, jobs, reports, kube)
+            result = Deployed(control_plane, kube, reports, agent, processes, jobs)
             await result.kubectl("apply", "-k", str(OVERLAY))
             await proxy.start()
             yield result
@@ -303,11 +217,9 @@ async def test_rollout_status_completes(deployed: Deployed) -> None:
 
 
 async def test_execution_under_the_deployment(deployed: Deployed) -> None:
-    before = {s.id for s in executions(deployed.reports)}
+    before = {s.id for s in deployed.executions()}
     await deployed.restart_with(runOnStartup=True, startupDelay="1s")
-    done = await deployed.until(
-        "an execution on every node", lambda: finished(deployed.reports, before)
-    )
+    done = await deployed.until("an execution on every node", lambda: deployed.finished(before))
     assert {n: j.status for n, j in done.nodes.items()} == dict.fromkeys(NODES, JobStatus.SUCCEEDED)
     assert all(j.result for j in done.nodes.values())
 
@@ -351,7 +263,7 @@ async def test_execution_under_the_deployment(deployed: Deployed) -> None:
 async def start_held_execution(deployed: Deployed, **config: Any) -> set[str]:
     """Restart with runOnStartup, so an execution starts whose first job is held, and
     wait until the old pods are gone (`rollout status` returns while they terminate)."""
-    before = {s.id for s in executions(deployed.reports)}
+    before = {s.id for s in deployed.executions()}
     deployed.jobs.hold()
     await deployed.restart_with(runOnStartup=True, startupDelay="1s", **config)
     await deployed.until("a job pod running", lambda: deployed.jobs.waiting > 0)
@@ -359,23 +271,12 @@ async def start_held_execution(deployed: Deployed, **config: Any) -> set[str]:
     return before
 
 
-async def all_results(deployed: Deployed, before: set[str]) -> ExecutionState:
-    done = await deployed.until(
-        "the execution finished", lambda: finished(deployed.reports, before)
-    )
-    assert {n: j.status for n, j in done.nodes.items()} == dict.fromkeys(
-        NODES, JobStatus.SUCCEEDED
-    ), f"{done}\n{deployed.diagnosis()}"
-    assert all(j.result for j in done.nodes.values())
-    return done
-
-
 async def test_rollout_restart_during_an_execution_loses_no_result(deployed: Deployed) -> None:
     before = await start_held_execution(deployed, podPoolSize=1)
     await deployed.kubectl("rollout", "restart", "deployment/bjc", "-n", NAMESPACE)
     await deployed.rollout_status()
     deployed.jobs.release()
-    await all_results(deployed, before)
+    await deployed.all_results(before)
 
 
 async def test_deleting_the_leader_pod_hands_over(deployed: Deployed) -> None:
@@ -391,7 +292,7 @@ async def test_deleting_the_leader_pod_hands_over(deployed: Deployed) -> None:
     assert new["holderIdentity"] != old["holderIdentity"]
     assert new.get("leaseTransitions", 0) > old.get("leaseTransitions", 0)
     deployed.jobs.release()
-    await all_results(deployed, before)
+    await deployed.all_results(before)
     await deployed.rollout_status()  # the ReplicaSet replaced the deleted pod
 
 
@@ -403,7 +304,7 @@ async def test_a_crashed_leader_process_is_restarted_and_loses_nothing(deployed:
     assert running.process is not None
     running.process.kill()
     deployed.jobs.release()
-    await all_results(deployed, before)
+    await deployed.all_results(before)
 
     async def restarted() -> dict[str, Any] | None:
         pod = await deployed.kube.get(f"{PODS}/{leader}", dict)  # the same pod: restarted in place
