@@ -222,7 +222,7 @@ async def test_a_report_directory_that_stops_taking_writes_refuses_says_so_once_
         async with asyncio.timeout(BOUND):
             await runtime.controller.wait_completed(1)
         assert not runtime.failed.is_set()  # the process kept running throughout
-        assert [r for r in caplog.records if r.exc_info] == []  # no traceback at all
+        assert [r for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR] == []
         for node, body in acknowledged.items():
             assert (directory / f"{node}.json").read_bytes() == body
         assert (directory / f"{during}-report.txt").read_bytes() == b"a report\n"
