@@ -121,6 +121,7 @@ class Runtime:
             may_write=None if self.elector is None else self.elector.holds_lease,
         )
         self.metrics = Metrics(config)
+        self.store.on_writable = self.metrics.set_report_directory_writable
         self.cron = cron_schedule(config)
         self.controller = Controller(
             config=config,

@@ -28,7 +28,7 @@ from bjc.kube.client import ApiError, KubeClient
 from bjc.kube.objects import Pod
 from bjc.reports.execution import Execution, JobStatus
 from bjc.reports.metrics import Metrics
-from bjc.reports.store import ReportStore
+from bjc.reports.store import ReportStore, WriteFailed
 
 log = logging.getLogger(__name__)
 
@@ -156,4 +156,7 @@ class JobEnds:
             except (ApiError, aiohttp.ClientError) as e:
                 log.warning("no log of %s/%s: %s", pod.metadata.name, container.name, e)
                 continue
-            await self.store.write_log(execution_id, node, container.name, text)
+            try:
+                await self.store.write_log(execution_id, node, container.name, text)
+            except WriteFailed as e:  # the store said once that the directory is not writable
+                log.debug("log of %s/%s not saved: %s", pod.metadata.name, container.name, e)

@@ -149,7 +149,8 @@ class Execution:
     coalesced per node while a write is in flight); the full snapshot is written
     with an atomic rename when the execution starts, when it ends and whenever
     the journal grows past a few lines per node. So a change costs O(1), not a
-    rewrite of a 5,000-node document.
+    rewrite of a 5,000-node document. A write that fails (a full or read-only
+    report directory) drops nothing: the next change writes the whole snapshot.
     """
 
     def __init__(self, state: ExecutionState, files: StateFiles) -> None:
@@ -158,6 +159,7 @@ class Execution:
         self._dirty_nodes: dict[str, None] = {}
         self._snapshot_due = False
         self._journal_lines = 0
+        self._unsaved = False  # the last flush failed (logged once until one succeeds)
         self._waiters: dict[str, asyncio.Event] = {}  # only for nodes someone waits on
         self._flush_task: asyncio.Task[None] | None = None  # at most one, draining what is due
         self.finished_jobs = sum(1 for j in state.nodes.values() if j.status.terminal)
@@ -353,7 +355,13 @@ class Execution:
                     self._journal_lines += len(nodes)
                     await self._files.append_journal(self.id, lines)
             except OSError as e:  # NotLeading too: the process is on its way out
-                log.error("cannot persist execution %s: %r", self.id, e)
+                # nothing is dropped: the next change writes the whole state again
+                self._snapshot_due = True
+                if not self._unsaved:  # once until a flush succeeds, not per change
+                    log.error("cannot persist execution %s: %s", self.id, e)
+                self._unsaved = True
+                return
+        self._unsaved = False
 
 
 class RetiredExecution:

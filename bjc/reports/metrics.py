@@ -668,6 +668,13 @@ class Metrics:
             registry=reg,
         )
         self._config_reload_ok.set({}, 1)
+        self._report_directory_writable = Gauge(
+            "bjc_report_directory_writable",
+            "0 from a failed write to the report directory (full, read-only, I/O error) "
+            "until a write succeeds again, else 1",
+            registry=reg,
+        )
+        self._report_directory_writable.set({}, 1)
         _register_process_metrics(reg)
 
         # Configured gauges last, so that a name clash names the offending config key.
@@ -963,6 +970,10 @@ class Metrics:
         for key, problem in problems:
             self._config_problems.set({"key": key[:100], "problem": problem[:200]}, 1)
         self._config_reload_ok.set({}, 0 if self._config_problems.values else 1)
+
+    def set_report_directory_writable(self, writable: bool) -> None:
+        """`bjc_report_directory_writable`: what the store last saw (ReportStore.writable)."""
+        self._report_directory_writable.set({}, 1 if writable else 0)
 
     def set_suspended(self, suspended: bool) -> None:
         """`bjc_suspended`: 1 while no new executions start (suspend key or annotation)."""

@@ -19,6 +19,16 @@ default thread pool. A write has returned only once the file is renamed into pla
 so what a caller acknowledges after it survives the process being killed (no fsync:
 a SIGKILL cannot lose what the kernel already has; a power cut can).
 
+Disk faults: a write that fails in the file system (no space, read-only, an I/O
+error, ...) raises `WriteFailed`, an OSError with the original errno, message and
+path; `WriteFailed.no_space` tells "full" (ENOSPC, EDQUOT) from the rest. The store
+keeps one bit, `writable`: the first failure clears it and logs one ERROR line (errno
+and path, no traceback); the next new file written with data (a result, an upload, a
+pod log, a state snapshot) sets it again and logs one WARNING line. `on_writable` is
+told both (the runtime sets a gauge). A failed write leaves nothing half-written
+behind: its temporary file is removed, a journal append is cut back to where it
+started.
+
 Fencing: a store built with `may_write` asks it, in the thread, right before every
 write. The runtime passes "this replica holds the Lease and renewed it within the
 renew deadline", so a replica that lost its lease stops writing even if its event
@@ -44,19 +54,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import itertools
+import logging
 import os
 import queue
 import re
 import shutil
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Container
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Container
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 LATEST = "latest"
 STATE_FILE = ".bjc-execution.json"
@@ -99,6 +113,28 @@ class ExecutionNotFound(FileNotFoundError):
 
 class NotLeading(PermissionError):
     """This replica may not write: it does not hold the Lease (or no longer in time)."""
+
+
+#: errnos that mean the file system is full (for this user): callbacks get 507
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class WriteFailed(OSError):
+    """A write to the report directory failed in the file system: full, read-only, I/O error.
+
+    Built from the original error: same errno, message and path.
+    """
+
+    @property
+    def no_space(self) -> bool:
+        return self.errno in NO_SPACE
+
+    @property
+    def code(self) -> str:
+        """The errno's symbolic name (`ENOSPC`, `EROFS`, ...)."""
+        if self.errno is None:
+            return "unknown error"
+        return errno.errorcode.get(self.errno, f"errno {self.errno}")
 
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
@@ -168,10 +204,16 @@ def _settle(outcomes: list[tuple[Any, ...]]) -> None:
             future.set_exception(error)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, path: str | Path) -> None:
+    """Write all of `data`; an error names `path` (a write to a descriptor names none)."""
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as e:
+        if e.filename is None:
+            e.filename = os.fspath(path)
+        raise
 
 
 def is_execution_id(name: str) -> bool:
@@ -254,10 +296,58 @@ class ReportStore:
         self.may_write = may_write
         self._resolved_dirs: dict[str, str] = {}
         self._writer = _Writer()
+        #: False from a failed write until a write puts data in place (module docstring)
+        self.writable = True
+        #: told each change of `writable` (on the event loop)
+        self.on_writable: Callable[[bool], None] = lambda writable: None
 
     # ----------------------------------------------------------------- helpers
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(fn, *args)
+
+    async def _writing(
+        self,
+        run: Callable[..., Awaitable[T]],
+        fn: Callable[..., T],
+        *args: object,
+        wrote_data: bool = True,
+    ) -> T:
+        """`await run(fn, *args)`, a write: file system errors become WriteFailed.
+
+        `wrote_data`: whether success wrote data into new space, and so shows the
+        directory writable again (on a full file system an empty file or a directory
+        can still be created, and an append can fit in a file's last block).
+        """
+        try:
+            result = await run(fn, *args)
+        except (NotLeading, FileNotFoundError):
+            raise  # not the file system's fault: the lease, a pruned execution
+        except OSError as e:
+            raise self._failed(e) from None
+        if wrote_data and not self.writable:
+            self.writable = True
+            log.warning("report directory %s is writable again", self.root)
+            self.on_writable(True)
+        return result
+
+    def _failed(self, error: OSError) -> WriteFailed:
+        if isinstance(error, WriteFailed):
+            failed = error
+        elif error.errno is None:
+            failed = WriteFailed(*error.args)
+        else:
+            failed = WriteFailed(error.errno, error.strerror, error.filename, None, error.filename2)
+        if self.writable:
+            self.writable = False
+            log.error(
+                "report directory %s is not writable (%s): %s; results, files and state are "
+                "not saved until a write succeeds again",
+                self.root,
+                failed.code,
+                failed,
+            )
+            self.on_writable(False)
+        return failed
 
     def _check_writable(self) -> None:
         if self.may_write is not None and not self.may_write():
@@ -314,12 +404,12 @@ class ReportStore:
             raise ExecutionNotFound(f"execution {execution_id} does not exist") from None
         try:
             try:
-                _write_all(fd, data)
+                _write_all(fd, data, path)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # a read-only file system refuses this too
                 os.unlink(tmp)
             raise
         return path
@@ -342,11 +432,15 @@ class ReportStore:
 
     async def create_execution(self, execution_id: str, *, link_latest: bool = True) -> Path:
         """Create `<root>/<execution_id>/` (idempotent) and point `latest` at it atomically."""
-        return await self._run(self._create_execution_sync, execution_id, link_latest)
+        return await self._writing(
+            self._run, self._create_execution_sync, execution_id, link_latest, wrote_data=False
+        )
 
     async def ensure_execution(self, execution_id: str) -> Path:
         """Create the directory without touching `latest` (DEV_MODE callbacks)."""
-        return await self._run(self._create_execution_sync, execution_id, False)
+        return await self._writing(
+            self._run, self._create_execution_sync, execution_id, False, wrote_data=False
+        )
 
     def _list_sync(self) -> list[str]:
         try:
@@ -387,18 +481,22 @@ class ReportStore:
     # ------------------------------------------------------------------ files
     async def write_result(self, execution_id: str, node: str, data: bytes) -> str:
         """Save a result body verbatim as `<node>.json`; on return it is in place."""
-        return await self._writer.run(
-            self._write_sync, execution_id, self.result_filename(node), data
+        name = self.result_filename(node)
+        return await self._writing(
+            self._writer.run, self._write_sync, execution_id, name, data, wrote_data=bool(data)
         )
 
     async def write_log(self, execution_id: str, node: str, container: str, data: bytes) -> str:
-        return await self._run(
-            self._write_sync, execution_id, self.log_filename(node, container), data
+        name = self.log_filename(node, container)
+        return await self._writing(
+            self._run, self._write_sync, execution_id, name, data, wrote_data=bool(data)
         )
 
     async def write_file(self, execution_id: str, filename: str, data: bytes) -> str:
         """Save `data` as `<root>/<execution_id>/<filename>` (one checked path component)."""
-        return await self._run(self._write_sync, execution_id, filename, data)
+        return await self._writing(
+            self._run, self._write_sync, execution_id, filename, data, wrote_data=bool(data)
+        )
 
     def _write_state_sync(self, execution_id: str, data: bytes) -> str:
         path = self._write_sync(execution_id, STATE_FILE, data)
@@ -408,19 +506,30 @@ class ReportStore:
 
     async def write_state(self, execution_id: str, data: bytes) -> str:
         """Replace the execution's state snapshot atomically; its journal is dropped."""
-        return await self._writer.run(self._write_state_sync, execution_id, data)
+        return await self._writing(self._writer.run, self._write_state_sync, execution_id, data)
 
     def _append_journal_sync(self, execution_id: str, data: bytes) -> None:
         path = self._target(execution_id, JOURNAL_FILE)
         self._check_writable()
         if not os.path.isdir(os.path.dirname(path)):
             raise ExecutionNotFound(f"execution {execution_id} does not exist")
-        with open(path, "ab") as f:
-            f.write(data)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                _write_all(fd, data, path)
+            except OSError:  # e.g. full: no torn line stays in front of the next append
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
 
     async def append_journal(self, execution_id: str, data: bytes) -> None:
         """Append state changes (whole lines) to the execution's journal."""
-        await self._writer.run(self._append_journal_sync, execution_id, data)
+        # no sign of space: an append can fit in what the file's last block has left
+        append = self._append_journal_sync
+        await self._writing(self._writer.run, append, execution_id, data, wrote_data=False)
 
     def _read_state_sync(self, execution_id: str) -> tuple[bytes, bytes | None] | None:
         directory = self.execution_dir(execution_id)
@@ -523,14 +632,13 @@ class UploadSink:
         self._buffer.append(chunk)
         self._buffered += len(chunk)
         if self._buffered >= _BUFFER_BYTES:
-            data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
-            await self._store._run(self._flush_sync, data)
+            await self.flush()
 
     async def flush(self) -> None:
         """Move buffered data to the temporary file now (still not visible under its name)."""
         if self._buffered:
             data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
-            await self._store._run(self._flush_sync, data)
+            await self._store._writing(self._store._run, self._flush_sync, data)
 
     def _open_sync(self) -> None:
         if self._fd is None:
@@ -542,7 +650,7 @@ class UploadSink:
     def _flush_sync(self, data: bytes) -> None:
         self._open_sync()
         assert self._fd is not None
-        _write_all(self._fd, data)
+        _write_all(self._fd, data, self.path)
 
     def _commit_sync(self, data: bytes) -> None:
         self._flush_sync(data)
@@ -554,13 +662,15 @@ class UploadSink:
 
     async def _commit(self) -> None:
         data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
-        await self._store._run(self._commit_sync, data)
+        store = self._store
+        await store._writing(store._run, self._commit_sync, data, wrote_data=self.size > 0)
 
     def _discard_sync(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
             self._fd = None
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # never created, or a read-only file system
             os.unlink(self._tmp)
 
     async def _discard(self) -> None:

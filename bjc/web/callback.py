@@ -18,7 +18,11 @@ apiserver failed, never the input):
 - results are checked against the series limits (`check_limits`) before anything
   is written; JSON nested too deeply or not UTF-8 is a decoding error (400);
 - a body aiohttp cannot parse (multipart part headers) is 400; a client that
-  disconnects mid-request is logged as one INFO line and counted with code 499.
+  disconnects mid-request is logged as one INFO line and counted with code 499;
+- a result or file the report directory cannot take (`WriteFailed`: full, read-only,
+  I/O error) is 507 (no space) or 503, both with `Retry-After` and the errno in the
+  body, and nothing of it is kept: the job retries, and the store has logged the
+  condition once (no line per request).
 
 Deliberately not here: knowing which executions exist, creating Kubernetes objects
 (the target does that), and serving anything but these routes. `bjc mock` runs this
@@ -61,6 +65,7 @@ from bjc.reports.store import (
     NotLeading,
     ReportStore,
     UploadTooLarge,
+    WriteFailed,
     check_name,
     file_owner,
 )
@@ -111,11 +116,22 @@ DEV_MODE = web.AppKey("dev_mode", bool)
 ACCEPTING: web.AppKey[Callable[[], bool]] = web.AppKey("accepting")
 
 NOT_LEADING = "not the leader: retry (the callback Service sends you to the leader)"
+#: Retry-After (seconds) of a callback the report directory could not take
+NOT_WRITABLE_RETRY_AFTER = 10
 
 
 def _text(status: int, text: str) -> web.Response:
     # Go's http.Error: text/plain, message plus newline.
     return web.Response(status=status, text=text + "\n", content_type="text/plain")
+
+
+def _not_writable(error: WriteFailed) -> web.Response:
+    """507 when the report directory is full, else 503; the job retries either."""
+    status = 507 if error.no_space else 503
+    reason = f"report directory not writable ({error.code}: {error.strerror or error}); retry later"
+    response = _text(status, reason)
+    response.headers[hdrs.RETRY_AFTER] = str(NOT_WRITABLE_RETRY_AFTER)
+    return response
 
 
 class _Refused(Exception):
@@ -351,6 +367,10 @@ async def _refusals_and_counting(request: web.Request, handler: Handler) -> web.
     except _Refused as refused:
         code = refused.response.status
         return refused.response
+    except WriteFailed as e:  # the store logged it once; nothing of the request is kept
+        response = _not_writable(e)
+        code = response.status
+        return response
     except web.HTTPException as e:  # 404/405 of the router, 413 of client_max_size
         code = e.status
         raise

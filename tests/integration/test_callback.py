@@ -310,6 +310,37 @@ async def test_result_for_pruned_execution_is_406(make_env: MakeEnv) -> None:
     assert resp.status == 406
 
 
+async def test_an_unwritable_execution_directory_is_503_with_a_reason_until_it_is_back(
+    make_env: MakeEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any OS error but "no space" (here ENOTDIR: a file where the directory belongs,
+    which root gets too) is 503 with Retry-After; said once in the log; then recovers."""
+    env = await make_env()
+    directory = env.root / EID
+    directory.rmdir()
+    directory.write_bytes(b"")
+    refused = [
+        await env.client.post(f"{BASE}/result", json=SEED_RESULT),
+        await env.client.post(f"{BASE}/file?name=a.txt", data=b"x"),
+        await env.client.post(f"{BASE}/result", json=SEED_RESULT),
+    ]
+    reason = "report directory not writable (ENOTDIR: Not a directory); retry later\n"
+    assert [(r.status, await r.text(), r.headers["Retry-After"]) for r in refused] == [
+        (503, reason, "10")
+    ] * 3
+    assert env.callbacks("result", 503) == 2 and env.callbacks("file", 503) == 1
+    assert env.target.results == []
+    directory.unlink()
+    directory.mkdir()
+    assert (await env.client.post(f"{BASE}/result", json=SEED_RESULT)).status == 200
+    assert json.loads((directory / f"{NODE}.json").read_bytes()) == SEED_RESULT
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "bjc.reports.store"]
+    assert [level for level, _ in said] == ["ERROR", "WARNING"]
+    assert "is not writable (ENOTDIR): [Errno 20] Not a directory" in said[0][1]
+    assert said[1][1] == f"report directory {env.root} is writable again"
+    assert [r for r in caplog.records if r.exc_info] == []
+
+
 async def test_other_methods_and_paths(make_env: MakeEnv) -> None:
     env = await make_env()
     assert (await env.client.get(f"{BASE}/result")).status == 405

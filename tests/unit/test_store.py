@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 from pathlib import Path
@@ -10,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from bjc.reports import store as store_module
-from bjc.reports.store import LATEST, STATE_FILE, ReportStore, UploadTooLarge, check_name
+from bjc.reports.store import (
+    LATEST,
+    STATE_FILE,
+    ReportStore,
+    UploadTooLarge,
+    WriteFailed,
+    check_name,
+)
 
 E1, E2, E3 = "202401011200", "202401011300", "202401021200"
 
@@ -262,3 +270,14 @@ async def test_planted_symlink_is_not_followed(tmp_path: Path) -> None:
         async with store.upload(E1, "n", "x") as sink:
             await sink.write(b"overwrite")
     assert outside.read_text() == "secret"
+
+
+@pytest.mark.parametrize(
+    ("code", "no_space"),
+    [("ENOSPC", True), ("EDQUOT", True), ("EROFS", False), ("EIO", False), ("ENOTDIR", False)],
+)
+def test_write_failed_tells_a_full_file_system_from_the_rest(code: str, no_space: bool) -> None:
+    """Full (507) or not (503): the callback API answers by `no_space`."""
+    number = getattr(errno, code)
+    failed = WriteFailed(number, os.strerror(number), "/reports/x.json")
+    assert (failed.no_space, failed.code, failed.errno) == (no_space, code, number)
