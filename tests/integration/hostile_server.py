@@ -23,6 +23,7 @@ from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.callback import make_callback_app
+from bjc.reports.execution import Stale, stale_attempt
 
 EID = "202401011200"
 NODES = ("node-1", "node-1-x", "node-1-x-y", "node-2", "n")
@@ -36,8 +37,11 @@ class StaticTarget:
     def nodes_of(self, execution_id: str) -> tuple[str, ...] | None:
         return NODES if execution_id == EID else None
 
-    def token_valid(self, node: str, execution_id: str, token: str) -> bool:
+    def token_valid(self, node: str, execution_id: str, token: str, attempt: int) -> bool:
         return False
+
+    def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
+        return stale_attempt(node, attempt, 0, None)  # every job on its first attempt
 
     async def result_received(self, node: str, execution_id: str) -> None:
         return None

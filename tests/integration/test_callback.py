@@ -20,6 +20,7 @@ from bjc.kube.events import EventRequest, PodNotFound
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
+from bjc.reports.execution import Stale, stale_attempt
 
 NODE, EID = "node-a", "202401011200"
 BASE = f"/report/{NODE}/{EID}"
@@ -45,6 +46,7 @@ class Target:
         self.allowed = {(NODE, EID)}
         self.tokens = {(NODE, EID): "s3cret"}
         self.pods = {NODE}
+        self.attempts: dict[str, int] = {}  # node -> its current attempt (default 0)
         self.results: list[tuple[str, str]] = []
         self.events: list[tuple[str, str, EventRequest]] = []
         self.fail_events = False
@@ -55,8 +57,11 @@ class Target:
     def nodes_of(self, execution_id: str) -> set[str] | None:
         return {n for n, e in self.allowed if e == execution_id} or None
 
-    def token_valid(self, node: str, execution_id: str, token: str) -> bool:
+    def token_valid(self, node: str, execution_id: str, token: str, attempt: int) -> bool:
         return self.tokens.get((node, execution_id)) == token
+
+    def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
+        return stale_attempt(node, attempt, self.attempts.get(node, 0), None)
 
     async def result_received(self, node: str, execution_id: str) -> None:
         self.results.append((node, execution_id))
