@@ -2,9 +2,9 @@
 
 `bjc.web.callback` admits a request only for a node of a kept execution (with its
 token under `callbackAuth: token`) and from the node's current attempt (the fence:
-`stale`), tells when a result arrived and asks for Kubernetes Events on the job pod. This adapter answers those questions from the
-in-memory history, so the web layer depends on a small protocol
-(`CallbackTarget`) and never on the engine.
+`stale`), tells when a result arrived and asks for Kubernetes Events on the job
+pod. This adapter answers those questions from the in-memory history, so the web
+layer depends on a small protocol (`CallbackTarget`) and never on the engine.
 """
 
 from __future__ import annotations

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from bjc.config.settings import Config, GaugeConfig, MetricsConfig
 from bjc.kube.events import EventRequest, build_event
+from bjc.reports.execution import Stale, stale_attempt
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.callback import make_callback_app
-from bjc.reports.execution import Stale, stale_attempt
 
 EID = "202401011200"
 NODES = ("node-1", "node-1-x", "node-1-x-y", "node-2", "n")

@@ -11,11 +11,11 @@ import pytest
 from bjc.config.settings import Config
 from bjc.kube.client import KubeClient
 from bjc.kube.events import EventRequest, PodNotFound, send_event
+from bjc.reports.execution import Stale
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.sim import SimCluster
 from bjc.web.callback import make_callback_app
-from bjc.reports.execution import Stale
 
 NS = "jobs"
 NODE, EID = "node-a", "202401011200"

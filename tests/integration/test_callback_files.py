@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient
 
 from bjc.config.settings import Config
 from bjc.kube.events import EventRequest
+from bjc.reports.execution import Stale
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
-from bjc.reports.execution import Stale
 
 NODE, EID = "node-a", "202401011200"
 URL = f"/report/{NODE}/{EID}/file"
