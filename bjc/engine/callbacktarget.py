@@ -38,7 +38,8 @@ class ControllerCallbacks:
         if not self.execution_allowed(node, execution_id):
             return False
         expected = self.history.executions[execution_id].token_of(node, attempt)
-        return bool(expected) and hmac.compare_digest(expected, token)
+        # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, 500)
+        return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
 
     def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
         execution = self.history.executions.get(execution_id)

@@ -222,6 +222,7 @@ async def test_the_fence_holds_after_a_failover_with_per_attempt_tokens(tmp_path
         # a token is the attempt's own: neither attempt can speak as the other
         assert (await post(f"{base}?retry=1&token={first_token}", json=LATE))[0] == 401
         assert (await post(f"{base}?token={retry_token}", json=LATE))[0] == 401
+        assert (await post(f"{base}?token=%C3%A9", json=LATE))[0] == 401  # not ASCII
 
         taken_over.set()
         async with asyncio.timeout(BOUND):
