@@ -70,7 +70,7 @@ class Stale(NamedTuple):
 
 
 def attempt_name(attempt: int) -> str:
-    """How logs and answers name an attempt: `the first attempt`, `retry N`."""
+    """How the callback API's answers name an attempt: `the first attempt`, `retry N`."""
     return f"retry {attempt}" if attempt else "the first attempt"
 
 
