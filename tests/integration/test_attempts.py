@@ -1,10 +1,10 @@
 """Attempts are fenced (jobRetries): each attempt of a node's job calls back as itself,
 and a late callback of an attempt the controller gave up on changes nothing.
 
-Against bjc.sim (the first scenario also on the real control plane): a first attempt
-that hangs past `jobTimeout` is retried; the retry reports; then the first attempt,
-as a pod in its termination grace period would, posts its own result, file and
-event, and is told 409. Also: the first attempt's environment is the Go
+Against bjc.sim, the late callback and the failover also on the real control plane:
+a first attempt that hangs past `jobTimeout` is retried; the retry reports; then the
+first attempt, as a pod in its termination grace period would, posts its own result,
+file and event, and is told 409. Also: the first attempt's environment is the Go
 controller's byte for byte, the fence survives a failover, and a retry is on disk
 before its pod exists.
 """
@@ -180,7 +180,7 @@ spec:
             assert retry["spec"]["initContainers"][0]["env"] == marked
 
 
-async def test_the_fence_holds_after_a_failover_with_per_attempt_tokens(tmp_path):
+async def test_the_fence_holds_after_a_failover_with_per_attempt_tokens(tmp_path, plane):
     taken_over, retry_running = asyncio.Event(), asyncio.Event()
     retry_env: dict[str, str] = {}
 
@@ -191,8 +191,8 @@ async def test_the_fence_holds_after_a_failover_with_per_attempt_tokens(tmp_path
         return await post_result_retrying(pod)  # to whichever controller leads
 
     attempts = Attempts(retry)
-    async with cluster(tmp_path) as c:
-        (node,) = c.add_nodes(1)
+    async with cluster(tmp_path, plane) as c:
+        (node,) = await c.ready_nodes(1)
         await c.start_agent(JobBehaviour(run=attempts.job))
         port, reports = free_port(), tmp_path / "reports"
         settings = dict(
