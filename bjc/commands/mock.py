@@ -31,6 +31,7 @@ from bjc.config.configmap import load_config_map_manifest
 from bjc.config.settings import Config, load_config
 from bjc.config.values import ConfigError
 from bjc.kube.events import EventRequest, format_note
+from bjc.reports.execution import Stale
 from bjc.reports.store import ReportStore, UploadSink, UploadTooLarge
 from bjc.web import bound_port, serve
 from bjc.web.callback import Handler, make_callback_app
@@ -102,8 +103,11 @@ class MockTarget:
     def nodes_of(self, execution_id: str) -> Container[str] | None:
         return None  # no execution is known: only bjc's own names are refused
 
-    def token_valid(self, node: str, execution_id: str, token: str) -> bool:
+    def token_valid(self, node: str, execution_id: str, token: str, attempt: int) -> bool:
         return True
+
+    def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
+        return None  # no attempts are known: every one is accepted
 
     async def result_received(self, node: str, execution_id: str) -> None:
         return None
@@ -132,6 +136,9 @@ class NoMetrics:
         return None
 
     def count_callback(self, route: str, code: int) -> None:
+        return None
+
+    def count_stale_callback(self, route: str, reason: str) -> None:
         return None
 
     def new_series(

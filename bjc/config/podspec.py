@@ -37,6 +37,7 @@ __all__ = [
     "EXECUTION_LABEL",
     "OWNER_LABEL",
     "RESERVED_ENV",
+    "RETRY_PARAM",
     "TEMPLATE_FIELDS",
     "PodTemplate",
     "callback_url",
@@ -79,21 +80,36 @@ def job_pod_name(config_name: str, node_name: str, execution_id: str, attempt: i
     return f"{config_name}-job-{first_label}-{execution_id}{retry}".lower()
 
 
-def callback_url(
-    host: str, port: int, node_name: str, execution_id: str, route: str, token: str | None = None
-) -> str:
-    """`http://<host>:<port>/report/<node>/<executionID>/<route>[?token=...]`.
+#: The query parameter that names a retry in its callback URLs (`?retry=N`, the pod
+#: `...-retry<N>`); the first attempt's URLs have none, as the Go controller's.
+RETRY_PARAM = "retry"
 
-    An IPv6 host is bracketed (the Go controller produced an unusable URL there).
+
+def callback_url(
+    host: str,
+    port: int,
+    node_name: str,
+    execution_id: str,
+    route: str,
+    token: str | None = None,
+    attempt: int = 0,
+) -> str:
+    """`http://<host>:<port>/report/<node>/<executionID>/<route>[?retry=N][&token=...]`.
+
+    The first attempt's URL (no token) is the Go controller's byte for byte; retry N
+    (`attempt` N > 0) is marked `?retry=N`, so the callback API can tell a late call
+    of an attempt it gave up on from the current one. An IPv6 host is bracketed (the
+    Go controller produced an unusable URL there).
     """
     shown_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     url = (
         f"http://{shown_host}:{port}/report/{quote(node_name, safe='')}/"
         f"{quote(execution_id, safe='')}/{route}"
     )
+    query = [f"{RETRY_PARAM}={attempt}"] if attempt else []
     if token:
-        url += f"?token={quote(token, safe='')}"
-    return url
+        query.append(f"token={quote(token, safe='')}")
+    return f"{url}?{'&'.join(query)}" if query else url
 
 
 def _line_of(text: str, index: int) -> int:
@@ -385,8 +401,9 @@ def render_pod(
 
     `owner` is the controller pod's top-level owner (an `OwnerReference`, an
     owner-reference dict or the owner object itself), or None when not found.
-    `token` (callbackAuth token) is appended to the three callback URLs;
-    `attempt` > 0 names the pod of a retry (see `job_pod_name`).
+    `token` (callbackAuth token, the attempt's own) is appended to the three callback
+    URLs; `attempt` > 0 names the pod of a retry (see `job_pod_name`) and marks its
+    callback URLs (`?retry=N`, see `callback_url`).
     """
     pod = template.substitute(namespace=namespace, node_name=node_name, execution_id=execution_id)
 
@@ -443,7 +460,9 @@ def render_pod(
     ] + [
         {
             "name": f"CALLBACK_SERVICE_{route.upper()}_URL",
-            "value": callback_url(callback_host, port, node_name, execution_id, route, token),
+            "value": callback_url(
+                callback_host, port, node_name, execution_id, route, token, attempt
+            ),
         }
         for route in CALLBACK_ROUTES
     ]

@@ -1,10 +1,10 @@
 """What the callback API asks of the controller, answered from the history.
 
 `bjc.web.callback` admits a request only for a node of a kept execution (with its
-token under `callbackAuth: token`), tells when a result arrived and asks for
-Kubernetes Events on the job pod. This adapter answers those questions from the
-in-memory history, so the web layer depends on a small protocol
-(`CallbackTarget`) and never on the engine.
+token under `callbackAuth: token`) and from the node's current attempt (the fence:
+`stale`), tells when a result arrived and asks for Kubernetes Events on the job
+pod. This adapter answers those questions from the in-memory history, so the web
+layer depends on a small protocol (`CallbackTarget`) and never on the engine.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from bjc.engine.history import History
 from bjc.engine.jobs import JobEnds
 from bjc.kube.client import KubeClient
 from bjc.kube.events import EventRequest, send_event
+from bjc.reports.execution import Stale
 
 
 class ControllerCallbacks:
@@ -33,11 +34,18 @@ class ControllerCallbacks:
         execution = self.history.executions.get(execution_id)
         return None if execution is None else execution.nodes
 
-    def token_valid(self, node: str, execution_id: str, token: str) -> bool:
+    def token_valid(self, node: str, execution_id: str, token: str, attempt: int) -> bool:
         if not self.execution_allowed(node, execution_id):
             return False
-        expected = self.history.executions[execution_id].token_of(node)
-        return bool(expected) and hmac.compare_digest(expected, token)
+        expected = self.history.executions[execution_id].token_of(node, attempt)
+        # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, 500)
+        return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
+
+    def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
+        execution = self.history.executions.get(execution_id)
+        if execution is None or not execution.has_node(node):
+            return None  # not admitted anyway
+        return execution.stale(node, attempt)
 
     async def result_received(self, node: str, execution_id: str) -> None:
         execution = self.history.executions.get(execution_id)

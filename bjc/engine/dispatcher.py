@@ -11,9 +11,10 @@ node's failure: an execution always completes. `jobTimeout` bounds the wait for
 pods that never finish (stuck Pending, vanished node). A node whose attempt
 failed and may be retried (`jobRetries`, decided by `finish`) comes back pending:
 it keeps its slot, backs off (doubling from `retry_backoff`, at most 5 minutes)
-and gets a new pod. Once the execution is halted (`maxFailures`, decided by
-`finish`), no new pod is started: pods running finish, nodes never dispatched
-are recorded as aborted.
+and gets a new pod, created only once the retry is recorded on disk (so the
+callback fence of its attempts survives a failover). Once the execution is halted
+(`maxFailures`, decided by `finish`), no new pod is started: pods running finish,
+nodes never dispatched are recorded as aborted.
 
 Deliberately not here: what a finished pod means, or metrics (the controller
 passes `finish`).
@@ -106,6 +107,9 @@ class Dispatcher:
                 if job.status is JobStatus.PENDING:
                     if attempt:
                         await asyncio.sleep(min(plan.retry_backoff * 2 ** (attempt - 1), 300.0))
+                        # the retry (its number, its token) is on disk before its pod
+                        # exists: whoever leads next fences the attempts the same way
+                        await execution.recorded()
                         if execution.halted:  # stopped meanwhile: no new pod
                             self._give_up(execution, node)
                             continue

@@ -8,6 +8,13 @@ report it. Every change is written to the execution's report directory (atomic
 rename, coalesced so a burst of changes costs one write) so that a restarted or
 newly elected controller resumes where the last one stopped.
 
+Each attempt of a node's job (`jobRetries`) has an identity of its own: its number
+(0 for the first, N for the pod `...-retry<N>`), carried in its callback URLs, and
+with `callbackAuth: token` a token of its own. `stale` says whether callbacks of an
+attempt are still accepted (the fence against a pod the controller has given up
+on), and `recorded` lets the dispatcher make a new attempt durable before its pod
+exists, so whichever replica leads next knows which attempt is current.
+
 Deliberately not here: Kubernetes calls, metrics, HTTP. The controller wires those.
 """
 
@@ -20,7 +27,7 @@ import secrets
 import sys
 import time
 from collections.abc import Collection, Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -38,6 +45,11 @@ class JobStatus(enum.StrEnum):
     def terminal(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.ABORTED)
 
+    @property
+    def given_up(self) -> bool:
+        """Ended without success: the controller takes no more callbacks of the attempt."""
+        return self in (JobStatus.FAILED, JobStatus.ABORTED)
+
 
 class Attempt(msgspec.Struct, omit_defaults=True):
     """An earlier attempt of a node's job that failed and was retried (`jobRetries`)."""
@@ -47,6 +59,39 @@ class Attempt(msgspec.Struct, omit_defaults=True):
     created: float | None = None
     finished: float | None = None
     duration_ms: float | None = None
+    token: str = ""  # its callback token (callbackAuth: token): a late callback is told 409
+
+
+class Stale(NamedTuple):
+    """Why callbacks of an attempt are refused: `kind` for the metric, `reason` for the job."""
+
+    kind: str  # "retried", "given_up" or "not_started"
+    reason: str
+
+
+def attempt_name(attempt: int) -> str:
+    """How the callback API's answers name an attempt: `the first attempt`, `retry N`."""
+    return f"retry {attempt}" if attempt else "the first attempt"
+
+
+def stale_attempt(node: str, attempt: int, current: int, given_up: str | None) -> Stale | None:
+    """The fence: only the node's current attempt may call back, and only until the
+    controller gives up on it (`given_up`: why, None while it has not)."""
+    if attempt < current:
+        why = (
+            f"{attempt_name(attempt)} of node {node}'s job was retried; "
+            f"{attempt_name(current)} is the current attempt"
+        )
+        return Stale("retried", why)
+    if attempt > current:
+        why = (
+            f"{attempt_name(attempt)} of node {node}'s job was never started; "
+            f"{attempt_name(current)} is the current attempt"
+        )
+        return Stale("not_started", why)
+    if given_up is not None:
+        return Stale("given_up", f"the controller gave up on node {node}'s job ({given_up})")
+    return None
 
 
 class NodeJob(msgspec.Struct, omit_defaults=True):
@@ -54,13 +99,18 @@ class NodeJob(msgspec.Struct, omit_defaults=True):
 
     status: JobStatus = JobStatus.PENDING
     pod: str = ""
-    token: str = ""
+    token: str = ""  # the current attempt's callback token (callbackAuth: token)
     created: float | None = None  # epoch seconds, when bjc created the pod
     finished: float | None = None
     duration_ms: float | None = None
     result: bool = False  # a result callback arrived (in any attempt)
     reason: str = ""
     attempts: list[Attempt] = msgspec.field(default_factory=list)  # earlier, failed
+
+    @property
+    def attempt(self) -> int:
+        """The number of the current attempt: 0, or N for the pod `...-retry<N>`."""
+        return len(self.attempts)
 
     @property
     def error(self) -> bool:
@@ -162,6 +212,10 @@ class Execution:
         self._unsaved = False  # the last flush failed (logged once until one succeeds)
         self._waiters: dict[str, asyncio.Event] = {}  # only for nodes someone waits on
         self._flush_task: asyncio.Task[None] | None = None  # at most one, draining what is due
+        # for `recorded`: changes made, changes whose write has finished (or failed), and
+        # the last change up to which everything is on disk
+        self._changes = self._attempted = self._durable = 0
+        self._wrote = asyncio.Event()  # set (and replaced) after every write
         self.finished_jobs = sum(1 for j in state.nodes.values() if j.status.terminal)
         self.failed_jobs = sum(1 for j in state.nodes.values() if j.status is JobStatus.FAILED)
         # set by whoever dispatches: retries per node (jobRetries), failures that stop
@@ -253,7 +307,9 @@ class Execution:
     def retry(self, node: str, reason: str, created: float | None = None) -> bool:
         """Record the current attempt as failed and make the node pending again.
 
-        Its result (of any attempt) is kept. Wakes whoever waits for the attempt.
+        Its result (of any attempt) is kept; the next attempt gets a new token (with
+        tokens). Wakes whoever waits for the attempt. The new attempt is current from
+        now on: callbacks of the earlier one are refused (`stale`).
         """
         job = self.state.nodes.get(node)
         if job is None or job.status.terminal:
@@ -261,8 +317,10 @@ class Execution:
         now = time.time()
         start = job.created if job.created is not None else created
         duration = None if start is None else round((now - start) * 1000.0, 3)
-        job.attempts.append(Attempt(job.pod, reason, start, now, duration))
+        job.attempts.append(Attempt(job.pod, reason, start, now, duration, job.token))
         job.status, job.pod, job.created, job.reason = JobStatus.PENDING, "", None, ""
+        if job.token:  # each attempt calls back with its own token
+            job.token = secrets.token_urlsafe(16)
         waiter = self._waiters.pop(node, None)
         if waiter is not None:
             waiter.set()
@@ -312,8 +370,18 @@ class Execution:
     def has_node(self, node: str) -> bool:
         return node in self.state.nodes
 
-    def token_of(self, node: str) -> str:
-        return self.state.nodes[node].token
+    def token_of(self, node: str, attempt: int | None = None) -> str:
+        """The token of the node's `attempt` (default: the current one); "" if none."""
+        job = self.state.nodes[node]
+        if attempt is None or attempt == job.attempt:
+            return job.token
+        return job.attempts[attempt].token if 0 <= attempt < job.attempt else ""
+
+    def stale(self, node: str, attempt: int) -> Stale | None:
+        """Why callbacks of the node's `attempt` are refused now; None: accepted."""
+        job = self.state.nodes[node]
+        given_up = f"{job.status}: {job.reason}" if job.status.given_up else None
+        return stale_attempt(node, attempt, job.attempt, given_up)
 
     def retire(self, same_nodes: RetiredExecution | None = None) -> RetiredExecution:
         """The slim form kept for the history once the execution is done."""
@@ -322,11 +390,31 @@ class Execution:
     # --- persistence -------------------------------------------------------
     def changed(self, node: str) -> None:
         self._dirty_nodes[node] = None
+        self._changes += 1
         self._schedule_flush()
 
     def save_snapshot(self) -> None:
         self._snapshot_due = True
+        self._changes += 1
         self._schedule_flush()
+
+    async def recorded(self) -> None:
+        """Until every change made so far is on disk: a decision (a new attempt) is
+        durable before its effect (the attempt's pod) starts.
+
+        A write that fails (a full or read-only report directory) is tried again as a
+        full snapshot, waiting from 0.5 s doubling to 30 s: the effect waits until
+        the state can be written.
+        """
+        target, delay = self._changes, 0.5
+        while self._durable < target:
+            if self._attempted >= target:  # the write holding the change failed
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                self.save_snapshot()
+                target = self._changes
+                continue
+            await self._wrote.wait()
 
     def _schedule_flush(self) -> None:
         if self._flush_task is None or self._flush_task.done():
@@ -341,11 +429,13 @@ class Execution:
         while self._snapshot_due or self._dirty_nodes:
             if self._journal_lines > _COMPACT_RATIO * max(len(self.state.nodes), 1):
                 self._snapshot_due = True
+            upto, gapless = self._changes, self._durable == self._attempted
             try:
                 if self._snapshot_due:
                     self._snapshot_due, self._dirty_nodes = False, {}
                     self._journal_lines = 0
                     await self._files.write_state(self.id, _encoder.encode(self.state))
+                    self._durable = upto  # the whole state
                 else:
                     nodes, self._dirty_nodes = self._dirty_nodes, {}
                     lines = b"".join(
@@ -354,6 +444,8 @@ class Execution:
                     )
                     self._journal_lines += len(nodes)
                     await self._files.append_journal(self.id, lines)
+                    if gapless:  # else a change before these lines is still lost
+                        self._durable = upto
             except OSError as e:  # NotLeading too: the process is on its way out
                 # nothing is dropped: the next change writes the whole state again
                 self._snapshot_due = True
@@ -361,6 +453,10 @@ class Execution:
                     log.error("cannot persist execution %s: %s", self.id, e)
                 self._unsaved = True
                 return
+            finally:
+                self._attempted = upto
+                self._wrote.set()
+                self._wrote = asyncio.Event()
         self._unsaved = False
 
 
@@ -370,8 +466,10 @@ class RetiredExecution:
     Callbacks for it are still accepted (until it is pruned) and its metrics stay
     exposed, but its per-node job states live only on disk: 30 executions of 5,000
     nodes would otherwise hold 150,000 job objects. What remains is the node set
-    (shared with the previous execution when equal, as it usually is) and the
-    tokens when callbackAuth needs them. A late result needs no state write: its
+    (shared with the previous execution when equal, as it usually is), the tokens
+    when callbackAuth needs them, and what the attempt fence needs: the earlier
+    attempts' tokens of retried nodes and the nodes whose job did not succeed (both
+    sparse, or shared with the node set). A late result needs no state write: its
     file is the record.
     """
 
@@ -387,6 +485,12 @@ class RetiredExecution:
             nodes = same_nodes.nodes
         self.nodes = nodes
         self.tokens = {n: j.token for n, j in state.nodes.items() if j.token} or None
+        # retried nodes: the tokens of their earlier attempts ("" each without tokens)
+        self.earlier = {
+            n: tuple(a.token for a in j.attempts) for n, j in state.nodes.items() if j.attempts
+        } or None
+        given_up = frozenset(n for n, j in state.nodes.items() if j.status.given_up)
+        self.given_up = nodes if given_up == nodes else given_up or None
         self.pods_started = state.pods_started
         self.started = state.started
 
@@ -395,8 +499,18 @@ class RetiredExecution:
     def has_node(self, node: str) -> bool:
         return node in self.nodes
 
-    def token_of(self, node: str) -> str:
-        return (self.tokens or {}).get(node, "")
+    def _attempt(self, node: str) -> int:
+        return len((self.earlier or {}).get(node, ()))
+
+    def token_of(self, node: str, attempt: int | None = None) -> str:
+        current = self._attempt(node)
+        if attempt is None or attempt == current:
+            return (self.tokens or {}).get(node, "")
+        return (self.earlier or {})[node][attempt] if 0 <= attempt < current else ""
+
+    def stale(self, node: str, attempt: int) -> Stale | None:
+        given_up = "it ended without success" if node in (self.given_up or ()) else None
+        return stale_attempt(node, attempt, self._attempt(node), given_up)
 
     def result_received(self, node: str) -> bool:
         return node in self.nodes

@@ -640,6 +640,12 @@ class Metrics:
             "Callback API requests by route and HTTP status code",
             registry=reg,
         )
+        self._stale_callbacks = Counter(
+            "bjc_stale_callbacks_total",
+            "Callbacks refused (409) because they came from an attempt of a node's job that "
+            "is not the current one, by route and reason (retried, given_up, not_started)",
+            registry=reg,
+        )
         self._leader = Gauge(LEADER_NAME, LEADER_HELP, registry=reg)
         self._leader_labels = {"name": f"{config.name}-leader-election"}
         self.set_leader(False)
@@ -951,6 +957,10 @@ class Metrics:
     def count_callback(self, route: str, code: int) -> None:
         """`bjc_callback_requests_total{route,code}` += 1."""
         self._callbacks.inc({"route": route, "code": str(code)})
+
+    def count_stale_callback(self, route: str, reason: str) -> None:
+        """`bjc_stale_callbacks_total{route,reason}` += 1 (a callback of a stale attempt)."""
+        self._stale_callbacks.inc({"route": route, "reason": reason})
 
     def set_leader(self, is_leader: bool) -> None:
         """`leader_election_master_status{name="<name>-leader-election"}`: 1 leader / 0 not."""

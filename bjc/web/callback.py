@@ -2,9 +2,16 @@
 
 `POST /report/{node}/{executionID}/result|file|event`, with the Go controller's status
 codes and body prefixes, and `GET /openapi.json`, the API's OpenAPI document. Handlers
-are small: admit the request (known node and execution, token), decode with msgspec,
-hand the data to the report store, the metrics and the controller (`CallbackTarget`),
-answer.
+are small: admit the request (known node and execution, token, current attempt),
+decode with msgspec, hand the data to the report store, the metrics and the controller
+(`CallbackTarget`), answer.
+
+Attempts are fenced: a retry's URLs carry `?retry=N` (the first attempt's carry
+nothing, as the Go controller's), and a callback of an attempt the controller has
+given up on (retried, timed out, deleted) is refused with 409 and why, and counted
+by route and reason. The fence is checked when a request is admitted and again just
+before its result or files land, so a pod in its termination grace period cannot
+replace what its retry reported, even with an upload that started in time.
 
 Job pods are only partly trusted, so every request has a cost bound before work
 starts and every malformed body is a 4xx with the reason (a 5xx means bjc or the
@@ -50,8 +57,10 @@ from aiohttp.multipart import (
     parse_content_disposition,
 )
 
+from bjc.config.podspec import RETRY_PARAM
 from bjc.config.settings import Config
 from bjc.kube.events import EventRequest, PodNotFound, decode_event
+from bjc.reports.execution import Stale
 from bjc.reports.results import (
     ResultMetrics,
     apply_result,
@@ -91,7 +100,13 @@ class CallbackTarget(Protocol):
         """The nodes of an execution (who owns which file names); None when unknown."""
         ...
 
-    def token_valid(self, node: str, execution_id: str, token: str) -> bool: ...
+    def token_valid(self, node: str, execution_id: str, token: str, attempt: int) -> bool:
+        """Whether `token` is the one of the node's `attempt` (0: the first)."""
+        ...
+
+    def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
+        """Why callbacks of the node's `attempt` are refused now (409); None: accepted."""
+        ...
 
     async def result_received(self, node: str, execution_id: str) -> None: ...
 
@@ -107,6 +122,8 @@ class CallbackMetrics(ResultMetrics, Protocol):
 
     def count_callback(self, route: str, code: int) -> None: ...
 
+    def count_stale_callback(self, route: str, reason: str) -> None: ...
+
 
 CONFIG: web.AppKey[Callable[[], Config]] = web.AppKey("config")
 STORE = web.AppKey("store", ReportStore)
@@ -118,6 +135,9 @@ ACCEPTING: web.AppKey[Callable[[], bool]] = web.AppKey("accepting")
 NOT_LEADING = "not the leader: retry (the callback Service sends you to the leader)"
 #: Retry-After (seconds) of a callback the report directory could not take
 NOT_WRITABLE_RETRY_AFTER = 10
+#: The body prefix of a 409: the callback's attempt is not (or no longer) the current one.
+STALE = "stale attempt"
+_MAX_RETRY_DIGITS = 9
 
 
 def _text(status: int, text: str) -> web.Response:
@@ -151,8 +171,45 @@ def _bearer(request: web.Request) -> str:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
-async def _admit(request: web.Request) -> tuple[str, str]:
-    """(node, execution id) of an acceptable request, else _Refused with 406/401/400."""
+def _attempt(request: web.Request) -> int:
+    """The attempt a callback comes from: N for `?retry=N`, 0 (the first) without it."""
+    values = request.query.getall(RETRY_PARAM, [])
+    if not values:
+        return 0
+    value = values[0]
+    if (
+        len(values) > 1
+        or not value.isascii()
+        or not value.isdigit()
+        or value.startswith("0")
+        or len(value) > _MAX_RETRY_DIGITS
+    ):
+        shown = values[0][:40] if len(values) == 1 else f"{len(values)} values"
+        raise _Refused(
+            400,
+            f"invalid {RETRY_PARAM} {shown!r}: expected the number the controller put into "
+            "the callback URL (a positive integer, given once)",
+        )
+    return int(value)
+
+
+def check_current(request: web.Request, node: str, execution_id: str, attempt: int) -> None:
+    """_Refused with 409 unless the node's `attempt` may (still) call back; counted."""
+    target = request.app[TARGET]
+    if not target.execution_allowed(node, execution_id):
+        return  # DEV_MODE's unknown executions have no attempts; else pruned: 406 follows
+    stale = target.stale(node, execution_id, attempt)
+    if stale is None:
+        return
+    route = request.match_info.route.name or "other"
+    request.app[METRICS].count_stale_callback(route, stale.kind)
+    log.info("%s %s refused: %s", request.method, request.path, stale.reason)
+    raise _Refused(409, f"{STALE}: {stale.reason}")
+
+
+async def _admit(request: web.Request) -> tuple[str, str, int]:
+    """(node, execution id, attempt) of an acceptable request, else _Refused with
+    406/401/400/409."""
     app = request.app
     if not app[ACCEPTING]():
         raise _Refused(503, NOT_LEADING)
@@ -162,9 +219,10 @@ async def _admit(request: web.Request) -> tuple[str, str]:
     allowed = target.execution_allowed(node, execution_id)
     if not allowed and not app[DEV_MODE]:
         raise _Refused(406, NOT_ALLOWED)
+    attempt = _attempt(request)
     if app[CONFIG]().callback_auth == "token" and allowed:
         # DEV_MODE accepts unknown executions without a token; known ones still need it.
-        if not target.token_valid(node, execution_id, _bearer(request)):
+        if not target.token_valid(node, execution_id, _bearer(request), attempt):
             raise _Refused(401, "missing or invalid token")
     try:
         check_name(node, "node")
@@ -176,12 +234,13 @@ async def _admit(request: web.Request) -> tuple[str, str]:
         raise _Refused(400, f"node {node!r} must not start with '.' (hidden names are bjc's)")
     if not allowed:  # DEV_MODE, unknown execution: give it a directory
         await app[STORE].ensure_execution(execution_id)
-    return node, execution_id
+    check_current(request, node, execution_id, attempt)
+    return node, execution_id, attempt
 
 
 # ----------------------------------------------------------------------- result
 async def post_result(request: web.Request) -> web.Response:
-    node, execution_id = await _admit(request)
+    node, execution_id, attempt = await _admit(request)
     app = request.app
     config = app[CONFIG]()
     body = await request.read()
@@ -194,6 +253,7 @@ async def post_result(request: web.Request) -> web.Response:
         check_limits(app[METRICS], config, execution_id, node, result)
     except ValueError as e:
         return _text(400, f"invalid result: {e}")
+    check_current(request, node, execution_id, attempt)  # given up while the body came
     try:
         await app[STORE].write_result(execution_id, node, body)  # in place on return: durable
     except ExecutionNotFound:
@@ -268,17 +328,20 @@ def _extension(request: web.Request) -> str:
     return mimetypes.guess_extension(ctype, strict=False) or ".file"
 
 
-async def _stream_raw(request: web.Request, execution_id: str, node: str, limit: int) -> list[str]:
+async def _stream_raw(
+    request: web.Request, execution_id: str, node: str, attempt: int, limit: int
+) -> list[str]:
     name = _raw_upload_name(request)
     _check_owner(request, execution_id, node, name)
     async with request.app[STORE].upload(execution_id, node, name, max_size=limit) as sink:
         async for chunk in request.content.iter_chunked(_CHUNK):
             await sink.write(chunk)
+        check_current(request, node, execution_id, attempt)  # else nothing lands
     return [sink.path.name]
 
 
 async def _stream_multipart(
-    request: web.Request, execution_id: str, node: str, limit: int
+    request: web.Request, execution_id: str, node: str, attempt: int, limit: int
 ) -> list[str]:
     store = request.app[STORE]
     reader = await request.multipart()
@@ -306,19 +369,20 @@ async def _stream_multipart(
             saved.append(sink.path.name)
         if not saved:
             raise ValueError("multipart body contains no file")
+        check_current(request, node, execution_id, attempt)  # else none of them lands
     return saved
 
 
 async def post_file(request: web.Request) -> web.Response:
-    node, execution_id = await _admit(request)
+    node, execution_id, attempt = await _admit(request)
     limit = request.app[CONFIG]().max_upload_size
     if request.content_length is not None and request.content_length > limit:
         return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
     try:
         if request.content_type.startswith("multipart/"):
-            saved = await _stream_multipart(request, execution_id, node, limit)
+            saved = await _stream_multipart(request, execution_id, node, attempt, limit)
         else:
-            saved = await _stream_raw(request, execution_id, node, limit)
+            saved = await _stream_raw(request, execution_id, node, attempt, limit)
     except UploadTooLarge:
         return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
     except ExecutionNotFound:
@@ -332,7 +396,7 @@ async def post_file(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------------ event
 async def post_event(request: web.Request) -> web.Response:
-    node, execution_id = await _admit(request)
+    node, execution_id, _ = await _admit(request)
     body = await request.read()
     if len(body) > EVENT_MAX_BYTES:
         return _text(413, f"event body exceeds the maximum of {EVENT_MAX_BYTES} bytes")

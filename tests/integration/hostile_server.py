@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bjc.config.settings import Config, GaugeConfig, MetricsConfig
 from bjc.kube.events import EventRequest, build_event
+from bjc.reports.execution import Stale, stale_attempt
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
@@ -36,8 +37,11 @@ class StaticTarget:
     def nodes_of(self, execution_id: str) -> tuple[str, ...] | None:
         return NODES if execution_id == EID else None
 
-    def token_valid(self, node: str, execution_id: str, token: str) -> bool:
+    def token_valid(self, node: str, execution_id: str, token: str, attempt: int) -> bool:
         return False
+
+    def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
+        return stale_attempt(node, attempt, 0, None)  # every job on its first attempt
 
     async def result_received(self, node: str, execution_id: str) -> None:
         return None

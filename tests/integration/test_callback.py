@@ -6,8 +6,9 @@ CallbackTarget; store and metrics are the real ones.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bjc.config.settings import Config, GaugeConfig, MetricsConfig
 from bjc.kube.events import EventRequest, PodNotFound
+from bjc.reports.execution import Stale, stale_attempt
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
@@ -45,6 +47,8 @@ class Target:
         self.allowed = {(NODE, EID)}
         self.tokens = {(NODE, EID): "s3cret"}
         self.pods = {NODE}
+        self.attempts: dict[str, int] = {}  # node -> its current attempt (default 0)
+        self.fenced = asyncio.Event()  # set once a request was checked against the fence
         self.results: list[tuple[str, str]] = []
         self.events: list[tuple[str, str, EventRequest]] = []
         self.fail_events = False
@@ -55,8 +59,12 @@ class Target:
     def nodes_of(self, execution_id: str) -> set[str] | None:
         return {n for n, e in self.allowed if e == execution_id} or None
 
-    def token_valid(self, node: str, execution_id: str, token: str) -> bool:
+    def token_valid(self, node: str, execution_id: str, token: str, attempt: int) -> bool:
         return self.tokens.get((node, execution_id)) == token
+
+    def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
+        self.fenced.set()
+        return stale_attempt(node, attempt, self.attempts.get(node, 0), None)
 
     async def result_received(self, node: str, execution_id: str) -> None:
         self.results.append((node, execution_id))
@@ -198,6 +206,75 @@ async def test_token_auth_applies_to_every_route(make_env: MakeEnv) -> None:
 async def test_no_token_needed_without_token_auth(make_env: MakeEnv) -> None:
     env = await make_env()
     assert (await env.client.post(f"{BASE}/result", json=SEED_RESULT)).status == 200
+
+
+# -------------------------------------------------------------------- attempts
+def stale_callbacks(env: Env, route: str, reason: str) -> float:
+    key = ("bjc_stale_callbacks_total", (("reason", reason), ("route", route)))
+    return env.series().get(key, 0.0)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?retry=abc",
+        "?retry=0",
+        "?retry=-1",
+        "?retry=01",
+        "?retry=%D9%A1",  # an Arabic-Indic digit one: a digit, not an ASCII one
+        "?retry=1234567890",
+        "?retry=1&retry=1",
+        "?retry=",
+    ],
+)
+async def test_a_malformed_retry_marker_is_400_and_nothing_is_stored(
+    make_env: MakeEnv, query: str
+) -> None:
+    env = await make_env()
+    resp = await env.client.post(f"{BASE}/result{query}", json=SEED_RESULT)
+    assert resp.status == 400
+    assert (await resp.text()).startswith("invalid retry ")
+    assert list((env.root / EID).iterdir()) == []
+
+
+@pytest.mark.parametrize("route", ["result", "file", "event"])
+async def test_a_callback_of_a_stale_attempt_is_409_counted_and_changes_nothing(
+    make_env: MakeEnv, route: str
+) -> None:
+    env = await make_env()
+    env.target.attempts[NODE] = 2  # retry 2 runs: the first attempt and retry 1 are stale
+    body = {"result": SEED_RESULT, "event": SEED_EVENT}.get(route, {"a": 1})
+    for query, reason in [("", "retried"), ("?retry=1", "retried"), ("?retry=3", "not_started")]:
+        resp = await env.client.post(f"{BASE}/{route}{query}", json=body)
+        assert resp.status == 409
+        text = await resp.text()
+        assert text.startswith("stale attempt: ") and "retry 2 is the current attempt" in text
+        assert stale_callbacks(env, route, reason) == (2 if query == "?retry=1" else 1)
+    assert env.callbacks(route, 409) == 3
+    assert list((env.root / EID).iterdir()) == [] and env.target.events == []
+    resp = await env.client.post(f"{BASE}/{route}?retry=2", json=body)
+    assert resp.status == 200
+    assert env.target.events or list((env.root / EID).iterdir())
+
+
+@pytest.mark.parametrize("route", ["result", "file"])
+async def test_a_body_that_arrives_after_its_attempt_was_retried_lands_nothing(
+    make_env: MakeEnv, route: str
+) -> None:
+    """Admitted while current, retried while its body streams: refused before it lands."""
+    env = await make_env()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"test": '
+        await env.target.fenced.wait()  # admitted: the request is past the first check
+        env.target.attempts[NODE] = 1  # the controller retries the node meanwhile
+        yield b'[{"value": 999.0}]}'
+
+    resp = await env.client.post(f"{BASE}/{route}?name=late.json", data=body())
+    assert resp.status == 409
+    assert "retry 1 is the current attempt" in await resp.text()
+    assert list((env.root / EID).iterdir()) == []
+    assert stale_callbacks(env, route, "retried") == 1
 
 
 # ---------------------------------------------------------------------- result

@@ -11,6 +11,7 @@ import pytest
 from bjc.config.settings import Config
 from bjc.kube.client import KubeClient
 from bjc.kube.events import EventRequest, PodNotFound, send_event
+from bjc.reports.execution import Stale
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.sim import SimCluster
@@ -94,8 +95,11 @@ class SimTarget:
     def nodes_of(self, execution_id: str) -> None:
         return None
 
-    def token_valid(self, node: str, execution_id: str, token: str) -> bool:
+    def token_valid(self, node: str, execution_id: str, token: str, attempt: int) -> bool:
         return False
+
+    def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
+        return None
 
     async def result_received(self, node: str, execution_id: str) -> None:
         return None

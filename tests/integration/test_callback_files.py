@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from bjc.config.settings import Config
 from bjc.kube.events import EventRequest
+from bjc.reports.execution import Stale
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
@@ -31,8 +32,11 @@ class Target:
     def nodes_of(self, execution_id: str) -> set[str] | None:
         return {NODE} if execution_id == EID else None
 
-    def token_valid(self, node: str, execution_id: str, token: str) -> bool:
+    def token_valid(self, node: str, execution_id: str, token: str, attempt: int) -> bool:
         return False
+
+    def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
+        return None
 
     async def result_received(self, node: str, execution_id: str) -> None:
         return None

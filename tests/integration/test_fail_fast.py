@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from bjc.reports.execution import JobStatus
-from bjc.sim import JobBehaviour
+from bjc.sim import JobBehaviour, RunningPod
 from tests.report_files import state
 
 from .harness import LivePodWatch, cluster
-from .test_controller import run_one, scrape
+from .test_controller import BOUND, run_one, scrape
 
 
 async def test_a_broken_job_stops_dispatching_after_max_failures(tmp_path):
@@ -59,3 +63,51 @@ async def test_without_max_failures_every_node_runs(tmp_path):
         assert execution.state.failed == ""
         series = await scrape(runtime)
         assert series[("bjc_execution_failed", (("executionID", execution.id),))] == 0
+
+
+@pytest.mark.parametrize("retries", [0, 1, 2])
+async def test_a_broken_job_reaches_exactly_the_documented_pod_bound(tmp_path, retries):
+    """At most (maxFailures + podPoolSize - 1) x (jobRetries + 1) pods, and that many
+    when it goes worst: whenever a node fails for good, the other pool slots hold nodes
+    in their last attempt. The count is exact, so a bound off by one fails here."""
+    limit, pool = 2, 2
+    bound = (limit + pool - 1) * (retries + 1)
+    started: list[str] = []
+    holding: dict[str, asyncio.Event] = {}  # pods of last attempts, until released
+    changed = asyncio.Condition()
+    release_all = False
+
+    async def job(pod: RunningPod) -> int:
+        started.append(pod.name)
+        if retries and not pod.name.endswith(f"-retry{retries}"):
+            return 1  # an attempt with a retry left fails at once
+        if not release_all:
+            holding[pod.name] = release = asyncio.Event()
+            async with changed:
+                changed.notify_all()
+            await release.wait()
+        return 1
+
+    async def release_one() -> None:
+        async with changed:
+            await changed.wait_for(lambda: len(holding) == pool)  # every slot: last attempt
+        holding.pop(next(iter(holding))).set()
+
+    async with cluster(tmp_path) as c:
+        c.add_nodes(10)
+        await c.start_agent(JobBehaviour(run=job))
+        runtime = await c.start_controller(podPoolSize=pool, maxFailures=limit, jobRetries=retries)
+        async with asyncio.timeout(BOUND):
+            await runtime.controller.trigger("test")
+            for _ in range(limit):
+                await release_one()  # one node fails for good, a new one takes its slot
+            release_all = True  # halted now: the pool - 1 others may end
+            for release in holding.values():
+                release.set()
+            await runtime.controller.wait_completed(1)
+        execution = runtime.controller.current
+        assert execution.halted
+        assert len(started) == len(await c.job_pods()) == bound
+        dispatched = [j for j in execution.nodes.values() if j.status is JobStatus.FAILED]
+        assert len(dispatched) == limit + pool - 1
+        assert all(len(j.attempts) == retries for j in dispatched)

@@ -188,3 +188,16 @@ print(json.dumps([code, sorted(set(sys.modules) - before)]))
     foreign = [m for m in loaded if m.split(".")[0] not in (*sys.stdlib_module_names, "bjc")]
     assert foreign == []
     assert mock.stop()[0].endswith('200 event type=Normal reason=Loaded action=n/a note="modules"')
+
+
+def test_a_retrys_marked_urls_reach_the_server_whole(mock: Mock, tmp_path: Path) -> None:
+    """A retry's URLs end in `?retry=N` (with tokens `&token=...`): `bjc report` adds
+    its own parameters with `&`, so the marker arrives intact (else: 400, exit 3)."""
+    env = env_for(mock.url, tmp_path)
+    for var in ("CALLBACK_SERVICE_RESULT_URL", "CALLBACK_SERVICE_FILE_URL"):
+        env[var] += "?retry=2&token=t0k"
+    piped = bjc_report(env, "file", "-", "--name", "after retry.txt", stdin="x")
+    assert (piped.returncode, piped.stdout, piped.stderr) == (0, "node-a-after retry.txt\n", "")
+    assert bjc_report(env, "result", "-", stdin='{"failed_checks": []}').returncode == 0
+    lines = mock.stop()
+    assert lines[0].endswith("200 file=node-a-after retry.txt bytes=1"), lines

@@ -135,6 +135,15 @@ def test_callback_url() -> None:
         callback_url("h", 1, "n", "1", "event", "a b/c")
         == "http://h:1/report/n/1/event?token=a%20b%2Fc"
     )
+    # a retry is marked; the first attempt's URL stays the Go controller's
+    assert (
+        callback_url("h", 1, "n", "1", "result", None, 2) == "http://h:1/report/n/1/result?retry=2"
+    )
+    assert (
+        callback_url("h", 1, "n", "1", "file", "t", 1)
+        == "http://h:1/report/n/1/file?retry=1&token=t"
+    )
+    assert callback_url("h", 1, "n", "1", "file", "t", 0) == "http://h:1/report/n/1/file?token=t"
 
 
 # ----------------------------------------------------------------------------- rendering
