@@ -37,7 +37,7 @@ from tests.conftest import unavailable
 
 from .binaries import NODE, Binaries, image_archives
 from .controlplane import ControlPlane, settle
-from .deployment import NAMESPACE, PODS, Deployment
+from .deployment import BOUND, NAMESPACE, PODS, Deployment
 from .realnode.node import (
     NODE_NAME,
     POD_RANGE,
@@ -223,6 +223,38 @@ async def test_an_execution_reports_through_the_real_service(deployed: OnTheNode
         e["regarding"]["name"] == job["metadata"]["name"] and e["reason"] == "ChecksPassed"
         for e in events["items"]
     )
+
+
+async def test_bjc_demo_runs_in_the_image_as_its_user(deployed: OnTheNode) -> None:
+    """The image's own user can run the demo: it writes ./demo-reports in the
+    working directory."""
+    name = "bjc-demo"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "demo",
+                    "image": IMAGE,
+                    "imagePullPolicy": "Never",
+                    "args": ["demo", "--nodes", "3", "--executions", "1"],
+                }
+            ],
+        },
+    }
+    await deployed.kube.create(f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
+
+    def ended(pods: dict[str, dict[str, Any]]) -> bool:
+        return pods.get(name, {}).get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+    await asyncio.wait_for(settle(deployed.kube, PODS, ended), BOUND)
+    logs = await deployed.kubectl("logs", name, "-n", NAMESPACE)
+    done = await deployed.kube.get(f"{PODS}/{name}", dict)
+    assert done["status"]["phase"] == "Succeeded", logs
+    await deployed.kube.delete(f"{PODS}/{name}")
 
 
 async def start_held_execution(deployed: OnTheNode) -> set[str]:

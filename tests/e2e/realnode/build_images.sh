@@ -75,8 +75,8 @@ build_base() {
             --customize-hook='echo /usr/local/lib/python3/dist-packages > "$1"/usr/lib/python3/dist-packages/bjc-e2e-local.pth' \
             --customize-hook='ln -sf python3 "$1"/usr/bin/python' \
             --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*' \
-            "$SUITE" "$rootfs.tmp" "$MIRROR"
-        mv "$rootfs.tmp" "$rootfs"
+            "$SUITE" "$rootfs.part.tar" "$MIRROR"  # a .tar name makes mmdebstrap write a tarball
+        mv "$rootfs.part.tar" "$rootfs"
         echo "build_images: built $rootfs"
     fi
     # (re)tag the base in buildah's storage when missing or older than the rootfs
