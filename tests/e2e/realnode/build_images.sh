@@ -14,7 +14,8 @@
 # --pull=false` uses it; with a registry the official image is used unchanged.
 #
 # Caches, keyed by what they are built from: ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/images/
-#   base-<suite>.tar (the root file system) and pause-<sha of pause.c>.tar.
+#   base-<suite>-<sha of build_base>.tar (the root file system) and
+#   pause-<sha of pause.c>.tar.
 # The bjc and job images are rebuilt every run (buildah --layers reuses unchanged steps).
 # Usage: build_images.sh OUT_DIR.  Needs root, buildah, mmdebstrap, gcc.
 set -euo pipefail
@@ -65,7 +66,10 @@ build_pause() {
 }
 
 build_base() {
-    local rootfs="$CACHE/base-$SUITE.tar"
+    # keyed by how it is made: this function's own text
+    local key rootfs
+    key="$(declare -f build_base | sha256sum | cut -c1-12)"
+    rootfs="$CACHE/base-$SUITE-$key.tar"
     if [[ ! -f "$rootfs" ]]; then
         # the official image's pip installs into /usr/local: drop Debian's
         # EXTERNALLY-MANAGED marker, and let the interpreter find /usr/local/lib/python3
@@ -79,13 +83,16 @@ build_base() {
         mv "$rootfs.part.tar" "$rootfs"
         echo "build_images: built $rootfs"
     fi
-    # (re)tag the base in buildah's storage when missing or older than the rootfs
-    if ! buildah inspect --type image "$BASE_TAG" >/dev/null 2>&1; then
+    # (re)tag the base in buildah's storage unless it is this rootfs already
+    local tagged
+    tagged="$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "bjc-e2e-base"}}' \
+        "$BASE_TAG" 2>/dev/null || true)"
+    if [[ "$tagged" != "$key" ]]; then
         local c
         c="$(buildah from scratch)"
         buildah add --quiet "$c" "$rootfs" /
         buildah config --env DEB_PYTHON_INSTALL_LAYOUT=deb --env LANG=C.UTF-8 \
-            --cmd '["python3"]' "$c"
+            --label "bjc-e2e-base=$key" --cmd '["python3"]' "$c"
         buildah commit --quiet "$c" "$BASE_TAG" >/dev/null
         buildah rm "$c" >/dev/null
         echo "build_images: tagged $BASE_TAG"
