@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import scaled
 from benchmarks.processes import (
     NS,
     config_yaml,
@@ -58,13 +59,14 @@ from bjc.kube.objects import Pod
 from bjc.reports.store import ReportStore
 
 HERE = Path(__file__).parent
-NODES = 1000
-CONNECTIONS = 50
-WARMUP_S = 3
-WRK_SECONDS = 10
-STEADY_RATE = 500
-STEADY_SECONDS = 10
-ROUNDS = 2  # wrk runs on uvloop (asyncio's loop gets one); the best counts, all are kept
+NODES = scaled(1000, 20)
+CONNECTIONS = scaled(50, 4)
+WARMUP_S = scaled(3, 1)
+WRK_SECONDS = scaled(10, 1)
+STEADY_RATE = scaled(500, 20)
+STEADY_SECONDS = scaled(10, 1)
+ROUNDS = scaled(2, 1)  # wrk runs on uvloop (asyncio's loop gets one); the best counts, all are kept
+PROFILE_SECONDS = scaled(10.0, 1.0)
 
 PAYLOAD = json.dumps(
     {
@@ -245,7 +247,7 @@ def summarize_profile(raw: str, top: int = 20) -> dict[str, Any]:
     }
 
 
-def profile(seconds: float = 10.0, *, uvloop: bool = True) -> dict[str, Any]:
+def profile(seconds: float = PROFILE_SECONDS, *, uvloop: bool = True) -> dict[str, Any]:
     """py-spy samples the server (all threads, without pausing it) during a wrk run."""
     py_spy = _py_spy()
     if py_spy is None or wrk_path() is None:
@@ -269,7 +271,7 @@ def profile(seconds: float = 10.0, *, uvloop: bool = True) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the store
-async def _store_writes(root: str, writers: int = CONNECTIONS, each: int = 400) -> dict:
+async def _store_writes(root: str, writers: int = CONNECTIONS, each: int = scaled(400, 5)) -> dict:
     store = ReportStore(root)
     eid = "202601010000"
     await store.create_execution(eid)

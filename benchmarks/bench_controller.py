@@ -27,6 +27,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from benchmarks import scaled
 from benchmarks.processes import (
     NS,
     POD_TEMPLATE,
@@ -292,7 +293,7 @@ def bench_idle_rss() -> float:
         proc = controller_process(url, Path(tmp))
         try:
             asyncio.run(wait_ready(placed["healthProbePort"], proc))
-            time.sleep(2.0)
+            time.sleep(scaled(2.0, 0.1))
             return rss_mb(proc.pid)
         finally:
             stop(proc)
@@ -342,10 +343,10 @@ def bench_history_rss(nodes: int = 5000, history: int = 30) -> dict[str, float]:
 
 def run() -> dict[str, Any]:
     out: dict[str, Any] = {}
-    out["watch_events_per_s"] = asyncio.run(bench_watch())
-    out["makespan_1000"] = bench_makespan()
+    out["watch_events_per_s"] = asyncio.run(bench_watch(scaled(10000, 200)))
+    out["makespan_1000"] = bench_makespan(scaled(1000, 20), scaled(10, 5), scaled(2, 1))
     out["idle_rss_mb"] = bench_idle_rss()
-    history = bench_history_rss()
+    history = bench_history_rss(scaled(5000, 20), scaled(30, 3))
     out["rss_5000_nodes_30_exec_mb"] = history["rss_mb"]
     out["history_startup_s"] = history["startup_s"]
     return out

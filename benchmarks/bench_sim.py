@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks import scaled
 from bjc.sim import JobBehaviour, NodeAgent, SimCluster
 
 NS = "default"
@@ -148,9 +149,9 @@ async def _scenario_5000(nodes: int = 5000, pods: int = 5000) -> dict[str, Any]:
 
 async def _run() -> dict[str, Any]:
     return {
-        "sim_creates_per_s": round(await _creates_per_s(), 1),
-        "sim_watch_events_per_s": round(await _watch_events_per_s(), 1),
-        "sim_5000": await _scenario_5000(),
+        "sim_creates_per_s": round(await _creates_per_s(scaled(3000, 50)), 1),
+        "sim_watch_events_per_s": round(await _watch_events_per_s(scaled(20000, 200)), 1),
+        "sim_5000": await _scenario_5000(scaled(5000, 20), scaled(5000, 20)),
     }
 
 

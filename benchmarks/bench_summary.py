@@ -27,13 +27,14 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from benchmarks import scaled
 from bjc.reports.execution import ExecutionState, JobStatus, NodeJob
 from bjc.web import bound_port, serve
 from bjc.web.files import make_file_app
 
-NODES = 5000
-EXECUTIONS = 30
-REPEATS = 20
+NODES = scaled(5000, 20)
+EXECUTIONS = scaled(30, 3)
+REPEATS = scaled(20, 2)
 
 
 def _state(eid: str, started: float) -> bytes:

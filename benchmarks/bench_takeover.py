@@ -40,6 +40,9 @@ from typing import IO, Any
 
 import msgspec
 
+import bjc.reports.execution
+import bjc.reports.store
+from benchmarks import scaled, smoke
 from benchmarks.processes import (
     NS,
     config_yaml,
@@ -59,9 +62,9 @@ from bjc.reports.store import ReportStore
 
 # the history is kept here between runs (about 600 MB on disk)
 CACHE = Path(os.environ.get("BJC_BENCH_CACHE", Path.home() / ".cache" / "bjc-bench"))
-NODES = 5000
-EXECUTIONS = 30
-FINISHED_IN_NEWEST = 1000  # the rest of the newest execution is pending
+NODES = scaled(5000, 300)
+EXECUTIONS = scaled(30, 3)
+FINISHED_IN_NEWEST = scaled(1000, 50)  # the rest of the newest execution is pending
 POD_SECONDS = 1.0  # how long a simulated job pod runs
 POOL = 10
 LEASE_DURATION_S = 15.0  # what `bjc run` uses
@@ -80,7 +83,7 @@ def _eid(k: int) -> str:
 
 async def write_history(root: Path, nodes: list[str], executions: range) -> None:
     """Those of the EXECUTIONS executions as bjc leaves them; the newest unfinished."""
-    store = ReportStore(root, EXECUTIONS)
+    store = ReportStore(root)
     for k in executions:
         eid = _eid(k)
         newest = k == EXECUTIONS - 1
@@ -256,7 +259,7 @@ async def _takeovers(url: str, workdir: Path, report_dir: Path, rounds: int) -> 
                 out["standby_load_s"].append(await standby.start())
                 # a steady standby: it has watched the leader renew a few times, and
                 # the signal falls at a random point of their renew / retry cycles
-                await asyncio.sleep(random.uniform(3 * RETRY_S, 4 * RETRY_S))
+                await asyncio.sleep(scaled(random.uniform(3 * RETRY_S, 4 * RETRY_S), 0.5))
                 if await _lease_holder(url) != leader.name:
                     raise RuntimeError(f"{leader.name} does not hold the Lease")
                 sent = leader.signal(sig)
@@ -278,20 +281,21 @@ async def _takeovers(url: str, workdir: Path, report_dir: Path, rounds: int) -> 
     return out
 
 
-def history(nodes: list[str]) -> tuple[Path, float]:
+def history(nodes: list[str], cache: Path) -> tuple[Path, float]:
     """The report directory to take over, and the seconds it took to (re)write.
 
     Writing 150,000 result files takes a minute or more on a busy disk, so the
     executions that no controller touches here (all but the newest) are kept
-    between runs in CACHE, under a key of the code that writes and reads them;
-    the newest is written afresh every run.
+    between runs in `cache`, under a key of the code that writes and reads them
+    (the modules themselves: one that moves fails here, not silently); the newest
+    is written afresh every run.
     """
     source = b"".join(
-        (Path(__file__).parent.parent / "bjc" / f).read_bytes()
-        for f in ("execution.py", "store.py")
+        Path(module.__file__ or "").read_bytes()
+        for module in (bjc.reports.execution, bjc.reports.store)
     )
     key = hashlib.sha256(source + f"{EXECUTIONS}x{NODES}".encode()).hexdigest()[:12]
-    cached = CACHE / f"takeover-{key}"
+    cached = cache / f"takeover-{key}"
     report_dir = cached / "reports"
     complete = cached / "complete"
     started = time.monotonic()
@@ -302,7 +306,7 @@ def history(nodes: list[str]) -> tuple[Path, float]:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         asyncio.run(write_history(report_dir, nodes, range(EXECUTIONS - 1, EXECUTIONS)))
     else:
-        for stale in CACHE.glob("takeover-*"):
+        for stale in cache.glob("takeover-*"):
             shutil.rmtree(stale)
         asyncio.run(write_history(report_dir, nodes, range(EXECUTIONS)))
         complete.touch()
@@ -311,11 +315,12 @@ def history(nodes: list[str]) -> tuple[Path, float]:
 
 def run(rounds: int = 1) -> dict[str, Any]:
     nodes = [f"node-{i}" for i in range(1, NODES + 1)]
-    report_dir, written = history(nodes)
     with (
         tempfile.TemporaryDirectory(prefix="bjc-takeover-") as tmp,
         sim_process(NODES, run_seconds=POD_SECONDS) as url,
     ):
+        # at smoke size nothing is kept: the cache of the full-size history stays
+        report_dir, written = history(nodes, Path(tmp) / "cache" if smoke() else CACHE)
         times = asyncio.run(_takeovers(url, Path(tmp), report_dir, rounds))
         if os.environ.get("BJC_BENCH_KEEP_LOGS"):
             for log in Path(tmp).glob("*/bjc.log"):

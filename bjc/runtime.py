@@ -52,12 +52,13 @@ from bjc.engine.supervisor import Supervisor
 from bjc.kube.client import ApiError, KubeClient
 from bjc.kube.leader import LeaderElector
 from bjc.kube.ownpod import find_top_owner, set_leader_label
-from bjc.reports.metrics import Metrics, make_metrics_app
+from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.callback import make_callback_app
 from bjc.web.files import make_file_app
 from bjc.web.health import make_health_app, report_directory_check, runner_check
+from bjc.web.metrics import make_metrics_app
 
 log = logging.getLogger(__name__)
 

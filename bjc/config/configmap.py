@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from bjc.config.podspec import PodTemplate
+from bjc.config.schema import unknown_key_warning
 from bjc.config.settings import CONFIG_FILE_KEY, POD_TEMPLATE_KEY, Config, Environment, load_config
 from bjc.config.values import ConfigError, kind, yaml_error
 
@@ -90,9 +91,10 @@ def load_config_map(data: Mapping[str, Any], env: Environment | None = None) -> 
         report_directory=env.report_directory if env is not None else None,
         problems=problems,
     )
+    known = [CONFIG_FILE_KEY, POD_TEMPLATE_KEY]
     for key in data:
-        if key not in (CONFIG_FILE_KEY, POD_TEMPLATE_KEY):
-            loaded.warnings.append(f"ConfigMap data.{key}: unknown key ignored")
+        if key not in known:
+            loaded.warnings.append(unknown_key_warning(f"ConfigMap data.{key}", key, known))
     return loaded
 
 

@@ -1,20 +1,24 @@
-"""Cron specs exactly as the Go controller (robfig/cron) accepts them, evaluated in local time.
+"""Cron specs exactly as the Go controller (robfig/cron v3) accepts and fires them.
 
 The Go controller takes `cronExpression` through robfig/cron's standard parser:
 5 fields, the `@hourly`/`@daily`/... descriptors, `@every <duration>` and an
-optional `CRON_TZ=<zone>`/`TZ=<zone>` prefix. `cronsim` knows plain 5/6-field
-expressions only, so this module maps the descriptors to 5-field forms, rejects
-6-field (seconds) expressions like robfig's standard parser, turns `?` into `*`
-as robfig does, and runs `@every` as a fixed interval itself.
+optional `CRON_TZ=<zone>`/`TZ=<zone>` prefix. `cronsim` parses and explains plain
+5/6-field expressions, so this module maps the descriptors to 5-field forms, rejects
+6-field (seconds) expressions and cronsim's extensions (`L`, `W`, `#`) like robfig's
+standard parser, turns `?` into `*` as robfig does, and runs `@every` as a fixed
+interval itself.
 
-Daylight saving changes follow cron (cronsim, like Debian's cron): a run at a
-fixed time inside a skipped hour runs once, at the change (02:30 on the day
-clocks jump 02:00 -> 03:00 runs at 03:00); one inside a repeated hour runs once,
-in the first pass. Schedules with wildcards or steps in the minute or hour run by
-the clock as it is (an hourly job runs at every real hour). `next_after` is
-strictly after its argument in absolute time, also when that lies in the second
-pass of a repeated hour (cronsim would answer the first pass, in the past, and a
-scheduler restarted then would run the job twice).
+When a cron table fires is robfig's `SpecSchedule.Next`, ported step by step
+(`_robfig_next`), because on daylight-saving change days no simpler rule gives the
+same answers: it walks month, day, hour, minute and second forward on the wall clock
+of the schedule's zone, adding whole hours and minutes in real time and building
+times with Go's `time.Date` (`_go_date`), whose choice for a skipped or repeated
+wall-clock time this module copies too. What results (docs/operating.md, time
+zones): a fixed time inside a skipped hour does not run that day; one inside a
+repeated hour runs in both passes; the hours of an hourly job are real hours. The
+answers are tested against a table robfig/cron itself produced
+(tests/unit/test_cron_dst.py). `next_after` is strictly after its argument in
+absolute time, as `Next` is.
 
 This module only answers "when is the next run after T?". It deliberately does
 not sleep, start tasks or know about executions: the scheduler owns the timing
@@ -25,7 +29,8 @@ from __future__ import annotations
 
 import math
 import os
-from datetime import datetime, timedelta, tzinfo
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -81,6 +86,153 @@ def _format_interval(seconds: int) -> str:
     return f"{secs}s"
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """A cron table as robfig's `SpecSchedule` holds it: the values each field matches."""
+
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]  # 0 = Sunday
+    #: either day field is `*` (or `?`, `*/1`): both must then match, else either does
+    day_star: bool
+
+    @classmethod
+    def parse(cls, fields: str) -> _Spec:
+        """The spec of a 5-field expression cronsim accepts; ValueError for what robfig refuses."""
+        sim = CronSim(fields, datetime(2000, 1, 1))
+        if not all(isinstance(d, int) and d > 0 for d in sim.days) or not all(
+            isinstance(d, int) for d in sim.weekdays
+        ):
+            raise ValueError(
+                "'L', 'W' and '#' are not supported by robfig/cron (the Go controller)"
+            )
+        parts = fields.split()
+
+        def star(field: str) -> bool:  # robfig's starBit: a term `*` or `?`, unless stepped
+            terms = (term.split("/") for term in field.split(","))
+            return any(range_[0] in ("*", "?") and range_[1:] in ([], ["1"]) for range_ in terms)
+
+        return cls(
+            minutes=frozenset(sim.minutes),
+            hours=frozenset(sim.hours),
+            days=frozenset(sim.days),
+            months=frozenset(sim.months),
+            weekdays=frozenset(d % 7 for d in sim.weekdays),  # type: ignore[operator]
+            day_star=star(parts[2]) or star(parts[4]),
+        )
+
+    def day_matches(self, wall: datetime) -> bool:
+        """robfig's `dayMatches`."""
+        dom = wall.day in self.days
+        dow = (wall.weekday() + 1) % 7 in self.weekdays
+        return dom and dow if self.day_star else dom or dow
+
+
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+_LIMIT_YEARS = 5  # robfig gives up (the zero time) past this
+
+
+def _wall(unix: int, zone: tzinfo) -> datetime:
+    return datetime.fromtimestamp(unix, zone)
+
+
+def _offset(unix: int, zone: tzinfo) -> int:
+    offset = _wall(unix, zone).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+def _go_date(zone: tzinfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    """Go's `time.Date` (seconds since the epoch), out-of-range fields normalised as Go does.
+
+    A wall-clock time that is skipped or repeated gets the offset Go gives it: that of
+    the instant `local - offset(local as UTC)` (so 02:30 on the day clocks jump from
+    02:00 to 03:00 is 03:30; a repeated 02:30 is the second pass east of UTC and the
+    first west of it).
+    """
+    year, month0 = year + (month - 1) // 12, (month - 1) % 12
+    days = date(year, month0 + 1, 1).toordinal() - _EPOCH_DAY + day - 1
+    local = days * 86400 + hour * 3600 + minute * 60
+    offset = _offset(local, zone)
+    if offset:
+        offset = _offset(local - offset, zone)
+    return local - offset
+
+
+def _add_date(unix: int, zone: tzinfo, months: int = 0, days: int = 0) -> int:
+    """Go's `Time.AddDate`: the same wall-clock time `months` and `days` on."""
+    w = _wall(unix, zone)
+    return _go_date(zone, w.year, w.month + months, w.day + days, w.hour, w.minute) + w.second
+
+
+def _robfig_next(spec: _Spec, after: float, zone: tzinfo) -> int | None:
+    """robfig/cron v3.0.1 `SpecSchedule.Next` (spec.go), step by step; None: no run in 5 years.
+
+    The seconds field is always 0 (the standard parser has none).
+    """
+    t = math.floor(after) + 1  # the upcoming second
+    added = False
+    year_limit = _wall(t, zone).year + _LIMIT_YEARS
+    while True:  # robfig's WRAP label: every field is checked again
+        w = _wall(t, zone)
+        if w.year > year_limit:
+            return None
+        wrapped = False
+        while w.month not in spec.months:
+            if not added:
+                added = True
+                t = _go_date(zone, w.year, w.month, 1)
+            t = _add_date(t, zone, months=1)
+            w = _wall(t, zone)
+            if w.month == 1:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while not spec.day_matches(w):
+            if not added:
+                added = True
+                t = _go_date(zone, w.year, w.month, w.day)
+            t = _add_date(t, zone, days=1)
+            w = _wall(t, zone)
+            if w.hour != 0:  # midnight skipped or repeated by a change: back to it
+                t += (24 - w.hour) * 3600 if w.hour > 12 else -w.hour * 3600
+                w = _wall(t, zone)
+            if w.day == 1:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while w.hour not in spec.hours:
+            if not added:
+                added = True
+                t = _go_date(zone, w.year, w.month, w.day, w.hour)
+            t += 3600
+            w = _wall(t, zone)
+            if w.hour == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while w.minute not in spec.minutes:
+            if not added:
+                added = True
+                t -= t % 60  # Go's Truncate(time.Minute), in absolute time
+            t += 60
+            w = _wall(t, zone)
+            if w.minute == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        if w.second != 0:  # robfig adds seconds up to second 0, which wraps
+            added = True
+            t += 60 - w.second
+            continue
+        return t
+
+
 class CronSchedule:
     """A parsed `cronExpression`: either a cron table (5 fields) or an `@every` interval."""
 
@@ -96,6 +248,7 @@ class CronSchedule:
         self.expression = expression
         #: the 5-field form evaluated (descriptors mapped), None for `@every`
         self.fields = fields
+        self._spec = _Spec.parse(fields) if fields is not None else None
         #: whole seconds between runs for `@every`, None for cron tables
         self.interval = interval
         self._tz = tz
@@ -107,7 +260,8 @@ class CronSchedule:
         return self._tz if self._tz is not None else local_timezone()
 
     def next_after(self, dt: datetime) -> datetime:
-        """The first run strictly after `dt` (a naive `dt` is taken as local time).
+        """The first run strictly after `dt` (a naive `dt` is taken as local time), as
+        robfig/cron's `Next` answers it.
 
         The result is timezone-aware, in the schedule's zone.
         """
@@ -117,25 +271,30 @@ class CronSchedule:
         if self.interval is not None:
             # robfig ConstantDelaySchedule: drop sub-second part, add the interval.
             return dt.replace(microsecond=0).astimezone(zone) + timedelta(seconds=self.interval)
-        assert self.fields is not None
-        runs = CronSim(self.fields, dt.astimezone(zone))
-        at = next(runs)
-        while at.timestamp() <= dt.timestamp():  # see the module docstring
-            at = next(runs)
-        return at
+        assert self._spec is not None
+        after = dt.timestamp()
+        while (at := _robfig_next(self._spec, after, zone)) is None:
+            # robfig never runs such a schedule again; only a 29 February after a
+            # century year gets here (robfig's limit is five years): look further
+            year = _wall(math.floor(after), zone).year + _LIMIT_YEARS
+            after = datetime(year, 1, 1, tzinfo=UTC).timestamp()
+        return _wall(at, zone)
 
-    def last_at_or_before(self, dt: datetime) -> datetime:
-        """The latest run at or before `dt` of a cron table (not `@every`: no fixed times)."""
-        assert self.fields is not None, "an @every schedule has no fixed run times"
-        zone = self.timezone
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=local_timezone())
-        # from past any DST shift: cronsim ignores `fold`, so a `dt` in the second pass of
-        # a repeated hour would be read as the first pass, an hour earlier
-        runs = CronSim(self.fields, dt.astimezone(zone) + timedelta(hours=3), reverse=True)
-        at = next(runs)
-        while at.timestamp() > dt.timestamp():
-            at = next(runs)
+    def last_run_between(self, since: datetime, until: datetime) -> datetime | None:
+        """The last run after `since` up to `until` (None: none), as robfig would have fired
+        from `since` on: `next_after` chained from `since`.
+
+        The chain matters: on a daylight-saving change day robfig's next run can depend
+        on where it was asked from (after a 30-minute change, a run asked for from
+        before the change may be passed over that one asked for after it finds), so the
+        runs between two times are only those of the chain from the first.
+        """
+        end = until.timestamp()  # not `until` itself: datetimes of one zone compare by
+        at = self.next_after(since)  # wall clock, ignoring which pass of a repeated hour
+        if at.timestamp() > end:
+            return None
+        while (following := self.next_after(at)).timestamp() <= end:
+            at = following
         return at
 
     def describe(self) -> str:

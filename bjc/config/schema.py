@@ -20,7 +20,8 @@ What a field declares:
   say (a cron expression parses, a time zone exists).
 
 A null or absent value, and an empty string where the default is a string, mean the
-default (as a Go zero value does). Unknown keys are warnings, with the closest known key suggested.
+default (as a Go zero value does). Unknown keys are warnings, with the closest known key
+suggested (`closest_key`): the Go controller ignores them, so they must not stop a start.
 """
 
 from __future__ import annotations
@@ -51,9 +52,21 @@ class Problems:
         self.problems.append(f"{key}: required but missing{hint}")
 
     def unknown_key(self, path: str, key: str, known: list[str]) -> None:
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        self.warnings.append(f"{path}: unknown key ignored{hint}")
+        self.warnings.append(unknown_key_warning(path, key, known))
+
+
+def closest_key(key: str, known: list[str]) -> str | None:
+    """The known key `key` most likely misspells (difflib, ignoring case), if any is close."""
+    by_folded = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(key.lower(), list(by_folded), n=1, cutoff=0.6)
+    return by_folded[close[0]] if close else None
+
+
+def unknown_key_warning(path: str, key: str, known: list[str]) -> str:
+    """`path: unknown key ignored (did you mean 'K'?)`, naming the closest known key K."""
+    close = closest_key(key, known)
+    hint = f" (did you mean {close!r}?)" if close else ""
+    return f"{path}: unknown key ignored{hint}"
 
 
 class _Invalid:

@@ -7,7 +7,10 @@ ConfigMap. Whoever may patch the ConfigMap (plain RBAC) may
   restart, from the next execution (keys that name servers, storage or the
   controller itself wait for the next start, with a warning); an invalid one is
   refused, the running configuration stays, and an Event on the ConfigMap, a log
-  line and `bjc_config_problems{key,problem}` say what is wrong;
+  line and `bjc_config_problems{key,problem}` say what is wrong. What a valid
+  configuration only warns about (an unknown key, named with the closest known one)
+  is a Warning Event `ConfigWarning` on the ConfigMap, posted by each leader for the
+  configuration it starts leading with and again at every reload;
 - set `batch-job-controller.bakito.github.com/trigger: <any new value>`: start an
   execution now. The controller answers on the ConfigMap itself, in one patch:
   `.../triggered: <that value>` and `.../triggered-execution: <executionID>` (or
@@ -178,6 +181,7 @@ class ConfigMapWatch:
         self._data: dict[str, str] | None = None
         self._applied: LoadedConfig | None = None
         self._applied_template = ""
+        self._warned: LoadedConfig | None = None  # whose warnings this leader posted
         if data is not None:
             self._baseline(dict(data))
         self._suspended_by_annotation = False
@@ -207,6 +211,7 @@ class ConfigMapWatch:
             self.target.suspend(self.suspension())
             if config_map is None or not self.target.acting:
                 return
+            await self._post_warnings()
             await self._answer_trigger(config_map)
 
     def suspension(self) -> str:
@@ -264,6 +269,21 @@ class ConfigMapWatch:
         log.info("%s", message)
         if self.target.acting:
             await self.post_event("ConfigReloaded", message, warning=bool(later))
+
+    async def _post_warnings(self) -> None:
+        """The Warning Event `ConfigWarning` for the running configuration's warnings.
+
+        Once per configuration applied (at start and at every reload) and leader: a
+        replica that starts leading posts it for the configuration it runs with.
+        """
+        loaded = self._applied
+        if loaded is None or loaded is self._warned:
+            return
+        self._warned = loaded
+        if loaded.warnings:
+            count = len(loaded.warnings)
+            message = f"{count} warning{'s' if count > 1 else ''}: " + "; ".join(loaded.warnings)
+            await self.post_event("ConfigWarning", message, warning=True)
 
     async def _refuse(self, problems: list[str]) -> None:
         for problem in problems:

@@ -2,8 +2,8 @@
 
 Runs only while this controller leads; the runtime starts it on gaining the Lease
 and cancels it the moment the Lease is lost, so a former leader never triggers.
-Each run time comes from `CronSchedule.next_after` (cronsim for cron tables, in
-the schedule's time zone; `@every <duration>` as a plain interval, as in
+Each run time comes from `CronSchedule.next_after` (robfig/cron's rule for cron
+tables, in the schedule's time zone; `@every <duration>` as a plain interval, as in
 robfig/cron) and is waited for with one sleep, no polling. Each run time is
 computed from the wall clock anew, after the previous run, so a run is never
 started twice.
@@ -14,7 +14,7 @@ uptime), and started inside the second pass of a repeated daylight-saving hour i
 fires that hour's first-pass run at once, a second time (see `bjc.config.cron`).
 
 With `startingDeadline`, a run missed while no controller led is caught up
-once: `missed_run` finds the latest scheduled time after the last run the
+once: `missed_run` finds the latest run the schedule fires after the last run the
 controller knows of, and the schedule starts with it if it is recent enough, as
 a CronJob's `startingDeadlineSeconds` does.
 
@@ -52,11 +52,15 @@ def missed_run(
         periods = math.floor((now - last_run).total_seconds() / cron.interval)
         if periods < 1:
             return None
-        at = last_run + dt.timedelta(seconds=periods * cron.interval)
+        at: dt.datetime | None = last_run + dt.timedelta(seconds=periods * cron.interval)
     else:
-        at = cron.last_at_or_before(now)
-        if at <= last_run:
-            return None
+        # the runs robfig fires after the last one; a run older than the deadline does not
+        # count, so the chain may start a little before it (two days: past any
+        # daylight-saving change day, where a chain's start can matter)
+        since = max(last_run, now - dt.timedelta(seconds=deadline, days=2))
+        at = cron.last_run_between(since, now)
+    if at is None:
+        return None
     return at if (now - at).total_seconds() <= deadline else None
 
 

@@ -1,55 +1,31 @@
-"""Every Prometheus series bjc exposes, and the `/metrics` endpoint that serves them.
+"""Every Prometheus series bjc exposes: the `Metrics` facade the controller writes to.
 
-Why this exists: the Go controller's metrics are a Prometheus compatibility
-surface - dashboards and alerts query them by name, label and help text - and with
-thousands of nodes and 30 executions of history they are also bjc's largest data
-structure (100,000-300,000 series). A plain aioprometheus `Gauge` keys every series by
-an orjson-encoded label dict and formats every line on every scrape, which costs
-about 1 KB per series and most of a second per scrape at that size. So the
-per-execution gauges (processing, duration, the configured result gauges, execution
-progress) live in `SeriesFamily`, a series store built for this shape of data:
-
-- one block per (metric, execution): a dict from the tuple of label values (interned:
-  they repeat across nodes and executions) to a float; `executionID` is written once
-  per block, not stored per series;
-- a block caches its rendered text until it changes, so a scrape formats only the
-  blocks that changed since the previous one;
-- after a scrape, blocks of past executions (not the current one, not "latest") are
-  frozen: only their zlib-compressed text is kept (about 10 bytes per series); a late
-  write thaws the block by parsing that text back;
-- removing an execution drops its blocks: time proportional to that execution's
-  series, not to all series.
-
-`SeriesFamily` is an `aioprometheus.Gauge` registered in an `aioprometheus.Registry`
-next to plain aioprometheus collectors (the single-series gauges, counters and the
-process metrics computed at scrape time); `Metrics.render` negotiates the format with
-`aioprometheus.negotiate` and renders the registry itself, escaping label values and
-help texts as the text format requires (aioprometheus' own text formatter does not).
+Why this exists: the Go controller's metrics are a Prometheus compatibility surface -
+dashboards and alerts query them by name, label and help text - so their names and
+help texts are declared here once, byte for byte, next to bjc's own extras (`bjc_*`,
+the leader gauge, the process metrics). `Metrics` builds them from the config (the
+configured result gauges, `latestMetricsLabel`, the series limits), applies a reloaded
+config, and renders them all from one `aioprometheus.Registry`. The per-execution
+series are kept in bjc.reports.series (the series store, and why it exists);
+bjc.web.metrics serves them on `/metrics`.
 
 What it deliberately does not do: it decides nothing about executions (the controller
 calls `remove_execution` when an execution is pruned and replays kept results after a
 restart), validates no config beyond what it needs to build its series (bjc.config.settings
-does that), and serves only the Prometheus text format 0.0.4 - the only format
+does that), and renders only the Prometheus text format 0.0.4 - the only format
 aioprometheus 23.12 negotiates, and the format Go's promhttp serves by default. No
 OpenMetrics, no protobuf. Everything runs on the event loop; nothing here is thread-safe.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import math
 import operator
 import os
-import re
 import resource
 import sys
-import zlib
-from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Container, Iterable, Mapping
 
 import aioprometheus
-from aiohttp import web
 from aioprometheus import Counter, Gauge, Registry
 from aioprometheus.formats.text import TEXT_CONTENT_TYPE, TextFormatter
 
@@ -63,16 +39,18 @@ from bjc.config.settings import (
     is_valid_label_name,
     is_valid_metric_name,
 )
+from bjc.reports.series import Block as _Block
+from bjc.reports.series import (
+    Chunk,
+    ComputedCounter,
+    ComputedGauge,
+    SeriesFamily,
+    SeriesKey,
+)
+from bjc.reports.series import assemble as _assemble
+from bjc.reports.series import render_simple as _render_simple
 
-__all__ = [
-    "LATEST",
-    "METRICS_KEY",
-    "Metrics",
-    "SeriesFamily",
-    "escape_label_value",
-    "make_metrics_app",
-    "metrics_handler",
-]
+__all__ = ["LATEST", "POD_PHASES", "Metrics"]
 
 LATEST = "latest"
 
@@ -94,278 +72,6 @@ LEADER_HELP = (
 )
 
 POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
-
-_UNESCAPE_RE = re.compile(r"\\(.)")
-_SPECIAL_VALUES = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
-
-
-def escape_label_value(value: str) -> str:
-    """Escape a label value for the text format: backslash, double quote, line feed."""
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return value
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _format_value(value: float) -> str:
-    text = repr(value)
-    return _SPECIAL_VALUES.get(text, text)
-
-
-def _unescape(value: str) -> str:
-    if "\\" not in value:
-        return value
-    return _UNESCAPE_RE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
-
-
-class _Packed:
-    """One zlib-compressed piece of a frozen block, and its size inflated."""
-
-    __slots__ = ("data", "size")
-
-    def __init__(self, text: bytes) -> None:
-        self.data = zlib.compress(text, 1)
-        self.size = len(text)
-
-    def inflate(self) -> bytes:
-        return zlib.decompress(self.data)
-
-
-Chunk = bytes | _Packed
-
-
-def _assemble(chunks: Sequence[Chunk]) -> bytearray:
-    """Join rendered chunks into one buffer, inflating frozen pieces one at a time.
-
-    The buffer is allocated once at its final size, and no more than one inflated
-    piece is alive besides it: a scrape leaves no fragmented heap behind. Safe to run
-    in a thread (the chunks are immutable; zlib releases the GIL).
-    """
-    body = bytearray(_size(chunks))
-    view = memoryview(body)
-    pos = 0
-    for chunk in chunks:
-        data = chunk.inflate() if isinstance(chunk, _Packed) else chunk
-        view[pos : pos + len(data)] = data
-        pos += len(data)
-    return body
-
-
-def _size(chunks: Sequence[Chunk]) -> int:
-    return sum(c.size if isinstance(c, _Packed) else len(c) for c in chunks)
-
-
-_FREEZE_MIN_BYTES = 1024
-_PIECE_LINES = 512
-
-SeriesKey = tuple[str, ...]
-
-
-class _Block:
-    """The series of one metric for one execution.
-
-    Hot: `series` maps the label values (in the family's key order) to the value, and
-    `text` caches the rendered lines until the next change. Frozen (a past execution,
-    after a scrape): only `packed`, the compressed text, is kept; a write thaws it.
-    """
-
-    __slots__ = ("count", "packed", "series", "text")
-
-    def __init__(self) -> None:
-        self.series: dict[SeriesKey, float] | None = {}
-        self.text: list[bytes] | None = None  # rendered pieces
-        self.packed: list[_Packed] | None = None
-        self.count = 0  # series of a frozen block
-
-
-class SeriesFamily(Gauge):
-    """A gauge family whose series belong to executions (one `executionID` label).
-
-    Series are stored per execution in a `_Block`, keyed by the tuple of their label
-    values in `key_fields` order (`executionID` is not part of the key when it is the
-    last label; it is written once per block). Values are floats. It is an
-    `aioprometheus.Gauge`, so it lives in an aioprometheus `Registry`; `get_all` (used
-    only by aioprometheus' own formatters) is slow by design and not used by
-    `Metrics.render`.
-    """
-
-    def __init__(self, name: str, doc: str, label_names: Sequence[str], registry: Registry) -> None:
-        super().__init__(name, doc, registry=registry)
-        names = tuple(label_names)
-        if EXECUTION_ID_LABEL not in names:
-            raise ValueError(f"metric {name}: label {EXECUTION_ID_LABEL} is required")
-        self.label_names = names
-        self.execution_last = names[-1] == EXECUTION_ID_LABEL
-        self.key_fields = names[:-1] if self.execution_last else names
-        self.blocks: dict[str, _Block] = {}
-        self._head = f"# HELP {name} {_escape_help(doc)}\n# TYPE {name} gauge\n".encode()
-        value_re = r'"((?:[^"\\]|\\.)*)"'
-        pairs = [f"{n}={value_re}" for n in self.key_fields]
-        if self.execution_last:
-            pairs.append(f'{EXECUTION_ID_LABEL}="(?:[^"\\\\]|\\\\.)*"')
-        self._line_re = re.compile(re.escape(name) + r"\{" + ",".join(pairs) + r"\} (\S+)\n")
-
-    # --- writing ---
-
-    def put(self, execution_id: str, key: SeriesKey, value: float) -> None:
-        """Set one series; `key` holds the label values in `key_fields` order."""
-        block = self.blocks.get(execution_id)
-        if block is None or block.series is None:
-            block = self.writable(execution_id)
-        block.series[key] = value  # type: ignore[index]
-        block.text = None
-
-    def writable(self, execution_id: str) -> _Block:
-        """The execution's block, created or thawed so that `series` is a dict."""
-        block = self.blocks.get(execution_id)
-        if block is None:
-            block = self.blocks[execution_id] = _Block()
-        elif block.series is None:
-            self._thaw(block)
-        return block
-
-    def remove(self, execution_id: str) -> int:
-        """Drop every series of the execution; returns how many there were."""
-        block = self.blocks.pop(execution_id, None)
-        if block is None:
-            return 0
-        return block.count if block.series is None else len(block.series)
-
-    # --- reading ---
-
-    def execution_ids(self) -> list[str]:
-        return list(self.blocks)
-
-    def is_frozen(self, execution_id: str) -> bool:
-        block = self.blocks.get(execution_id)
-        return block is not None and block.series is None
-
-    def __len__(self) -> int:
-        return sum(b.count if b.series is None else len(b.series) for b in self.blocks.values())
-
-    def render_into(self, out: list[Chunk], hot: Container[str]) -> None:
-        """Append this family's chunks to `out`; freeze the blocks not in `hot`."""
-        first = True
-        for execution_id, block in self.blocks.items():
-            chunks: Sequence[Chunk]
-            if block.packed is not None:
-                chunks = block.packed
-            elif block.series:
-                pieces = block.text
-                if pieces is None:
-                    pieces = self._render_pieces(execution_id, block.series)
-                if execution_id in hot or sum(map(len, pieces)) < _FREEZE_MIN_BYTES:
-                    chunks = block.text = pieces
-                else:  # freeze: keep the compressed text only
-                    chunks = block.packed = [_Packed(p) for p in pieces]
-                    block.count = len(block.series)
-                    block.series = None
-                    block.text = None
-                    # (the compressed pieces go out, not the plain ones: keeping every
-                    # plain piece of every block alive until the body is joined would
-                    # fragment the heap)
-            else:
-                continue
-            if first:
-                out.append(self._head)
-                first = False
-            out.extend(chunks)
-
-    def _render_pieces(self, execution_id: str, series: dict[SeriesKey, float]) -> list[bytes]:
-        """The block's lines, in pieces of at most `_PIECE_LINES` lines.
-
-        Pieces keep every transient buffer small (below the allocator's mmap
-        threshold), so a scrape of 100,000 series does not leave a fragmented heap.
-        """
-        start = self.name + "{"
-        if self.execution_last:
-            sep = "," if self.key_fields else ""
-            end = f'{sep}{EXECUTION_ID_LABEL}="{escape_label_value(execution_id)}"}} '
-        else:
-            end = "} "
-        pairs = ",".join(f'{n}="%s"' for n in self.key_fields)
-        template = start + pairs + end.replace("%", "%%")
-        quotes = 2 * (len(self.key_fields) + self.execution_last)
-        finite = all(map(math.isfinite, series.values()))
-        items = iter(series.items())
-        pieces = []
-        while chunk := list(itertools.islice(items, _PIECE_LINES)):
-            # Fast path: raw values, then verify with C-speed scans that nothing needed
-            # escaping (and all values are finite); otherwise format carefully.
-            if finite:
-                text = "".join([template % k + repr(v) + "\n" for k, v in chunk])
-                if (
-                    "\\" not in text
-                    and text.count("\n") == len(chunk)
-                    and text.count('"') == quotes * len(chunk)
-                ):
-                    pieces.append(text.encode())
-                    continue
-            fmt = _format_value
-            esc = escape_label_value
-            text = "".join([template % tuple(map(esc, k)) + fmt(v) + "\n" for k, v in chunk])
-            pieces.append(text.encode())
-        return pieces
-
-    def _series_of(self, block: _Block) -> Iterable[tuple[SeriesKey, float]]:
-        if block.series is not None:
-            return block.series.items()
-        assert block.packed is not None
-        return [
-            (tuple(map(_unescape, g[:-1])), float(g[-1]))
-            for piece in block.packed
-            for g in (m.groups() for m in self._line_re.finditer(piece.inflate().decode()))
-        ]
-
-    def _thaw(self, block: _Block) -> dict[SeriesKey, float]:
-        series = dict(self._series_of(block))
-        block.series = series
-        block.packed = None
-        block.count = 0
-        return series
-
-    # --- aioprometheus Collector interface (slow path, not used by Metrics.render) ---
-
-    def set(self, labels: Any, value: Any) -> None:
-        raise TypeError(f"{self.name}: series are set through bjc.reports.metrics.Metrics")
-
-    set_value = set
-
-    def get_all(self) -> list[tuple[dict[str, str], float]]:  # type: ignore[override]
-        result = []
-        fields = self.key_fields
-        for execution_id, block in self.blocks.items():
-            for key, value in self._series_of(block):
-                labels = dict(zip(fields, key, strict=True))
-                if self.execution_last:
-                    labels[EXECUTION_ID_LABEL] = execution_id
-                result.append((labels, value))
-        return result
-
-
-class _Computed:
-    """A label-less series whose value is computed at scrape time (None: no series)."""
-
-    def __init__(
-        self, name: str, doc: str, compute: Callable[[], float | None], registry: Registry
-    ) -> None:
-        super().__init__(name, doc, registry=registry)  # type: ignore[call-arg]
-        self._compute = compute
-
-    def get_all(self) -> list[tuple[dict[str, str], float]]:
-        value = self._compute()
-        return [] if value is None else [({}, value)]
-
-
-class _ComputedGauge(_Computed, Gauge):  # type: ignore[misc]
-    pass
-
-
-class _ComputedCounter(_Computed, Counter):  # type: ignore[misc]
-    pass
 
 
 class _ProcessStats:
@@ -429,32 +135,32 @@ class _ProcessStats:
 def _register_process_metrics(registry: Registry) -> None:
     """The standard process_* series (as client_golang and prometheus_client name them)."""
     proc = _ProcessStats()
-    _ComputedCounter(
+    ComputedCounter(
         "process_cpu_seconds_total",
         "Total user and system CPU time spent in seconds.",
         proc.cpu_seconds,
         registry,
     )
-    _ComputedGauge(
+    ComputedGauge(
         "process_resident_memory_bytes",
         "Resident memory size in bytes.",
         proc.resident_memory,
         registry,
     )
-    _ComputedGauge(
+    ComputedGauge(
         "process_virtual_memory_bytes",
         "Virtual memory size in bytes.",
         proc.virtual_memory,
         registry,
     )
-    _ComputedGauge(
+    ComputedGauge(
         "process_start_time_seconds",
         "Start time of the process since unix epoch in seconds.",
         proc.start_time,
         registry,
     )
-    _ComputedGauge("process_open_fds", "Number of open file descriptors.", proc.open_fds, registry)
-    _ComputedGauge(
+    ComputedGauge("process_open_fds", "Number of open file descriptors.", proc.open_fds, registry)
+    ComputedGauge(
         "process_max_fds", "Maximum number of open file descriptors.", proc.max_fds, registry
     )
 
@@ -1024,111 +730,3 @@ class Metrics:
         """The registry in the format negotiated from `accept`: (body, content type)."""
         chunks, content_type = self.render_chunks(accept)
         return bytes(_assemble(chunks)), content_type
-
-
-def _render_simple(collector: Gauge | Counter, out: list[Chunk]) -> None:
-    items = collector.get_all()
-    if not items:
-        return
-    name = collector.name
-    kind = collector.kind.name
-    lines = [f"# HELP {name} {_escape_help(collector.doc)}", f"# TYPE {name} {kind}"]
-    for labels, value in items:
-        if labels:
-            pairs = ",".join(f'{k}="{escape_label_value(str(v))}"' for k, v in labels.items())
-            lines.append(f"{name}{{{pairs}}} {_format_value(float(value))}")  # type: ignore[arg-type]
-        else:
-            lines.append(f"{name} {_format_value(float(value))}")  # type: ignore[arg-type]
-    lines.append("")
-    out.append("\n".join(lines).encode())
-
-
-# --- HTTP ---
-
-METRICS_KEY = web.AppKey("metrics", Metrics)
-_GZIP_MIN_BYTES = 1024
-_THREAD_MIN_BYTES = 256 * 1024
-
-
-def _accepts_gzip(header: str) -> bool:
-    for item in header.split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() not in ("gzip", "*"):
-            continue
-        q = params.strip()
-        if q.startswith("q="):
-            try:
-                return float(q[2:]) > 0
-            except ValueError:
-                return False
-        return True
-    return False
-
-
-def _gzip(body: bytes | bytearray) -> bytes:
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # level 1, gzip container
-    return compressor.compress(body) + compressor.flush()
-
-
-def _encode(chunks: list[Chunk], gzip: bool) -> tuple[bytes | bytearray, bool]:
-    """The response body from the chunks, and whether it is gzip-encoded."""
-    body = _assemble(chunks)
-    if gzip and len(body) >= _GZIP_MIN_BYTES:
-        return _gzip(body), True
-    return body, False
-
-
-_STREAM_PIECE_BYTES = 1 << 20
-
-
-def _pieces(chunks: list[Chunk], gzip: bool) -> Iterator[bytes]:
-    """The body in pieces of about 1 MiB: only one inflated piece is alive at a time."""
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
-    buf = bytearray()
-    for chunk in chunks:
-        buf += chunk.inflate() if isinstance(chunk, _Packed) else chunk
-        if len(buf) >= _STREAM_PIECE_BYTES:
-            yield compressor.compress(buf) if compressor else bytes(buf)
-            buf.clear()
-    yield (compressor.compress(buf) + compressor.flush()) if compressor else bytes(buf)
-
-
-def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """An aiohttp handler for GET /metrics: negotiated format, gzip when accepted.
-
-    The chunks are collected on the event loop (cheap: cached text of unchanged
-    blocks). A large exposition (30 executions of 5,000 nodes render ~30 MB) is
-    streamed: each ~1 MiB piece is inflated and gzipped in a thread (zlib releases
-    the GIL), so a scrape neither stalls callbacks nor holds the whole text.
-    """
-
-    async def handle_metrics(request: web.Request) -> web.StreamResponse:
-        chunks, content_type = metrics.render_chunks(request.headers.get("Accept"))
-        gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
-        size = _size(chunks)
-        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
-        if size <= _THREAD_MIN_BYTES and not any(isinstance(c, _Packed) for c in chunks):
-            body, gzipped = _encode(chunks, gzip)
-            if gzipped:
-                headers["Content-Encoding"] = "gzip"
-            return web.Response(body=body, headers=headers)
-        gzip = gzip and size >= _GZIP_MIN_BYTES
-        if gzip:
-            headers["Content-Encoding"] = "gzip"
-        response = web.StreamResponse(headers=headers)
-        await response.prepare(request)
-        pieces = _pieces(chunks, gzip)
-        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
-            await response.write(piece)
-        await response.write_eof()
-        return response
-
-    return handle_metrics
-
-
-def make_metrics_app(metrics: Metrics) -> web.Application:
-    """The metrics server (`metrics.port`): GET /metrics."""
-    app = web.Application()
-    app[METRICS_KEY] = metrics
-    app.router.add_get("/metrics", metrics_handler(metrics))
-    return app

@@ -1,9 +1,9 @@
 """The controller's HTTP servers: callback API, report file server, health probes.
 
 Each server is a separate aiohttp application built by an explicit factory
-(`make_callback_app`, `make_file_app`, `make_health_app`) and served on its own
-port; `serve` starts one on a TCP site and returns the runner its owner must clean
-up. Metrics exposition lives with the metrics (bjc.reports.metrics).
+(`make_callback_app`, `make_file_app`, `make_health_app`, `make_metrics_app`) and
+served on its own port; `serve` starts one on a TCP site and returns the runner its
+owner must clean up.
 
 Every server logs through `ServerLog`: a malformed request or a client that goes away
 is the client's problem, so it is one INFO line, not aiohttp's ERROR with a traceback.

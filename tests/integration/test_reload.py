@@ -163,3 +163,35 @@ async def test_a_new_schedule_takes_over_at_once(tmp_path):
         async with asyncio.timeout(BOUND):
             await runtime.controller.wait_completed(1)
         assert runtime.cron.interval == 1
+
+
+async def test_unknown_keys_are_a_warning_event_at_start_and_at_every_reload(tmp_path, plane):
+    """A mistyped key starts (the Go controller ignores it) but shows on the ConfigMap."""
+    typo = "config.yaml: podPoolsize: unknown key ignored (did you mean 'podPoolSize'?)"
+    async with cluster(tmp_path, plane) as c:
+        runtime = await c.start_operated(1, podPoolsize=2)
+        event = await config_event(c.kube, "ConfigWarning")
+        assert event["type"] == "Warning"
+        assert event["note"] == f"1 warning: {typo}"
+        # ignored, as by the Go controller
+        assert runtime.config.pod_pool_size == BASE_CONFIG["podPoolSize"] != 2
+
+        await c.store_config_map(podPoolsize=2, concurency="Forbid")
+        await config_event(c.kube, "ConfigReloaded")
+        event = await config_event(c.kube, "ConfigWarning", seen=1)
+        assert typo in event["note"]
+        assert (
+            "concurency: unknown key ignored (did you mean 'concurrencyPolicy'?)" in event["note"]
+        )
+        series = await scrape(runtime)
+        assert series[("bjc_config_last_reload_successful", ())] == 1  # it applied
+
+        await c.store_config_map(podPoolSize=2)  # fixed: no warning
+        await config_event(c.kube, "ConfigReloaded", seen=1)
+        await c.store_config_map(podPoolSize=2, jobtimeout="1m")
+        await config_event(c.kube, "ConfigReloaded", seen=2)
+        event = await config_event(c.kube, "ConfigWarning", seen=2)  # the next one is this
+        assert event["note"] == (
+            "1 warning: config.yaml: jobtimeout: unknown key ignored (did you mean 'jobTimeout'?)"
+        )
+        assert runtime.config.pod_pool_size == 2

@@ -80,6 +80,26 @@ def test_valid_configmap_summary(tmp_path: Path) -> None:
     assert "configmapsleases" in lines[warning_index + 1]
 
 
+def test_unknown_keys_are_warnings_naming_the_closest_known_key(tmp_path: Path) -> None:
+    """Valid (exit 0: the Go controller ignores unknown keys), each named with the known key
+    it most likely misspells, in the words of the controller's `ConfigWarning` Event."""
+    path = tmp_path / "configmap.yaml"
+    config = CONFIG + "history: 5\ndeadline: 1m\nextra: 1\n"
+    manifest = yaml.safe_load(write_configmap(tmp_path, config).read_text())
+    manifest["data"]["config.yml"] = "a stray copy"
+    path.write_text(yaml.safe_dump(manifest))
+    code, out, err = run([str(path)])
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    warnings = [w for w in lines[lines.index("warnings:") + 1 :] if "configmapsleases" not in w]
+    assert warnings == [
+        "  - config.yaml: history: unknown key ignored (did you mean 'reportHistory'?)",
+        "  - config.yaml: deadline: unknown key ignored (did you mean 'startingDeadline'?)",
+        "  - config.yaml: extra: unknown key ignored",
+        "  - ConfigMap data.config.yml: unknown key ignored (did you mean 'config.yaml'?)",
+    ]
+
+
 def test_valid_pair(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(
         CONFIG.replace("leaderElectionResourceLock: configmapsleases\n", "")

@@ -1,7 +1,7 @@
-"""Tests of bjc.reports.metrics: the exposition parsed back with prometheus_client's text parser.
+"""Tests of bjc.reports.metrics, .series and bjc.web.metrics: the exposition parsed back.
 
-Every series of the Go controller and every bjc extra is checked by name, help, type,
-labels and value;
+The exposition is parsed with prometheus_client's text parser. Every series of the Go
+controller and every bjc extra is checked by name, help, type, labels and value;
 escaping, latestMetricsLabel, pruning, freezing of past executions and the aiohttp
 handler (over a real test server) are covered. No timing asserts (see
 benchmarks/bench_metrics.py for those).
@@ -20,14 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bjc.config.settings import Config, GaugeConfig, MetricsConfig
-from bjc.reports.metrics import (
-    LATEST,
-    Metrics,
-    SeriesFamily,
-    _accepts_gzip,
-    escape_label_value,
-    make_metrics_app,
-)
+from bjc.reports.metrics import LATEST, Metrics
+from bjc.reports.series import SeriesFamily, escape_label_value
+from bjc.web.metrics import _accepts_gzip, make_metrics_app
 
 E1 = "202401011200"
 E2 = "202401011300"
@@ -635,9 +630,9 @@ async def test_handler_gzip_and_large_bodies(aiohttp_client: Any) -> None:
 async def test_large_bodies_stream_in_pieces(
     aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch, encoding: str
 ) -> None:
-    import bjc.reports.metrics
+    import bjc.web.metrics
 
-    monkeypatch.setattr(bjc.reports.metrics, "_STREAM_PIECE_BYTES", 4096)  # many pieces
+    monkeypatch.setattr(bjc.web.metrics, "_STREAM_PIECE_BYTES", 4096)  # many pieces
     m = big_metrics()
     m.render()  # freeze the past execution: the stream inflates it piece by piece
     client = await aiohttp_client(make_metrics_app(m))

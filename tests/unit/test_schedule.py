@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+from zoneinfo import ZoneInfo
 
 from bjc.config.cron import CronSchedule, parse_cron
 from bjc.engine.schedule import Schedule, missed_run
@@ -82,3 +83,16 @@ def test_every_intervals_count_from_the_last_run() -> None:
     assert missed("@every 10m", last, NOON, 10 * MINUTE) == NOON - dt.timedelta(minutes=5)
     assert missed("@every 10m", last, NOON, 4 * MINUTE) is None
     assert missed("@every 1h", last, NOON, 10 * MINUTE) is None  # not due yet
+
+
+def test_a_missed_run_is_one_robfig_would_have_fired_since_the_last() -> None:
+    """On Australia/Lord_Howe's April 2026 change day robfig, asked from the day before,
+    passes over 03:00 (tests/unit/test_cron_dst.py), though asked from 02:00 it finds it:
+    a controller that ran at 03:00 the day before missed nothing at 03:00 that day."""
+    zone = ZoneInfo("Australia/Lord_Howe")
+    cron = parse_cron("0 3 * * *", tz=zone)
+    last = dt.datetime(2026, 4, 4, 3, 0, tzinfo=zone)
+    now = dt.datetime(2026, 4, 5, 3, 20, tzinfo=zone)
+    assert cron.next_after(dt.datetime(2026, 4, 5, 2, 0, tzinfo=zone)) < now  # found from 02:00
+    assert missed_run(cron, last, now, 3600) is None
+    assert missed_run(cron, last - dt.timedelta(days=1), now, 2 * 86400) == last
