@@ -1,8 +1,9 @@
 """`bjc report result|file|event`: the job client (bjc.client) for shell job scripts.
 
 A shell job calls `bjc report ...` where it would hand-write curl calls, and tests
-the exit code. Like bjc.client, this module imports only the standard library and
-bjc.client, so the command starts fast in a job pod and never loads the controller.
+the exit code. What the server answers is printed through `bjc.terminal.visible`.
+Like bjc.client, this module imports only the standard library, bjc.client and
+bjc.terminal, so the command starts fast in a job pod and never loads the controller.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from typing import Any
 
 from bjc.client import BACKOFF, RETRIES, TIMEOUT, Client, NotConfigured, Refused, Unreachable
+from bjc.terminal import visible
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad arguments, a missing/invalid callback URL, an unreadable file: nothing sent
@@ -93,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _VisibleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record))
+
+
 def _send(client: Client, args: argparse.Namespace) -> list[str]:
     if args.route == "event":
         client.event(args.reason, args.message, args.args, type=args.type, action=args.action)
@@ -109,19 +116,21 @@ def _send(client: Client, args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(format="bjc report: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)  # the client's retry warnings
+    handler.setFormatter(_VisibleFormatter("bjc report: %(message)s"))
+    logging.basicConfig(handlers=[handler])
     try:
         client = Client.from_env(retries=args.retries, backoff=args.backoff, timeout=args.timeout)
         for name in _send(client, args):
-            print(name)
+            print(visible(name))
     except (ValueError, OSError, NotConfigured) as e:
-        print(f"bjc report: {e}", file=sys.stderr)
+        print(f"bjc report: {visible(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except Refused as e:
-        print(f"bjc report: refused: {e}", file=sys.stderr)
+        print(f"bjc report: refused: {visible(str(e))}", file=sys.stderr)
         return EXIT_REFUSED
     except Unreachable as e:
-        print(f"bjc report: {e}", file=sys.stderr)
+        print(f"bjc report: {visible(str(e))}", file=sys.stderr)
         return EXIT_UNREACHABLE
     return EXIT_OK
 
