@@ -105,9 +105,9 @@ async def _serve(request: web.Request) -> web.StreamResponse:
     if is_dir:
         shown_as = "/" + "/".join(parts)
         page = await asyncio.to_thread(_listing, root, real, shown_as)
-        response = web.Response(text=page, content_type="text/html")
-        response.headers["Content-Security-Policy"] = PAGE_CSP
-        return response
+        listing = web.Response(text=page, content_type="text/html")
+        listing.headers["Content-Security-Policy"] = PAGE_CSP
+        return listing
     response = web.FileResponse(real)
     if real.name.endswith(".log"):  # pod logs open in the browser instead of downloading
         response.content_type, response.charset = "text/plain", "utf-8"
