@@ -1,17 +1,24 @@
 """`bjc report result|file|event`: the job client (bjc.client) for shell job scripts.
 
 A shell job calls `bjc report ...` where it would hand-write curl calls, and tests
-the exit code. What the server answers is printed through `bjc.terminal.visible`.
-Like bjc.client, this module imports only the standard library, bjc.client and
-bjc.terminal, so the command starts fast in a job pod and never loads the controller.
+the exit code. Input is streamed, never read whole into memory: a file from disk,
+stdin through a temporary file (so a retry can send it again), and a result is
+refused past `--max-size` before it is read further. What the server answers is
+printed through `bjc.terminal.visible`. Like bjc.client, this module imports only
+the standard library, bjc.client and bjc.terminal, so the command starts fast in a
+job pod and never loads the controller.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
+import stat
 import sys
-from typing import Any
+import tempfile
+from typing import IO
 
 from bjc.client import BACKOFF, RETRIES, TIMEOUT, Client, NotConfigured, Refused, Unreachable
 from bjc.terminal import visible
@@ -20,6 +27,11 @@ EXIT_OK = 0
 EXIT_USAGE = 2  # bad arguments, a missing/invalid callback URL, an unreadable file: nothing sent
 EXIT_REFUSED = 3  # the server answered 4xx: the request is wrong, retrying will not help
 EXIT_UNREACHABLE = 4  # connection errors, timeouts, 5xx or 429 until the retries ran out
+
+#: the controller's default maxUploadSize: a result larger than that is refused there
+MAX_RESULT_SIZE = 64 * 1024 * 1024
+_IN_MEMORY = 1024 * 1024  # bytes of stdin kept in memory before spooling to a file
+_CHUNK = 64 * 1024
 
 EPILOG = """\
 environment: CALLBACK_SERVICE_RESULT_URL, CALLBACK_SERVICE_FILE_URL and
@@ -66,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         "sent as it is: the controller validates it and stores it verbatim",
     )
     result.add_argument("source", metavar="FILE|-", help="JSON file, or - for stdin")
+    result.add_argument(
+        "--max-size", type=_size, default=MAX_RESULT_SIZE, metavar="BYTES",
+        help="refuse a larger result without reading it further (default 64Mi, the "
+        "controller's default maxUploadSize; also e.g. 512Ki, 1Gi)",
+    )  # fmt: skip
 
     upload = route(
         "file",
@@ -100,18 +117,71 @@ class _VisibleFormatter(logging.Formatter):
         return visible(super().format(record))
 
 
+class TooLarge(ValueError):
+    """A result over --max-size: refused before it is read further, nothing sent."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"result larger than {limit} bytes (--max-size): not sent; the controller "
+            f"refuses a result over its maxUploadSize (default {MAX_RESULT_SIZE} bytes)"
+        )
+
+
+def _spool(source: IO[bytes], limit: int | None = None) -> IO[bytes]:
+    """`source` (stdin, a pipe) copied into a temporary file that a retry can send again.
+
+    It stays in memory up to 1 MiB, then goes to a file in $TMPDIR: the input is
+    never held whole in memory. Past `limit` bytes it raises TooLarge at once.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=_IN_MEMORY)
+    size = 0
+    try:
+        while chunk := source.read(_CHUNK):
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise TooLarge(limit)
+            spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+def _result(source: str, limit: int) -> IO[bytes]:
+    """The result to send: a regular file as it is (its size checked), else spooled."""
+    if source == "-":
+        return _spool(sys.stdin.buffer, limit)
+    f = open(source, "rb")  # closed by _send, or here when refused
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a pipe, a device: read as it comes
+        with f:
+            return _spool(f, limit)
+    if os.fstat(f.fileno()).st_size > limit:
+        f.close()
+        raise TooLarge(limit)
+    return f
+
+
 def _send(client: Client, args: argparse.Namespace) -> list[str]:
     if args.route == "event":
         client.event(args.reason, args.message, args.args, type=args.type, action=args.action)
         return []
-    data: Any = sys.stdin.buffer.read() if args.source == "-" else args.source
     if args.route == "result":
-        if not isinstance(data, bytes):
-            with open(data, "rb") as f:
-                data = f.read()
-        client.report(data)
+        with _result(args.source, args.max_size) as result:
+            client.report(result)
         return []
-    return client.upload(data, args.name, content_type=args.content_type)
+    if args.source != "-":
+        return client.upload(args.source, args.name, content_type=args.content_type)
+    with _spool(sys.stdin.buffer) as data:
+        return client.upload(data, args.name, content_type=args.content_type)
+
+
+def _size(text: str) -> int:
+    """Bytes, or a quantity with Ki, Mi or Gi (`64Mi`)."""
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected bytes or a size like 64Mi")
+    return int(match[1]) * {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}[match[2]]
 
 
 def main(argv: list[str] | None = None) -> int:
