@@ -24,7 +24,7 @@ from bjc.client import BACKOFF, RETRIES, TIMEOUT, Client, NotConfigured, Refused
 from bjc.terminal import visible
 
 EXIT_OK = 0
-EXIT_USAGE = 2  # bad arguments, a missing/invalid callback URL, an unreadable file: nothing sent
+EXIT_USAGE = 2  # bad arguments, no/invalid callback URL, unreadable file, result too large
 EXIT_REFUSED = 3  # the server answered 4xx: the request is wrong, retrying will not help
 EXIT_UNREACHABLE = 4  # connection errors, timeouts, 5xx or 429 until the retries ran out
 
@@ -38,7 +38,7 @@ environment: CALLBACK_SERVICE_RESULT_URL, CALLBACK_SERVICE_FILE_URL and
 CALLBACK_SERVICE_EVENT_URL, set by the controller in every job pod.
 
 exit codes: 0 delivered; 2 usage (bad arguments, callback URL not set, file not
-readable: nothing was sent); 3 refused (the server answered 4xx, reason on stderr);
+readable, a result over --max-size: nothing was sent); 3 refused (the server answered 4xx, reason on stderr);
 4 unreachable (connection errors, timeouts, 5xx or 429 until the retries ran out).
 """
 
