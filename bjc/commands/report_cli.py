@@ -38,8 +38,9 @@ environment: CALLBACK_SERVICE_RESULT_URL, CALLBACK_SERVICE_FILE_URL and
 CALLBACK_SERVICE_EVENT_URL, set by the controller in every job pod.
 
 exit codes: 0 delivered; 2 usage (bad arguments, callback URL not set, file not
-readable, a result over --max-size: nothing was sent); 3 refused (the server answered 4xx, reason on stderr);
-4 unreachable (connection errors, timeouts, 5xx or 429 until the retries ran out).
+readable, a result over --max-size: nothing was sent); 3 refused (the server
+answered 4xx, reason on stderr); 4 unreachable (connection errors, timeouts, 5xx
+or 429 until the retries ran out).
 """
 
 
