@@ -80,9 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     result.add_argument("source", metavar="FILE|-", help="JSON file, or - for stdin")
     result.add_argument(
-        "--max-size", type=_size, default=MAX_RESULT_SIZE, metavar="BYTES",
-        help="refuse a larger result without reading it further (default 64Mi, the "
-        "controller's default maxUploadSize; also e.g. 512Ki, 1Gi)",
+        "--max-size", type=_size, default=MAX_RESULT_SIZE, metavar="SIZE",
+        help="refuse a larger result without reading it further: bytes, or e.g. 512Ki, "
+        "1Gi (default 64Mi, the controller's default maxUploadSize)",
     )  # fmt: skip
 
     upload = route(
@@ -154,10 +154,11 @@ def _result(source: str, limit: int) -> IO[bytes]:
     if source == "-":
         return _spool(sys.stdin.buffer, limit)
     f = open(source, "rb")  # closed by _send, or here when refused
-    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a pipe, a device: read as it comes
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):  # a pipe, a device: read as it comes
         with f:
             return _spool(f, limit)
-    if os.fstat(f.fileno()).st_size > limit:
+    if st.st_size > limit:
         f.close()
         raise TooLarge(limit)
     return f
