@@ -166,34 +166,43 @@ class Client:
         )
 
     # ----------------------------------------------------------------- routes
-    def report(self, results: Mapping[str, Any] | bytes | str) -> None:
+    def report(self, results: Mapping[str, Any] | bytes | str | IO[bytes]) -> None:
         """Post the result: `{"<gauge suffix>": [{"value": 1.0, "labels": {...}}]}`.
 
         A mapping is JSON-encoded; bytes or str are sent as they are (the controller
-        stores the body verbatim as `<node>.json`).
+        stores the body verbatim as `<node>.json`), and so is a seekable binary file,
+        streamed from its current position (again on each retry).
         """
+        body: bytes | IO[bytes]
         if isinstance(results, Mapping):
             body = json.dumps(results).encode()
+        elif isinstance(results, str):
+            body = results.encode()
+        elif isinstance(results, bytes | bytearray | memoryview):
+            body = bytes(results)
         else:
-            body = results.encode() if isinstance(results, str) else bytes(results)
+            body = results
         self._post(self._url(RESULT_URL_ENV), body, "application/json")
 
     def upload(
         self,
-        data: str | os.PathLike[str] | bytes,
+        data: str | os.PathLike[str] | bytes | IO[bytes],
         name: str | None = None,
         *,
         content_type: str | None = None,
     ) -> list[str]:
-        """Upload a file (a path, streamed from disk) or bytes; returns the stored names.
+        """Upload a file (a path or a seekable binary file, streamed) or bytes.
 
         The file is stored as `<node>-<name>`; `name` defaults to the file's base
-        name (for bytes without a name the server picks one from the content type).
-        The content type defaults to a guess from the name. bjc answers the stored
-        names; the Go controller answers none (an empty list).
+        name (for bytes or a file object without a name the server picks one from the
+        content type). The content type defaults to a guess from the name. Returns the
+        stored names bjc answers; the Go controller answers none (an empty list).
         """
+        source: bytes | Path | IO[bytes]
         if isinstance(data, bytes | bytearray | memoryview):
-            source: bytes | Path = bytes(data)
+            source = bytes(data)
+        elif not isinstance(data, str | os.PathLike):
+            source = data
         else:
             source = Path(data)
             if not source.is_file():
@@ -243,12 +252,13 @@ class Client:
             raise NotConfigured(f"{env}: invalid value {_redact(url)!r}: expected an http(s) URL")
         return url
 
-    def _post(self, url: str, body: bytes | Path, content_type: str) -> str:
+    def _post(self, url: str, body: bytes | Path | IO[bytes], content_type: str) -> str:
         """POST with retries; the answer's body on 2xx."""
+        start = 0 if isinstance(body, bytes | Path) else body.tell()
         attempt = 1
         while True:
             try:
-                return self._attempt(url, body, content_type)
+                return self._attempt(url, body, content_type, start)
             except _Retry as failure:
                 if attempt > self.retries:
                     raise Unreachable(url, attempt, str(failure), failure.status) from None
@@ -268,7 +278,9 @@ class Client:
                 )
                 time.sleep(delay)
 
-    def _attempt(self, url: str, body: bytes | Path, content_type: str) -> str:
+    def _attempt(
+        self, url: str, body: bytes | Path | IO[bytes], content_type: str, start: int
+    ) -> str:
         headers = {"Content-Type": content_type}
         if self.token and "token=" not in url:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -277,7 +289,11 @@ class Client:
         if isinstance(body, Path):
             data = stream = body.open("rb")  # per attempt: a retry sends the whole file
             headers["Content-Length"] = str(os.fstat(stream.fileno()).st_size)
-        else:
+        elif isinstance(body, bytes):
+            data = body
+        else:  # a file object: from where it stood before the first attempt, to its end
+            headers["Content-Length"] = str(body.seek(0, os.SEEK_END) - start)
+            body.seek(start)
             data = body
         request = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:

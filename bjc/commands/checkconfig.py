@@ -3,7 +3,8 @@
 Operators run this before `kubectl apply` or in CI. It applies exactly the
 checks the controller applies at start-up (bjc.config.settings, bjc.config.podspec) and prints
 either a short summary (exit 0) or every problem, one per line (exit 1).
-Usage errors exit 2, as argparse does.
+Usage errors exit 2, as argparse does. Values quoted from the files show control
+characters as escapes (`bjc.terminal`).
 
 Deliberately offline: it never contacts a cluster, so it cannot check that the
 service account, pull secrets or nodes exist. `REPORT_DIRECTORY` from the
@@ -22,6 +23,7 @@ from typing import TextIO
 from bjc.config.configmap import LoadedConfig, load_config_map_manifest, load_pair
 from bjc.config.settings import cron_schedule
 from bjc.config.values import ConfigError, format_duration
+from bjc.terminal import visible
 
 USAGE = """\
 bjc check-config CONFIGMAP_FILE
@@ -150,12 +152,12 @@ def main(argv: list[str], stdout: TextIO | None = None, stderr: TextIO | None = 
             )
     except ConfigError as exc:
         for problem in exc.problems:
-            print(problem, file=err)
+            print(visible(problem), file=err)
         noun = "problem" if len(exc.problems) == 1 else "problems"
         print(f"configuration is invalid: {len(exc.problems)} {noun}", file=err)
         return 1
     for line in summary(loaded):
-        print(line, file=out)
+        print(visible(line), file=out)
     return 0
 
 

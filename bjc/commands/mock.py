@@ -5,7 +5,8 @@ Job script authors point `CALLBACK_SERVICE_*_URL` at `http://localhost:8090/repo
 aiohttp app and handlers as the real controller (bjc.web.callback), in DEV_MODE (any
 node and execution id is accepted), validating against the gauges of `--config` when
 given. Nothing is stored and no Kubernetes Event is created; each request is logged
-to stdout as one line with its status and decoded payload.
+to stdout as one line with its status and decoded payload (control characters a job
+sent shown as escapes, `bjc.terminal`).
 
 Deliberately not here: a second implementation of the handlers. The mock differs
 from the real controller only in the store (discards), the target (logs events)
@@ -33,6 +34,7 @@ from bjc.config.values import ConfigError
 from bjc.kube.events import EventRequest, format_note
 from bjc.reports.execution import Stale
 from bjc.reports.store import ReportStore, UploadSink, UploadTooLarge
+from bjc.terminal import visible
 from bjc.web import bound_port, serve
 from bjc.web.callback import Handler, make_callback_app
 
@@ -167,7 +169,7 @@ async def _log_requests(request: web.Request, handler: Handler) -> web.StreamRes
     finally:
         _received.reset(token)
         parts = [request.method, request.path, str(status), *filter(None, seen)]
-        print(" ".join(parts), flush=True)
+        print(visible(" ".join(parts)), flush=True)  # what a job sent: no control characters
 
 
 def load_mock_config(path: str | None) -> tuple[Config, list[str]]:
@@ -228,13 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         config, warnings = load_mock_config(args.config)
     except ConfigError as e:
         for problem in e.problems:
-            print(f"bjc mock: {args.config}: {problem}", file=sys.stderr)
+            print(f"bjc mock: {args.config}: {visible(problem)}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"bjc mock: cannot read {args.config}: {e}", file=sys.stderr)
         return 1
     for warning in warnings:
-        print(f"bjc mock: warning: {warning}", file=sys.stderr)
+        print(f"bjc mock: warning: {visible(warning)}", file=sys.stderr)
     asyncio.run(run_mock(config, args.host, args.port))
     return 0
 

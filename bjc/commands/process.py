@@ -17,20 +17,46 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from bjc.terminal import json_safe, visible
+
 T = TypeVar("T")
 
 
 class _HumanFormatter(logging.Formatter):
-    """`2024-01-01 12:00:00.123 INFO    bjc.engine.controller: ...` (local time, milliseconds)."""
+    """`2024-01-01 12:00:00.123 INFO    bjc.engine.controller: ...` (local time, milliseconds).
+
+    Messages carry text jobs control (node and file names, reasons, log lines): a record
+    is one line, its control characters shown as escapes (`bjc.terminal.visible`), so a
+    job can neither forge a log line nor send escape sequences to whoever reads the log
+    in a terminal. A traceback keeps its line breaks and nothing else.
+    """
 
     default_msec_format = "%s.%03d"
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return visible(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return _lines(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _lines(super().formatStack(stack_info))
+
+
+def _lines(text: str) -> str:
+    return "\n".join(visible(line) for line in text.split("\n"))
+
 
 class _JsonFormatter(logging.Formatter):
-    """One JSON object per line; `ts` is RFC 3339 local time with milliseconds."""
+    """One JSON object per line; `ts` is RFC 3339 local time with milliseconds.
+
+    JSON escapes C0 controls itself; DEL, C1 controls and bidi overrides are escaped
+    too (`bjc.terminal.json_safe`), so the line decodes to exactly what was logged and
+    shows no control character in a terminal.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created).astimezone()
@@ -42,7 +68,7 @@ class _JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return msgspec.json.encode(entry).decode()
+        return json_safe(msgspec.json.encode(entry).decode())
 
 
 def log_formatter(human: bool) -> logging.Formatter:

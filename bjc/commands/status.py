@@ -6,6 +6,10 @@ same summaries the file server shows, either from a running controller's file
 server (`--url`, the `summary.json` documents) or straight from a report directory
 (`--report-dir`, e.g. the mounted volume or a copy of it).
 
+Everything it prints that a job or a server controls (the last log line of a
+failed node, reasons, an HTTP error's body) goes through `bjc.terminal.visible`:
+control characters show as escapes (`\\x1b`) instead of acting on the terminal.
+
 It prints once and exits: 0 when it could read the summaries, 1 when it could not
 (unreachable, HTTP error, no such directory or execution), 2 for bad usage. It does
 not watch; run it under `watch -n 10 bjc status` for that.
@@ -39,6 +43,7 @@ from bjc.reports.summary import (
     problem,
     short_duration,
 )
+from bjc.terminal import visible
 
 T = TypeVar("T")
 
@@ -161,7 +166,9 @@ COLUMNS = (
 def render_index(index: SummaryIndex, now: datetime) -> list[str]:
     if not index.executions:
         return ["no execution yet"]
-    cells: list[list[str]] = [[str(get(e, now)) for _, _, get in COLUMNS] for e in index.executions]
+    cells: list[list[str]] = [
+        [visible(str(get(e, now))) for _, _, get in COLUMNS] for e in index.executions
+    ]
     widths = [
         max(len(name), *(len(row[i]) for row in cells)) for i, (name, _, _) in enumerate(COLUMNS)
     ]
@@ -183,13 +190,16 @@ def render_index(index: SummaryIndex, now: datetime) -> list[str]:
 
 def render_errors(summary: ExecutionSummary, limit: int) -> list[str]:
     nodes = [n for n in summary.nodes if problem(n)]
+    eid = visible(summary.id)
     if not nodes:
-        return [f"execution {summary.id}: no node with errors"]
-    lines = [f"execution {summary.id}: {len(nodes)} node(s) with errors"]
-    width = max(len(n.node) for n in nodes[:limit])
+        return [f"execution {eid}: no node with errors"]
+    lines = [f"execution {eid}: {len(nodes)} node(s) with errors"]
+    names = {n.node: visible(n.node) for n in nodes[:limit]}
+    width = max(map(len, names.values()))
     for node in nodes[:limit]:
-        why = problem(node) + (f": {node.log_tail}" if node.log_tail else "")
-        lines.append(f"  {node.node:<{width}}  {node.status.replace('_', ' '):<9}  {why}")
+        why = visible(problem(node) + (f": {node.log_tail}" if node.log_tail else ""))
+        status = visible(node.status.replace("_", " "))
+        lines.append(f"  {names[node.node]:<{width}}  {status:<9}  {why}")
     if len(nodes) > limit:
         lines.append(f"  ... and {len(nodes) - limit} more (--nodes N)")
     return lines
@@ -218,6 +228,6 @@ def main(argv: list[str]) -> int:
     try:
         run(args, print)
     except StatusError as e:
-        print(f"bjc status: {e}", file=sys.stderr)
+        print(f"bjc status: {visible(str(e))}", file=sys.stderr)
         return 1
     return 0

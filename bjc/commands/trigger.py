@@ -37,6 +37,7 @@ from bjc.engine.configwatch import (
     observe,
 )
 from bjc.kube.client import ApiError, Credentials, KubeClient, KubeConfigError, load_credentials
+from bjc.terminal import visible
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4
 
@@ -91,11 +92,14 @@ async def trigger(
                 {"metadata": {"annotations": {TRIGGER_ANNOTATION: value}}},
             )
         except ApiError as e:
-            what = {404: "not found", 403: "not allowed to patch it"}.get(e.status, str(e))
+            what = {404: "not found", 403: "not allowed to patch it"}.get(e.status, visible(str(e)))
             print(f"bjc trigger: ConfigMap {namespace}/{name}: {what}", file=err)
             return EXIT_ERROR
         except (aiohttp.ClientError, OSError) as e:
-            print(f"bjc trigger: cannot reach the Kubernetes API at {kube.server}: {e}", file=err)
+            print(
+                f"bjc trigger: cannot reach the Kubernetes API at {kube.server}: {visible(str(e))}",
+                file=err,
+            )
             return EXIT_ERROR
         if not wait:
             print(value, file=out)
@@ -122,7 +126,7 @@ async def _answer(
                 return EXIT_ERROR
             annotations = config_map.metadata.annotations
             if annotations.get(TRIGGERED_ANNOTATION) == value:
-                answer = annotations.get(TRIGGERED_EXECUTION_ANNOTATION, "")
+                answer = visible(annotations.get(TRIGGERED_EXECUTION_ANNOTATION, ""))
                 if answer.startswith(SKIPPED_PREFIX):
                     print(f"bjc trigger: {answer}", file=err)
                     return EXIT_SKIPPED

@@ -296,6 +296,9 @@ class Config(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
     max_series_per_node: Limit = 1_000  # result series of one node in one execution
     max_series_per_execution: Limit = 100_000  # result series of all nodes of an execution
     max_label_value_length: Limit = 1_024  # characters
+    max_pod_log_size: Annotated[  # bytes of a container's log savePodLog keeps
+        int, _rule("must be at least 1 byte", ge=1), _reads(parse_size)
+    ] = 10 * MiB  # the kubelet's default containerLogMaxSize: one log file's worth
     # --- operating executions (docs/operating.md) ---
     suspend: bool = False
     job_retries: Count = 0

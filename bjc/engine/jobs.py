@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable
 
@@ -31,6 +32,8 @@ from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore, WriteFailed
 
 log = logging.getLogger(__name__)
+
+_LOG_CHUNK = 64 * 1024  # bytes of a pod log read at a time
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -149,14 +152,41 @@ class JobEnds:
         )
 
     async def _save_logs(self, execution_id: str, node: str, pod: Pod) -> None:
+        """Each container's log streamed to its file, at most `maxPodLogSize` bytes of it.
+
+        The API is asked for one byte more than is kept (`limitBytes`), which tells a
+        log that was cut from one that fits exactly; nothing holds a whole log.
+        """
         path = f"/api/v1/namespaces/{self.namespace}/pods/{pod.metadata.name}/log"
+        limit = self.config.max_pod_log_size
         for container in [*pod.spec.init_containers, *pod.spec.containers]:
+            copy = functools.partial(self._copy_log, execution_id, node, container.name, limit)
+            params = {"container": container.name, "limitBytes": str(limit + 1)}
             try:
-                text = await self.kube.read_text(path, {"container": container.name})
+                cut = await self.kube.stream(path, copy, params)
             except (ApiError, aiohttp.ClientError) as e:
                 log.warning("no log of %s/%s: %s", pod.metadata.name, container.name, e)
                 continue
-            try:
-                await self.store.write_log(execution_id, node, container.name, text)
             except WriteFailed as e:  # the store said once that the directory is not writable
                 log.debug("log of %s/%s not saved: %s", pod.metadata.name, container.name, e)
+                continue
+            if cut:
+                log.info(
+                    "log of %s/%s cut at maxPodLogSize (%d bytes)",
+                    pod.metadata.name,
+                    container.name,
+                    limit,
+                )
+
+    async def _copy_log(
+        self, execution_id: str, node: str, container: str, limit: int, body: aiohttp.StreamReader
+    ) -> bool:
+        """At most `limit` bytes of `body` into the container's log file; True if it had more."""
+        async with self.store.pod_log(execution_id, node, container) as sink:
+            async for chunk in body.iter_chunked(_LOG_CHUNK):
+                room = limit - sink.size
+                if len(chunk) > room:
+                    await sink.write(chunk[:room])
+                    return True
+                await sink.write(chunk)
+        return False

@@ -29,7 +29,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -374,6 +374,47 @@ class KubeClient:
         Reads retry on 429/5xx, connection errors and timeouts; writes are sent once.
         """
         data = None if body is None else body if isinstance(body, bytes) else _encoder.encode(body)
+        return await self._exchange(
+            method,
+            path,
+            _read_body,
+            params=params,
+            data=data,
+            content_type=content_type if data is not None else None,
+            accept=accept,
+        )
+
+    async def stream(
+        self,
+        path: str,
+        consume: Callable[[aiohttp.StreamReader], Awaitable[T]],
+        params: Mapping[str, str] | None = None,
+    ) -> T:
+        """A GET whose 2xx body `consume` reads as it arrives (pod logs); else ApiError.
+
+        Retried as `request` retries reads; `consume` then starts over on a new body.
+        """
+        return await self._exchange(
+            "GET",
+            path,
+            lambda resp: consume(resp.content),
+            params=params,
+            data=None,
+            content_type=None,
+            accept="*/*",
+        )
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        *,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        content_type: str | None,
+        accept: str,
+    ) -> T:
         read = method == "GET"
         attempts = _READ_ATTEMPTS if read else 1
         backoff = Backoff(_READ_BACKOFF_FIRST_S, _READ_BACKOFF_MAX_S)
@@ -384,14 +425,13 @@ class KubeClient:
                     method,
                     path,
                     accept=accept,
-                    content_type=content_type if data is not None else None,
+                    content_type=content_type,
                     params=params,
                     data=data,
                 ) as resp:
-                    payload = await resp.read()
                     if resp.status < 300:
-                        return payload
-                    err = ApiError.from_body(resp.status, payload)
+                        return await consume(resp)
+                    err = ApiError.from_body(resp.status, await resp.read())
                     if not err.retryable or last:
                         raise err
                     delay = _retry_after(resp.headers.get("Retry-After"), backoff)
@@ -447,9 +487,6 @@ class KubeClient:
             if e.status == 404:
                 return False
             raise
-
-    async def read_text(self, path: str, params: Mapping[str, str] | None = None) -> bytes:
-        return await self.request("GET", path, params=params, accept="*/*")
 
     async def watch(
         self,
@@ -516,6 +553,10 @@ def _decode_event(line: bytes, decoder: msgspec.json.Decoder[T]) -> WatchEvent[T
         metadata = bytes(_bookmark_decoder.decode(raw.object).metadata)
         return WatchEvent(type=raw.type, object=decoder.decode(b'{"metadata":' + metadata + b"}"))
     return WatchEvent(type=raw.type, object=decoder.decode(raw.object))
+
+
+async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
+    return await resp.read()
 
 
 def _retry_after(header: str | None, backoff: Backoff) -> float:

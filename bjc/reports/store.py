@@ -602,6 +602,22 @@ class ReportStore:
         file is removed and an existing file of that name is left untouched.
         """
         filename = self.upload_filename(node, name)  # ValueError before any disk access
+        async with self._stream(execution_id, filename, max_size) as sink:
+            yield sink
+
+    @contextlib.asynccontextmanager
+    async def pod_log(
+        self, execution_id: str, node: str, container: str
+    ) -> AsyncIterator[UploadSink]:
+        """Stream a container's log to `<node>-container-<container>.log`, as `upload` does."""
+        filename = self.log_filename(node, container)
+        async with self._stream(execution_id, filename, None) as sink:
+            yield sink
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, execution_id: str, filename: str, max_size: int | None
+    ) -> AsyncIterator[UploadSink]:
         path = Path(await self._run(self._target, execution_id, filename))
         sink = UploadSink(self, path, max_size)
         try:

@@ -6,7 +6,7 @@ a field selector, PATCH `pods/{name}/status`), so it also drives pods on a real
 kube-apiserver. One watch serves all of the agent's nodes. A pod runs either a
 built-in behaviour (delays, exit code, an optional async callable) or a local shell
 command with the container's env (`--job-command`); its output becomes the container
-log, stored through the sim's private `PUT /_sim/logs/...` path (ignored when the
+log, appended through the sim's private `POST /_sim/logs/...` path (ignored when the
 server does not have it). A pod deleted while running is stopped (its command
 killed); `spec.activeDeadlineSeconds` fails it with reason DeadlineExceeded. Status
 updates are retried until the API answers (an outage only delays them), and a pod
@@ -459,7 +459,8 @@ class NodeAgent:
     async def _store_log(self, pod: Pod, container: str, text: str) -> None:
         meta = pod.metadata
         url = f"{self.api_url}/_sim/logs/{meta.namespace}/{meta.name}/{container}"
-        await self._request("PUT", url, text.encode(), "text/plain")  # 404: not a sim, no logs
+        # appended: a behaviour's `run` may have logged through `SimCluster.set_log` first
+        await self._request("POST", url, text.encode(), "text/plain")  # 404: not a sim
 
     # --- status documents (what a kubelet reports) ---
 

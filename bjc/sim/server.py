@@ -18,6 +18,7 @@ import asyncio
 import base64
 import builtins
 import contextlib
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,8 @@ class SimCluster:
         )
         self.auth = TokenCheck()
         self.bookmark_interval = bookmark_interval
+        #: called with (verb, resource, query) of every API request, for tests to observe
+        self.on_request: list[Callable[[str, str, Mapping[str, str]], None]] = []
         self.url = ""
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -492,8 +495,13 @@ class SimCluster:
         rt = self._rt(kind_plural)
         return [to_view(rt, o) for o in self.store.list(rt, namespace)]
 
-    def set_log(self, namespace: str, pod: str, container: str, text: str) -> None:
-        self.store.logs[(namespace, pod, container)] = text
+    def set_log(
+        self, namespace: str, pod: str, container: str, text: str | bytes, *, append: bool = False
+    ) -> None:
+        """A container's log (`pods/log` answers it), or more of it with `append`."""
+        key = (namespace, pod, container)
+        data = text.encode() if isinstance(text, str) else text
+        self.store.logs[key] = self.store.logs.get(key, b"") + data if append else data
 
     # --- HTTP ---
 
@@ -509,6 +517,8 @@ class SimCluster:
             resource = ""
             if target is not None:
                 resource = target.rt.plural + (f"/{target.sub}" if target.sub else "")
+            for observe in self.on_request:
+                observe(verb, resource, request.query)
             await self.faults.apply_delay()
             rule = self.faults.pick_failure(verb, resource)
             if rule is not None:
@@ -672,23 +682,39 @@ class SimCluster:
             container = containers[0]
         if container not in every:
             raise bad_request(f"container {container} is not valid for pod {t.name}")
-        text = self.store.logs.get((pod["metadata"]["namespace"], t.name, container))
-        if text is None:
+        data = self.store.logs.get((pod["metadata"]["namespace"], t.name, container))
+        if data is None:
             if (pod.get("status") or {}).get("phase", "Pending") == "Pending":
                 raise bad_request(
                     f'container "{container}" in pod "{t.name}" is waiting to start: '
                     "ContainerCreating"
                 )
-            text = ""
+            data = b""
         tail = request.query.get("tailLines")
         if tail:
             try:
                 n = int(tail)
             except ValueError:
                 raise bad_request(f"tailLines must be an integer, got {tail!r}") from None
-            lines = text.splitlines(keepends=True)
-            text = "".join(lines[-n:]) if n > 0 else ""
-        return web.Response(text=text, content_type="text/plain")
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-n:]) if n > 0 else b""
+        limit = request.query.get("limitBytes")
+        if limit is not None:  # after tailLines, as the kubelet applies them
+            try:
+                n = int(limit)
+            except ValueError:
+                raise bad_request(f"limitBytes must be an integer, got {limit!r}") from None
+            if n < 1:
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'PodLogOptions "{t.name}" is invalid: limitBytes: Invalid value: {n}: '
+                    "must be greater than 0",
+                    kind="PodLogOptions",
+                    name=t.name,
+                )
+            data = data[:n]
+        return web.Response(body=data, content_type="text/plain")
 
     def _list_body(
         self, rt: ResourceType, items: builtins.list[Obj], rv: str, cont: str = ""
@@ -868,10 +894,12 @@ class SimCluster:
 
     async def _admin(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p][1:]
-        if request.method == "PUT" and len(parts) == 4 and parts[0] == "logs":
-            self.set_log(
-                parts[1], parts[2], parts[3], (await request.read()).decode("utf-8", "replace")
-            )
+        if request.method in ("PUT", "POST") and len(parts) == 4 and parts[0] == "logs":
+            data = bytearray()  # read as it comes: a log may be larger than client_max_size
+            async for chunk in request.content.iter_chunked(1 << 20):
+                data += chunk
+            append = request.method == "POST"  # PUT replaces the log, POST adds to it
+            self.set_log(parts[1], parts[2], parts[3], bytes(data), append=append)
             return web.Response(status=204)
         if request.method == "POST" and len(parts) == 2 and parts[0] == "faults":
             body = await media.read_body(request) or {}

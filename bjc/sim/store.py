@@ -286,7 +286,7 @@ class Store:
     rv: int = 1
     compacted_rv: int = 1
     collections: dict[str, dict[tuple[str, str], Obj]] = field(default_factory=dict)
-    logs: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    logs: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     watchers: set[Watcher] = field(default_factory=set)
     on_commit: list[Callable[[Change], None]] = field(default_factory=list)
 

@@ -14,6 +14,18 @@ What is never listed nor served:
 
 Execution summaries (`/summary/`, bjc.web.summary) are mounted here too.
 
+Uploads are what job pods sent, served from the same origin as the summary pages,
+so nothing served here is active content:
+- every response carries `X-Content-Type-Options: nosniff` (a browser takes the
+  content type as sent, never guesses HTML in a `.txt` or a `.json`);
+- every response but bjc's own pages carries `UPLOAD_CSP`: `sandbox` (a unique
+  origin, no script, no form, no popup, no plugin) and no fetch of anything, so an
+  uploaded `.html` or `.svg` still shows, inline styles and `data:` images included,
+  and can neither run code on this origin nor call out;
+- bjc's pages (summaries, directory listings) carry the strict `PAGE_CSP`.
+Content types stay those of the file names, as in the Go controller's file server: a
+text, JSON or log file opens in the browser.
+
 Deliberately not here: uploads or any write access, and authentication (the Go
 controller had none either; put it behind the cluster's network policy). A symlink
 swapped between the check and the open is not defended against: whoever can do that
@@ -30,9 +42,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from bjc.web.summary import make_summary_app
+from bjc.web.summary import PAGE_CSP, make_summary_app
 
 ROOT = web.AppKey("root", Path)
+
+#: Sent with every file (and everything else that is not a page of bjc's own).
+UPLOAD_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 def _hidden(parts: tuple[str, ...] | list[str]) -> bool:
@@ -90,11 +105,19 @@ async def _serve(request: web.Request) -> web.StreamResponse:
     if is_dir:
         shown_as = "/" + "/".join(parts)
         page = await asyncio.to_thread(_listing, root, real, shown_as)
-        return web.Response(text=page, content_type="text/html")
+        listing = web.Response(text=page, content_type="text/html")
+        listing.headers["Content-Security-Policy"] = PAGE_CSP
+        return listing
     response = web.FileResponse(real)
     if real.name.endswith(".log"):  # pod logs open in the browser instead of downloading
         response.content_type, response.charset = "text/plain", "utf-8"
     return response
+
+
+async def _inert(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response of the file server (the summary app's too): see the module doc."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.setdefault("Content-Security-Policy", UPLOAD_CSP)
 
 
 def make_file_app(root: Path | str) -> web.Application:
@@ -102,6 +125,7 @@ def make_file_app(root: Path | str) -> web.Application:
     directory = Path(root)
     directory.mkdir(parents=True, exist_ok=True)
     app = web.Application()
+    app.on_response_prepare.append(_inert)
     app[ROOT] = directory.resolve()
     app.add_subapp("/summary/", make_summary_app(directory))  # before "/": it must win
     app.router.add_get("/{path:.*}", _serve)

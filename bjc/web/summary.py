@@ -21,6 +21,11 @@ is shown comes from bjc.reports.summary (read-only, cached by the execution's si
 rendered bytes of an unfiltered page are kept for as long as that signature holds,
 and rendering runs in a thread so a 5,000-node page does not stall the event loop.
 
+Every page is sent with a strict Content-Security-Policy (`PAGE_CSP`): nothing may
+load or run but the page's own stylesheet, inline in `<style>` and allowed by its
+hash (`templates/summary.css`, inserted verbatim). Should an escaping bug ever let
+job text through as markup, a browser still runs no script and loads nothing.
+
 Deliberately not here: computing summaries (bjc.reports.summary) and serving files
 (bjc.web.files).
 """
@@ -28,7 +33,9 @@ Deliberately not here: computing summaries (bjc.reports.summary) and serving fil
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -72,9 +79,20 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+_LOADER = jinja2.PackageLoader("bjc.web", "templates")
+_STYLESHEET = _LOADER.get_source(jinja2.Environment(), "summary.css")[0]
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLESHEET.encode()).digest()).decode()
+
+#: What a page may load: its inline stylesheet (by hash), nothing else; no script, no
+#: form target, no <base>. Directory listings (bjc.web.files) are sent with it too.
+PAGE_CSP = (
+    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; form-action 'none'"
+)
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("bjc.web", "templates"),
+        loader=_LOADER,
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -84,6 +102,7 @@ def _environment() -> jinja2.Environment:
     env.globals.update(
         timezone=datetime.now().astimezone().strftime("%Z (UTC%z)"),
         max_result_bytes=MAX_RESULT_BYTES,
+        stylesheet=_STYLESHEET,  # `| safe` in base.html: verbatim, PAGE_CSP allows it by hash
     )
     return env
 
@@ -116,6 +135,8 @@ PAGES_KEY = web.AppKey("summary_pages", RenderedPages)
 def _respond(body: bytes, content_type: str) -> web.Response:
     response = web.Response(body=body, content_type=content_type, charset="utf-8")
     response.headers["Cache-Control"] = "no-cache"
+    if content_type == "text/html":
+        response.headers["Content-Security-Policy"] = PAGE_CSP
     if len(body) > 1024:
         response.enable_compression()
     return response

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,8 +13,9 @@ from aiohttp import web
 
 from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
-from bjc.web.files import make_file_app
+from bjc.web.files import UPLOAD_CSP, make_file_app
 from bjc.web.health import CHECKS, make_health_app, report_directory_check, runner_check
+from bjc.web.summary import PAGE_CSP
 
 E1, E2 = "202401011200", "202401011300"
 
@@ -107,6 +111,57 @@ async def test_hidden_names_are_not_listed_and_links_to_them_not_served(
             assert hidden not in page, (listing, hidden)
     assert (await client.head(f"/{E2}/node-a.json")).status == 200
     assert (await client.head(f"/{E2}/state-link")).status == 404
+
+
+async def test_uploads_and_results_are_served_inert(tmp_path: Path, aiohttp_client: Any) -> None:
+    """An uploaded page shares the summary pages' origin: it must run nothing there."""
+    root = await reports(tmp_path)
+    store = ReportStore(root)
+    await store.write_log(E2, "node-a", "check", b"<script>alert(1)</script>\n")
+    async with store.upload(E2, "node-a", "x.svg") as sink:
+        await sink.write(b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
+    client = await aiohttp_client(make_file_app(root))
+    served = {
+        f"/{E2}/node-a-report.html": "text/html",  # the type of its name, as in Go: it shows
+        f"/{E2}/node-a-x.svg": "image/svg+xml",
+        f"/{E2}/node-a.json": "application/json",  # opens in the browser as text
+        f"/{E2}/node-a-container-check.log": "text/plain",
+        "/latest/node-a-report.html": "text/html",
+        f"/{E2}/missing.html": "text/plain",  # a 404, from the file server too
+        "/summary/latest/summary.json": "application/json",
+    }
+    for path, content_type in served.items():
+        for method in ("GET", "HEAD"):
+            resp = await client.request(method, path)
+            assert resp.content_type == content_type, path
+            assert resp.headers["X-Content-Type-Options"] == "nosniff", path
+            assert resp.headers["Content-Security-Policy"] == UPLOAD_CSP, path
+    policy = dict(d.strip().partition(" ")[::2] for d in UPLOAD_CSP.split(";"))
+    assert policy["sandbox"] == ""  # no allow-scripts, allow-same-origin, allow-forms, ...
+    assert policy["default-src"] == "'none'"  # no fetch: scripts, frames, connections, ...
+
+
+async def test_bjc_pages_get_a_strict_csp_that_allows_their_own_stylesheet(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    root = await reports(tmp_path)
+    client = await aiohttp_client(make_file_app(root))
+    for path in ("/", f"/{E2}/", "/latest/", "/summary/", f"/summary/{E2}/", "/summary/latest/"):
+        resp = await client.get(path)
+        assert resp.status == 200 and resp.content_type == "text/html", path
+        assert resp.headers["Content-Security-Policy"] == PAGE_CSP, path
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", path
+        page = await resp.text()
+        # what PAGE_CSP would block is not there: no script, no handler, no style
+        # attribute, nothing loaded from elsewhere
+        blocked = re.findall(r"<script|<link|<img|<iframe|<object|\s(?:on\w+|style|src)=", page)
+        assert blocked == [], path
+        for style in re.findall(r"<style>(.*?)</style>", page, flags=re.S):  # by its hash
+            digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+            assert f"style-src 'sha256-{digest}'" in PAGE_CSP
+    policy = dict(d.strip().partition(" ")[::2] for d in PAGE_CSP.split(";"))
+    assert policy["default-src"] == "'none'" and "script-src" not in policy
+    assert policy["base-uri"] == policy["form-action"] == "'none'"
 
 
 async def test_file_app_creates_missing_root(tmp_path: Path, aiohttp_client: Any) -> None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from bjc.config.settings import Config, GaugeConfig, MetricsConfig
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
+from tests.integration.bjc_command import REPO
 from tests.integration.test_callback import EID, NODE, Target
 
 FAST = {"retries": 3, "backoff": 0.01}
@@ -145,7 +150,7 @@ class Flaky:
         return web.Response(text=f"{NODE}-{request.query.get('name', '')}\n")
 
     async def serve(self, aiohttp_server: ServerFactory) -> str:
-        app = web.Application()
+        app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/report/{node}/{eid}/{route}", self.handle)
         server = await aiohttp_server(app)
         return str(server.make_url(f"/report/{NODE}/{EID}"))
@@ -164,6 +169,46 @@ async def test_503_and_429_are_retried_until_the_answer_is_200(
     data.write_bytes(b"0123456789" * 1000)
     assert await asyncio.to_thread(client.upload, data) == [f"{NODE}-data.bin"]
     assert flaky.bodies == [data.read_bytes()] * 4  # every attempt sent the whole file
+
+
+async def test_a_file_object_is_streamed_whole_on_every_attempt(
+    aiohttp_server: ServerFactory,
+) -> None:
+    flaky = Flaky(503, 502, 503)
+    client = client_for(await flaky.serve(aiohttp_server), **FAST)
+    data = b"0123456789" * 1000
+    with tempfile.SpooledTemporaryFile(max_size=1024) as spool:  # what `bjc report` sends
+        spool.write(b"skip" + data)
+        spool.seek(4)  # sent from where it stands
+        assert await asyncio.to_thread(client.upload, spool, "x.bin") == [f"{NODE}-x.bin"]
+        flaky.statuses = [429]
+        spool.seek(4)
+        await asyncio.to_thread(client.report, spool)
+    assert flaky.bodies == [data] * 6  # 3 + 1 for the upload, 1 + 1 for the result
+
+
+async def test_bjc_report_sends_stdin_whole_again_on_a_retry(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    """stdin cannot be read twice: `bjc report` spools it (to a file past 1 MiB)."""
+    flaky = Flaky(503, 503)
+    base = await flaky.serve(aiohttp_server)
+    data = os.urandom(3 * 1024 * 1024)
+    env = {
+        **os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path),
+        "CALLBACK_SERVICE_FILE_URL": f"{base}/file",
+        "CALLBACK_SERVICE_RESULT_URL": f"{base}/result",
+    }  # fmt: skip
+    for route in ("file", "result"):
+        run = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bjc", "report", route, "-", "--backoff", "0.01"],
+            input=data, env=env, capture_output=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        flaky.statuses = [503, 503]
+    assert len(flaky.bodies) == 6 and all(body == data for body in flaky.bodies)
+    assert os.listdir(tmp_path) == []  # the spool is gone
 
 
 async def test_a_timeout_is_retried(aiohttp_server: ServerFactory) -> None:

@@ -8,10 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from bjc.terminal import UNSAFE
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_SCRIPT = REPO / "examples" / "job.sh"
@@ -166,3 +170,26 @@ def test_mock_refuses_a_bad_config(tmp_path: Path) -> None:
     )
     assert run.returncode == 1
     assert "cronExpression" in run.stderr
+
+
+def test_mock_prints_control_characters_a_job_sent_as_escapes(mock: Mock) -> None:
+    base = f"{mock.url}/report/node-a/202401011200"
+    attack = "\x1b]0;pwned\x07\x1b[2J\x9b31m\u202eevil"
+    event = json.dumps({"reason": "Hostile", "message": attack}, ensure_ascii=False)
+    result = json.dumps({"test": [{"value": 1, "labels": {"label_a": attack}}]})
+    bodies = [
+        (f"{base}/result", result.encode()),
+        (f"{base}/event", event.encode()),
+        (f"{mock.url}/report/node-%1b%5b2J/202401011200/event", event.encode()),
+    ]
+    for url, body in bodies:
+        request = urllib.request.Request(url, data=body, method="POST")
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(request, timeout=30).close()
+    lines = mock.stop()
+    assert len(lines) == 3
+    assert all(UNSAFE.search(line) is None for line in lines)
+    shown = "\\u001b]0;pwned\\u0007\\u001b[2J\\x9b31m\\u202eevil"  # JSON's and visible's
+    assert f'"label_a":"{shown}"' in lines[0]
+    assert f'note="{shown}"' in lines[1]
+    assert lines[2].startswith("POST /report/node-\\x1b[2J/202401011200/event 400")

@@ -184,6 +184,7 @@ print(json.dumps([code, sorted(set(sys.modules) - before)]))
         "bjc.commands.cli",
         "bjc.client",
         "bjc.commands.report_cli",
+        "bjc.terminal",
     }
     foreign = [m for m in loaded if m.split(".")[0] not in (*sys.stdlib_module_names, "bjc")]
     assert foreign == []

@@ -290,6 +290,28 @@ async def test_pod_log_subresource(sim: SimCluster, kube_api_client) -> None:
         async with http.put(url, data=b"from agent") as r:
             assert r.status == 204
     assert await core.read_namespaced_pod_log("l", NS, container="side") == "from agent"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=b", more") as r:  # the agent appends
+            assert r.status == 204
+    assert await core.read_namespaced_pod_log("l", NS, container="side") == "from agent, more"
+
+
+async def test_pod_log_limit_bytes_as_the_apiserver_applies_it(
+    sim: SimCluster, kube_api_client
+) -> None:
+    core = client.CoreV1Api(kube_api_client)
+    sim.create(pod("l"))
+    sim.set_log(NS, "l", "main", "line1\nline2\nline3\n")
+
+    async def read(**options: Any) -> str:
+        return await core.read_namespaced_pod_log("l", NS, container="main", **options)
+
+    assert await read(limit_bytes=8) == "line1\nli"  # the first bytes, a line cut short
+    assert await read(limit_bytes=100) == "line1\nline2\nline3\n"
+    assert await read(tail_lines=2, limit_bytes=8) == "line2\nli"  # tailLines first
+    with pytest.raises(ApiException) as exc:
+        await read(limit_bytes=0)
+    assert exc.value.status == 422 and "limitBytes" in exc.value.body
 
 
 async def test_nodes_namespaces_services_configmaps(sim: SimCluster, kube_api_client) -> None:

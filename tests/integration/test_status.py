@@ -10,6 +10,7 @@ from typing import Any
 from bjc.commands.status import progress_bar
 from bjc.reports.execution import JobStatus
 from bjc.reports.store import ReportStore
+from bjc.terminal import UNSAFE
 from bjc.web import bound_port, serve
 from bjc.web.files import make_file_app
 from tests.example_history import EID, OLD, write_execution
@@ -100,3 +101,22 @@ def test_progress_bar() -> None:
     assert progress_bar(0, 4, width=8) == "[--------]  0/4 finished (0%)"
     assert progress_bar(3, 4, width=8) == "[######--]  3/4 finished (75%)"
     assert progress_bar(0, 0, width=8) == "[########]  0/0 finished (100%)"
+
+
+async def test_status_shows_control_characters_of_a_pod_log_as_escapes(tmp_path: Path) -> None:
+    """A failed node's last log line retitled, cleared and switched the operator's terminal."""
+    await history(tmp_path)
+    line = "\x1b]0;pwned\x07\x1b[2J\x1b[?1049h /var is read-only\x9b31m\u202edetaeh"
+    await ReportStore(tmp_path).write_log(EID, "crashed", "check", f"starting\n{line}\n".encode())
+    runner = await serve(make_file_app(tmp_path), "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{bound_port(runner)}/"
+        outputs = [await bjc_status("--url", url), await bjc_status("--report-dir", str(tmp_path))]
+    finally:
+        await runner.cleanup()
+    for code, out, err in outputs:
+        assert code == 0, err
+        assert UNSAFE.search(out.replace("\n", "")) is None  # no raw control character
+        (shown,) = [s for s in out.splitlines() if s.lstrip().startswith("crashed")]
+        escaped = "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[?1049h /var is read-only\\x9b31m\\u202edetaeh"
+        assert shown.endswith(f"pod failed: {escaped}")

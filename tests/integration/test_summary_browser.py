@@ -106,3 +106,53 @@ def test_filter_links_narrow_the_table(page: Any, demo: RunningDemo) -> None:
     assert sorted(cell.split()[0] for cell in cells) == sorted([FAILED, NO_RESULT, TIMED_OUT])
     page.get_by_role("link", name="all (8)").click()
     assert page.locator("tbody tr").count() == NODES
+
+
+@pytest.fixture
+def scripted(chromium: str) -> Iterator[tuple[Any, list[str]]]:
+    """A page with JavaScript on (a hostile upload would have it), and its console."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        page = browser.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        yield page, console
+        browser.close()
+
+
+def test_the_pages_keep_their_style_under_their_content_security_policy(
+    scripted: tuple[Any, list[str]], demo: RunningDemo
+) -> None:
+    page, console = scripted
+    for path in ("/summary/", f"/summary/{demo.execution}/", f"/{demo.execution}/"):
+        response = page.goto(f"{demo.files_url}{path}")
+        assert (
+            response is not None
+            and "default-src 'none'" in response.headers["content-security-policy"]
+        )
+    page.goto(f"{demo.files_url}/summary/{demo.execution}/")
+    header = page.locator("th").first.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert header == "rgb(243, 245, 247)"  # summary.css applied: allowed by its hash
+    assert [m for m in console if "Content Security Policy" in m] == []
+
+
+def test_an_uploaded_page_runs_no_script_and_loads_nothing(
+    scripted: tuple[Any, list[str]], demo: RunningDemo
+) -> None:
+    """Served as text/html from the summary pages' origin, and inert there."""
+    page, console = scripted
+    name = "demo-node-001-hostile.html"  # as `bjc report file` stores an upload
+    (demo.reports / demo.execution / name).write_text(
+        "<title>report</title><style>h1 { color: rgb(1, 2, 3) }</style><h1>report</h1>"
+        '<script>document.title = "ran"; fetch("/summary/summary.json")</script>'
+        '<img src="/summary/">'
+    )
+    response = page.goto(f"{demo.files_url}/{demo.execution}/{name}")
+    assert response is not None and response.headers["content-type"].startswith("text/html")
+    assert page.title() == "report"  # the script did not run
+    assert page.locator("h1").evaluate("e => getComputedStyle(e).color") == "rgb(1, 2, 3)"
+    assert page.evaluate("self.origin") == "null"  # sandboxed: not the summary pages' origin
+    assert any("sandboxed" in m and "allow-scripts" in m for m in console), console
+    assert any("img-src" in m for m in console), console  # nothing loaded

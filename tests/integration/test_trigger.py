@@ -144,3 +144,19 @@ async def test_bjc_trigger_without_a_controller_or_config_map(tmp_path, plane):
         assert code == 4 and "no controller answered" in err
         value = (await c.config_map())["metadata"]["annotations"]
         assert TRIGGER_ANNOTATION in value and TRIGGERED_ANNOTATION not in value
+
+
+async def test_bjc_trigger_prints_the_answer_with_control_characters_as_escapes(tmp_path, plane):
+    """Whoever can annotate the ConfigMap writes the answer: it must not drive the terminal."""
+    async with cluster(tmp_path, plane) as c:
+        await c.store_config_map()
+        hostile = "skipped: \x1b]0;pwned\x07\x1b[2J\u202edeos"
+        running = asyncio.ensure_future(bjc_trigger(c, "batch"))
+        cm = await config_map_when(c.kube, lambda cm: TRIGGER_ANNOTATION in cm.metadata.annotations)
+        value = cm.metadata.annotations[TRIGGER_ANNOTATION]  # answered here, as a controller
+        await c.annotate_config_map(
+            {TRIGGERED_ANNOTATION: value, TRIGGERED_EXECUTION_ANNOTATION: hostile}
+        )
+        code, _, err = await running
+        assert code == 3
+        assert err == "bjc trigger: skipped: \\x1b]0;pwned\\x07\\x1b[2J\\u202edeos\n"

@@ -225,3 +225,16 @@ def test_every_new_key_is_checked_and_named(tmp_path: Path) -> None:
     assert sorted(keys) == sorted(
         ["suspend", "jobRetries", "maxFailures", "startingDeadline", "timeZone", "podPoolSize"]
     )
+
+
+def test_values_quoted_from_the_files_show_control_characters_as_escapes(tmp_path: Path) -> None:
+    hostile = "x\\u202eyz\\x9b2J"  # YAML escapes: a right-to-left override, a C1 CSI
+    config = CONFIG.replace("name: bjc", f'name: "{hostile}"').replace(
+        "reportDirectory: /var/www", f'reportDirectory: "/var/{hostile}"'
+    )
+    code, _, err = run([str(write_configmap(tmp_path, config))])
+    assert code == 1
+    assert "x\\u202eyz\\x9b2J" in err and "\u202e" not in err and "\x9b" not in err
+    code, out, _ = run([str(write_configmap(tmp_path, config.replace(f'"{hostile}"', "ok", 1)))])
+    assert code == 0
+    assert "report dir:      /var/x\\u202eyz\\x9b2J" in out and "\u202e" not in out

@@ -264,6 +264,12 @@ def test_max_upload_size_as_int() -> None:
     assert cfg.max_upload_size == 1000
 
 
+def test_max_pod_log_size_defaults_to_the_kubelets_log_rotation_size() -> None:
+    assert load()[0].max_pod_log_size == 10 * 1024 * 1024
+    assert load(maxPodLogSize="1Gi")[0].max_pod_log_size == 1024**3
+    assert load(maxPodLogSize=2048)[0].max_pod_log_size == 2048
+
+
 def test_name_with_dots_like_go() -> None:
     assert load(name="team.batch-1")[0].name == "team.batch-1"
 
@@ -477,6 +483,8 @@ INVALID = [
     ({"callbackAuth": "basic"}, "callbackAuth", '"basic"', "token"),
     ({"maxUploadSize": "64 MB"}, "maxUploadSize", '"64 MB"', "quantity"),
     ({"maxUploadSize": 0}, "maxUploadSize", "0", "at least 1"),
+    ({"maxPodLogSize": 0}, "maxPodLogSize", "0", "at least 1"),
+    ({"maxPodLogSize": "10 MiB"}, "maxPodLogSize", '"10 MiB"', "quantity"),
     ({"maxSeriesPerNode": 0}, "maxSeriesPerNode", "0", "at least 1"),
     ({"maxSeriesPerExecution": "many"}, "maxSeriesPerExecution", '"many"', "integer"),
     ({"maxLabelValueLength": -1}, "maxLabelValueLength", "-1", "at least 1"),
