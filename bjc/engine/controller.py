@@ -123,6 +123,7 @@ class Controller:
         self._trigger_lock = asyncio.Lock()
         self._replaced = False  # the runner was stopped by a newer trigger (Replace)
         self._newest_id = ""  # the newest execution id this process gave out
+        self.clock: Callable[[], dt.datetime] = dt.datetime.now  # local time, for ids
         self.suspended = ""  # why no execution may start now ("": it may)
         self.history = History(config, store, metrics)
         self.jobs = JobEnds(
@@ -224,7 +225,7 @@ class Controller:
             p.metadata.labels.get(podspec.EXECUTION_LABEL, "") for p in self.watcher.pods.values()
         )
         taken = [*self.history.executions, *filter(is_execution_id, seen), self._newest_id]
-        execution_id = next_execution_id(dt.datetime.now(), max(taken))
+        execution_id = next_execution_id(self.clock(), max(taken))
         if execution_id is not None:
             self._newest_id = execution_id
         return execution_id
@@ -333,8 +334,11 @@ class Controller:
         except asyncio.CancelledError:
             if not decided.done():  # nothing of it exists
                 stopped = "the controller stopped before the execution started"
-                replaced = TriggerOutcome(replaced=True) if self._replaced else None
-                decided.set_result(replaced or TriggerOutcome(skipped=stopped))
+                decided.set_result(
+                    TriggerOutcome(replaced=True)
+                    if self._replaced
+                    else TriggerOutcome(skipped=stopped)
+                )
             raise
         except NotLeading:
             decided.set_result(TriggerOutcome(skipped="this replica stopped leading"))
