@@ -82,6 +82,11 @@ def _id_candidates(now: dt.datetime) -> Iterator[str]:
         yield at.strftime(_SECOND)
 
 
+#: The outcome of a start cut short by shutdown or lost leadership: not a decision
+#: (nothing is recorded; the next leader decides the trigger).
+STOPPED = TriggerOutcome(skipped="the controller stopped before the execution started")
+
+
 def select_nodes(nodes: list[Node], run_on_unscheduled: bool) -> list[str]:
     """As the Go controller selects nodes: Ready, and schedulable unless runOnUnscheduledNodes."""
     return sorted(
@@ -197,7 +202,7 @@ class Controller:
                 )
         if outcome is None:
             outcome = await decided
-        if value:
+        if value and outcome != STOPPED:
             await self.history.record_decision(value, outcome)
         return outcome
 
@@ -333,15 +338,10 @@ class Controller:
             decided.set_result(TriggerOutcome(execution_id=execution.id))
         except asyncio.CancelledError:
             if not decided.done():  # nothing of it exists
-                stopped = "the controller stopped before the execution started"
-                decided.set_result(
-                    TriggerOutcome(replaced=True)
-                    if self._replaced
-                    else TriggerOutcome(skipped=stopped)
-                )
+                decided.set_result(TriggerOutcome(replaced=True) if self._replaced else STOPPED)
             raise
         except NotLeading:
-            decided.set_result(TriggerOutcome(skipped="this replica stopped leading"))
+            decided.set_result(STOPPED)
             raise
         except OSError as e:
             why = f"execution {execution_id} could not start: its report directory: {e}"

@@ -308,6 +308,26 @@ async def test_a_trigger_replaced_before_its_execution_started_is_answered_so(tm
         assert executions_on_disk(runtime.store.root) == [eid]
 
 
+async def test_a_trigger_whose_start_a_stopping_leader_cut_short_runs_on_the_next(tmp_path):
+    async with cluster(tmp_path) as c:
+        await c.start_operated(1)
+        c.sim.faults.fail(1.0, 500, verb="list", resource="nodes")  # no start gets its nodes
+        with LogSeen("bjc.engine.controller", "cannot list nodes") as listing:
+            await c.annotate_config_map({TRIGGER_ANNOTATION: "cut-short"})
+            async with asyncio.timeout(BOUND):
+                await listing.seen.wait()
+        await c.stop_controllers()  # SIGTERM while its execution waits for its nodes
+        c.sim.faults.clear()
+        annotations = (await c.config_map())["metadata"]["annotations"]
+        assert TRIGGERED_ANNOTATION not in annotations  # no decision, no answer
+        runtime = await c.start_controller()
+        eid = await answer_to(c.kube, "cut-short")
+        async with asyncio.timeout(BOUND):
+            await runtime.controller.wait_completed(1)
+        assert list(runtime.controller.executions) == [eid]
+        assert runtime.controller.executions[eid].trigger == "cut-short"
+
+
 async def answers_until(kube: KubeClient, last: str) -> set[tuple[str, str]]:
     """Every (trigger value, answer) the ConfigMap shows until `last` is answered."""
     seen: set[tuple[str, str]] = set()
@@ -389,6 +409,11 @@ async def test_execution_ids_take_seconds_when_the_minute_is_taken_and_never_run
         assert answer.startswith("skipped: no free execution id")
         assert await metric(runtime, "bjc_skipped_triggers_total") == 1
         assert executions_on_disk(root) == ids
+        # a restarted controller reads them back, in that order
+        await c.stop_controllers()
+        runtime = await c.start_controller(concurrencyPolicy="Forbid")
+        assert list(runtime.controller.executions) == ids
+        assert runtime.controller.current is None and runtime.store.latest() == ids[-1]
 
 
 # --- a report directory that cannot be written at an execution's start ---------------------
