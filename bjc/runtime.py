@@ -46,12 +46,13 @@ from bjc.config.settings import (
     with_keys,
 )
 from bjc.engine.configwatch import ConfigMapWatch
-from bjc.engine.controller import Controller, TriggerOutcome
+from bjc.engine.controller import Controller
 from bjc.engine.schedule import Schedule, missed_run
 from bjc.engine.supervisor import Supervisor
 from bjc.kube.client import ApiError, KubeClient
 from bjc.kube.leader import LeaderElector
 from bjc.kube.ownpod import find_top_owner, set_leader_label
+from bjc.reports.execution import TriggerOutcome
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
@@ -160,8 +161,8 @@ class Runtime:
         """Leading and done taking over: triggers and ConfigMap writes are allowed."""
         return self._acting and self.leading
 
-    async def trigger(self, reason: str) -> TriggerOutcome:
-        return await self.controller.trigger(reason)
+    async def trigger(self, reason: str, value: str = "") -> TriggerOutcome:
+        return await self.controller.trigger(reason, value)
 
     async def reconfigure(self, loaded: LoadedConfig, keys: list[str], template: bool) -> None:
         """Hot reload: apply `keys` of a reloaded config (and the pod template).
@@ -189,7 +190,11 @@ class Runtime:
     async def _scheduled(self, reason: str) -> None:
         """A trigger of the schedule; with startingDeadline its time is recorded."""
         now = dt.datetime.now(dt.UTC)
-        await self.controller.trigger(reason)
+        outcome = await self.controller.trigger(reason)
+        if outcome.failed and self.acting:  # an annotation's failure is in its answer
+            await self.config_watch.post_event(
+                "ExecutionFailed", f"{outcome.failed} (trigger: {reason})", warning=True
+            )
         if self.config.starting_deadline is not None and reason != "start-up":
             await self.config_watch.record_schedule(now)
 

@@ -7,9 +7,10 @@ controller answers that value and prints the execution id it started.
 
 Exit codes: 0 started (the id is printed on stdout), 1 error (ConfigMap not found,
 not allowed, API unreachable, trigger replaced by another one), 2 usage, 3 skipped
-by the controller (the reason is printed: concurrencyPolicy Forbid, suspended),
-4 no answer within `--timeout` (the trigger stays set and runs once a leader sees
-it).
+by the controller (the reason is printed: concurrencyPolicy Forbid, suspended, no
+free execution id, replaced before it started), 4 no answer within `--timeout` (the
+trigger stays set and runs once a leader sees it), 5 the execution could not start
+(the reason is printed: its report directory is not writable).
 
 Deliberately not here: anything the controller decides. This is a client of the
 annotation protocol in `bjc.engine.configwatch`.
@@ -29,6 +30,8 @@ from typing import TextIO
 import aiohttp
 
 from bjc.engine.configwatch import (
+    FAILED_PREFIX,
+    REPLACED_ANSWER,
     SKIPPED_PREFIX,
     TRIGGER_ANNOTATION,
     TRIGGERED_ANNOTATION,
@@ -39,7 +42,7 @@ from bjc.engine.configwatch import (
 from bjc.kube.client import ApiError, Credentials, KubeClient, KubeConfigError, load_credentials
 from bjc.terminal import visible
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_NO_ANSWER, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 
 
 def new_trigger_value() -> str:
@@ -127,9 +130,12 @@ async def _answer(
             annotations = config_map.metadata.annotations
             if annotations.get(TRIGGERED_ANNOTATION) == value:
                 answer = visible(annotations.get(TRIGGERED_EXECUTION_ANNOTATION, ""))
-                if answer.startswith(SKIPPED_PREFIX):
+                if answer.startswith(SKIPPED_PREFIX) or answer == REPLACED_ANSWER:
                     print(f"bjc trigger: {answer}", file=err)
                     return EXIT_SKIPPED
+                if answer.startswith(FAILED_PREFIX):
+                    print(f"bjc trigger: {answer}", file=err)
+                    return EXIT_FAILED
                 print(answer, file=out)
                 return EXIT_OK
             current = annotations.get(TRIGGER_ANNOTATION)

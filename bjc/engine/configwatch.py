@@ -14,9 +14,11 @@ ConfigMap. Whoever may patch the ConfigMap (plain RBAC) may
 - set `batch-job-controller.bakito.github.com/trigger: <any new value>`: start an
   execution now. The controller answers on the ConfigMap itself, in one patch:
   `.../triggered: <that value>` and `.../triggered-execution: <executionID>` (or
-  `skipped: <why>`), plus an Event regarding the ConfigMap. A value already answered
-  is never run again, so restarts and failovers do not repeat a trigger, and a
-  trigger set while no controller led runs once a leader appears.
+  `skipped: <why>`, `failed: <why>`, `replaced before it started`), plus an Event
+  regarding the ConfigMap. The answer is written only once it is decided and
+  durable (see `bjc.engine.history`): a leader that takes over gives a value the
+  answer the previous leader decided, so a value starts at most one execution,
+  and a trigger set while no controller led runs once a leader appears.
 - `batch-job-controller.bakito.github.com/suspend: "true"`: no new executions
   (like `suspend: true` in config.yaml); a running one finishes.
 
@@ -70,6 +72,8 @@ TRIGGERED_EXECUTION_ANNOTATION = _PREFIX + "triggered-execution"
 SUSPEND_ANNOTATION = _PREFIX + "suspend"
 LAST_SCHEDULE_ANNOTATION = _PREFIX + "last-schedule-time"
 SKIPPED_PREFIX = "skipped: "
+FAILED_PREFIX = "failed: "
+REPLACED_ANSWER = "replaced before it started"
 
 _WATCH_TIMEOUT_S = 290
 _BACKOFF_MIN_S = 0.2
@@ -128,13 +132,30 @@ async def observe(
 
 
 class Outcome(Protocol):
-    """A trigger's outcome (`bjc.engine.controller.TriggerOutcome`)."""
+    """A trigger's outcome (`bjc.reports.execution.TriggerOutcome`)."""
 
     @property
     def execution_id(self) -> str: ...
 
     @property
     def skipped(self) -> str: ...
+
+    @property
+    def failed(self) -> str: ...
+
+    @property
+    def replaced(self) -> bool: ...
+
+
+def answer(outcome: Outcome) -> tuple[str, str, str]:
+    """The `triggered-execution` answer to an outcome, and its Event's reason and note."""
+    if outcome.execution_id:
+        return outcome.execution_id, "Triggered", f"execution {outcome.execution_id} started"
+    if outcome.failed:
+        return FAILED_PREFIX + outcome.failed, "TriggerFailed", outcome.failed
+    if outcome.replaced:
+        return REPLACED_ANSWER, "TriggerSkipped", REPLACED_ANSWER
+    return SKIPPED_PREFIX + outcome.skipped, "TriggerSkipped", f"skipped: {outcome.skipped}"
 
 
 class Operated(Protocol):
@@ -145,7 +166,9 @@ class Operated(Protocol):
         """This replica leads and has resumed: it may trigger and write."""
         ...
 
-    async def trigger(self, reason: str) -> Outcome: ...
+    async def trigger(self, reason: str, value: str = "") -> Outcome:
+        """Start an execution; `value`: the trigger value (decided once)."""
+        ...
 
     def suspend(self, why: str) -> None:
         """Start no executions while `why` is not empty."""
@@ -301,16 +324,12 @@ class ConfigMapWatch:
             return
         self._answered = value  # never twice, even if the answer cannot be written
         log.info("trigger %r from the ConfigMap annotation", value)
-        outcome = await self.target.trigger(f"annotation {TRIGGER_ANNOTATION}={value}")
-        if outcome.execution_id:
-            answer = outcome.execution_id
-            await self.post_event("Triggered", f"execution {answer} started (trigger {value})")
-        else:
-            answer = SKIPPED_PREFIX + outcome.skipped
-            await self.post_event(
-                "TriggerSkipped", f"trigger {value} skipped: {outcome.skipped}", warning=True
-            )
-        await self.annotate({TRIGGERED_ANNOTATION: value, TRIGGERED_EXECUTION_ANNOTATION: answer})
+        outcome = await self.target.trigger(f"annotation {TRIGGER_ANNOTATION}={value}", value)
+        if not self.target.acting:  # stopped leading meanwhile: the next leader answers
+            return
+        text, reason, note = answer(outcome)
+        await self.post_event(reason, f"{note} (trigger {value})", warning=not outcome.execution_id)
+        await self.annotate({TRIGGERED_ANNOTATION: value, TRIGGERED_EXECUTION_ANNOTATION: text})
 
     def last_schedule_time(self) -> dt.datetime | None:
         """When the schedule last fired, as the leaders recorded it (None: unknown)."""

@@ -1,9 +1,11 @@
 """The executor: a trigger starts an execution, which is dispatched to its nodes.
 
 A trigger (schedule, ConfigMap annotation, start-up) is checked against the
-policies (`suspend`, `concurrencyPolicy`), gets a new execution id, selects the
-nodes, deletes the job pods of earlier executions and hands the execution to the
-dispatcher with a plan fixed at its start. The flow goes one way: the dispatcher
+policies (`suspend`, `concurrencyPolicy`), selects the nodes, gets a new execution
+id, creates the execution on disk and only then (its outcome decided and durable)
+answers; the execution deletes the job pods of earlier executions and is handed to
+the dispatcher with a plan fixed at its start. An execution whose directory cannot
+be written is a failed start, not an error of the process. The flow goes one way: the dispatcher
 creates pods and reports the jobs it ends to `bjc.engine.jobs`, as does the pod watch;
 `bjc.engine.jobs` records them in the execution, the store and the metrics. The
 `Controller` object also assembles these parts (`history`, `jobs`, `watcher`,
@@ -19,12 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any
 
 import aiohttp
@@ -43,27 +44,47 @@ from bjc.reports.execution import (
     JobStatus,
     NodeJob,
     RetiredExecution,
+    TriggerOutcome,
 )
 from bjc.reports.metrics import Metrics
-from bjc.reports.store import ReportStore
+from bjc.reports.store import NotLeading, ReportStore, is_execution_id
 
 log = logging.getLogger(__name__)
 
-_ID_FORMAT = "%Y%m%d%H%M"
+_MINUTE = "%Y%m%d%H%M"  # the Go controller's id layout
+_SECOND = "%Y%m%d%H%M%S"  # when the minute's id is taken
+#: how far ahead of the clock an execution id may be
+ID_LEAD = dt.timedelta(seconds=60)
 
 
-def next_execution_id(now: dt.datetime, existing: str | None) -> str:
-    """Local time `yyyyMMddHHmm` (the Go controller's id format), never reusing an id.
+def next_execution_id(now: dt.datetime, newest: str | None) -> str | None:
+    """The id of an execution starting at `now` (local time), after `newest`; None if none.
 
-    A second trigger in the same minute (`@every 30s`, Replace, a restart) would
-    otherwise write into the first execution's directory; it takes the next free
-    minute instead, which keeps ids sortable and numeric for the metric.
+    Ids sort as text in time order, and a new id must sort after every id in use
+    (`newest`), so no execution writes into another's directory. The first id that
+    does, in this order: the minute's `yyyyMMddHHmm` (the Go controller's id), the
+    second's `yyyyMMddHHmmss`, then the following seconds (a later minute's plain id
+    before its second 00) up to ID_LEAD ahead of the clock. None when even that is
+    taken: more than one execution a second for a minute, or the clock went back
+    (a correction, the end of daylight saving time in the controller's zone).
     """
-    candidate = now.strftime(_ID_FORMAT)
-    if existing is None or candidate > existing:
-        return candidate
-    last = dt.datetime.strptime(existing, _ID_FORMAT)
-    return (last + dt.timedelta(minutes=1)).strftime(_ID_FORMAT)
+    return next((c for c in _id_candidates(now) if newest is None or c > newest), None)
+
+
+def _id_candidates(now: dt.datetime) -> Iterator[str]:
+    """The ids an execution starting at `now` may take, in time (and text) order."""
+    now = now.replace(microsecond=0)
+    yield now.strftime(_MINUTE)
+    for ahead in range(int(ID_LEAD.total_seconds()) + 1):
+        at = now + dt.timedelta(seconds=ahead)
+        if ahead and at.second == 0:
+            yield at.strftime(_MINUTE)
+        yield at.strftime(_SECOND)
+
+
+#: The outcome of a start cut short by shutdown or lost leadership: not a decision
+#: (nothing is recorded; the next leader decides the trigger).
+STOPPED = TriggerOutcome(skipped="the controller stopped before the execution started")
 
 
 def select_nodes(nodes: list[Node], run_on_unscheduled: bool) -> list[str]:
@@ -73,17 +94,6 @@ def select_nodes(nodes: list[Node], run_on_unscheduled: bool) -> list[str]:
         for n in nodes
         if n.ready and (run_on_unscheduled or not n.spec.unschedulable)
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class TriggerOutcome:
-    """What a trigger did: the execution it started, or why it started none."""
-
-    execution_id: str = ""
-    skipped: str = ""
-
-    def __bool__(self) -> bool:
-        return bool(self.execution_id)
 
 
 class Controller:
@@ -116,6 +126,9 @@ class Controller:
         # called when an execution's dispatch dies of an unexpected error
         self.on_failure: Callable[[str], None] = lambda reason: None
         self._trigger_lock = asyncio.Lock()
+        self._replaced = False  # the runner was stopped by a newer trigger (Replace)
+        self._newest_id = ""  # the newest execution id this process gave out
+        self.clock: Callable[[], dt.datetime] = dt.datetime.now  # local time, for ids
         self.suspended = ""  # why no execution may start now ("": it may)
         self.history = History(config, store, metrics)
         self.jobs = JobEnds(
@@ -164,37 +177,66 @@ class Controller:
     def running(self) -> bool:
         return self._runner is not None and not self._runner.done()
 
-    async def trigger(self, reason: str) -> TriggerOutcome:
-        """Start an execution, honouring concurrencyPolicy; the outcome is false when skipped."""
+    async def trigger(self, reason: str, value: str = "") -> TriggerOutcome:
+        """Start an execution, honouring the policies; the outcome is false when none started.
+
+        Returns once the outcome is decided: an execution started (its directory and
+        state are on disk, the state naming `value`, the ConfigMap trigger value, if
+        any), or why none did. A `value` decided before (by this or an earlier
+        leader) gets that decision again and starts nothing.
+        """
         await self.watcher.synced.wait()  # the ids of existing job pods must be known
         async with self._trigger_lock:
-            if self.suspended:
-                why = f"the controller is suspended ({self.suspended})"
-                log.info("trigger (%s) skipped: %s", reason, why)
-                return TriggerOutcome(skipped=why)
-            if self.running:
-                if self.config.concurrency_policy == "Forbid":
-                    why = "an execution is still running (concurrencyPolicy Forbid)"
-                    log.warning("trigger (%s) skipped: %s", reason, why)
-                    self.metrics.count_skipped_trigger()
-                    return TriggerOutcome(skipped=why)
-                await self._replace_current()
-            # ids of job pods still in the cluster count too: a controller with a
-            # fresh report directory must not reuse their pod names
-            seen = {
-                p.metadata.labels.get(podspec.EXECUTION_LABEL, "")
-                for p in self.watcher.pods.values()
-            }
-            newest = max([*self.history.executions, *seen], default=None) or None
-            execution_id = next_execution_id(dt.datetime.now(), newest)
-            log.info("execution %s triggered (%s)", execution_id, reason)
-            self._runner = asyncio.create_task(
-                self._logged(self._start(execution_id), execution_id)
-            )
-            return TriggerOutcome(execution_id=execution_id)
+            if value:
+                known = await self.history.decision(value)
+                if known is not None:
+                    log.info("trigger %r was decided before: %s", value, known)
+                    return known
+            outcome = self._by_policy(reason)
+            if outcome is None:
+                if self.running:
+                    await self._replace_current()
+                decided: asyncio.Future[TriggerOutcome] = asyncio.get_running_loop().create_future()
+                self._runner = asyncio.create_task(
+                    self._logged(self._start(reason, value, decided), f"triggered ({reason})")
+                )
+        if outcome is None:
+            outcome = await decided
+        if value and outcome != STOPPED:
+            await self.history.record_decision(value, outcome)
+        return outcome
+
+    def _by_policy(self, reason: str) -> TriggerOutcome | None:
+        """Why a trigger starts nothing now (suspend, concurrencyPolicy Forbid), else None."""
+        if self.suspended:
+            why = f"the controller is suspended ({self.suspended})"
+            log.info("trigger (%s) skipped: %s", reason, why)
+            return TriggerOutcome(skipped=why)
+        if self.running and self.config.concurrency_policy == "Forbid":
+            why = "an execution is still running (concurrencyPolicy Forbid)"
+            log.warning("trigger (%s) skipped: %s", reason, why)
+            self.metrics.count_skipped_trigger()
+            return TriggerOutcome(skipped=why)
+        return None
+
+    def _new_id(self) -> str | None:
+        """The next execution id (see `next_execution_id`), never one given out before.
+
+        Taken are the kept executions', those of job pods still in the cluster (a
+        controller with a fresh report directory must not reuse their pod names) and
+        every id this process gave out, including executions that could not start.
+        """
+        seen = (
+            p.metadata.labels.get(podspec.EXECUTION_LABEL, "") for p in self.watcher.pods.values()
+        )
+        taken = [*self.history.executions, *filter(is_execution_id, seen), self._newest_id]
+        execution_id = next_execution_id(self.clock(), max(taken))
+        if execution_id is not None:
+            self._newest_id = execution_id
+        return execution_id
 
     async def _replace_current(self) -> None:
-        await self.stop_running()
+        await self.stop_running(replaced=True)
         current = self.history.current
         if current is not None and not current.state.done:
             aborted = current.abort("replaced by a newer execution")
@@ -204,9 +246,11 @@ class Controller:
                 "execution %s replaced: %d unfinished jobs aborted", current.id, len(aborted)
             )
 
-    async def stop_running(self) -> None:
-        """Stop dispatching (replacement, lost leadership, shutdown); state stays."""
+    async def stop_running(self, *, replaced: bool = False) -> None:
+        """Stop dispatching (`replaced`: by a newer trigger; else lost leadership, shutdown);
+        state stays."""
         if self._runner is not None:
+            self._replaced = replaced
             self._runner.cancel()
             await asyncio.wait([self._runner])  # our own cancellation still propagates
             self._runner = None
@@ -238,12 +282,12 @@ class Controller:
             )
         return True
 
-    async def _logged(self, run: Awaitable[None], execution_id: str) -> None:
+    async def _logged(self, run: Awaitable[None], what: str) -> None:
         try:
             await run
         except Exception as e:
-            log.exception("execution %s stopped by an error", execution_id)
-            self.on_failure(f"execution {execution_id} stopped by an error: {e!r}")
+            log.exception("execution %s stopped by an error", what)
+            self.on_failure(f"execution {what} stopped by an error: {e!r}")
 
     def _snapshot(self) -> tuple[Config, podspec.PodTemplate]:
         """What an execution runs with: a configuration reloaded meanwhile applies to the next."""
@@ -262,11 +306,52 @@ class Controller:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    async def _start(self, execution_id: str) -> None:
+    async def _start(
+        self, reason: str, value: str, decided: asyncio.Future[TriggerOutcome]
+    ) -> None:
+        """Select the nodes, take an id, create the execution, settle `decided`, dispatch."""
         config, template = self._snapshot()
-        names = await self._selected_nodes(config)
-        tokens = config.callback_auth == "token"
-        execution = await self.history.add(execution_id, names, tokens=tokens)
+        execution_id = ""
+        try:
+            names = await self._selected_nodes(config)
+            execution_id = self._new_id() or ""
+            if not execution_id:
+                why = "no free execution id: ids are taken up to a minute ahead of the clock"
+                log.warning("trigger (%s) skipped: %s", reason, why)
+                self.metrics.count_skipped_trigger()
+                decided.set_result(TriggerOutcome(skipped=why))
+                return
+            log.info("execution %s triggered (%s)", execution_id, reason)
+            tokens = config.callback_auth == "token"
+            creating = asyncio.ensure_future(
+                self.history.add(execution_id, names, tokens=tokens, trigger=value)
+            )
+            try:
+                execution = await asyncio.shield(creating)
+            except asyncio.CancelledError:
+                # once begun, the creation finishes, so that the answer matches the disk
+                # (an execution created this way is aborted by the trigger replacing it)
+                await asyncio.wait([creating])
+                if not creating.cancelled() and creating.exception() is None:
+                    decided.set_result(TriggerOutcome(execution_id=execution_id))
+                raise
+            decided.set_result(TriggerOutcome(execution_id=execution.id))
+        except asyncio.CancelledError:
+            if not decided.done():  # nothing of it exists
+                decided.set_result(TriggerOutcome(replaced=True) if self._replaced else STOPPED)
+            raise
+        except NotLeading:
+            decided.set_result(STOPPED)
+            raise
+        except OSError as e:
+            why = f"execution {execution_id} could not start: its report directory: {e}"
+            log.error("%s", why)
+            self.metrics.count_start_failure()
+            decided.set_result(TriggerOutcome(failed=why))
+            return
+        finally:
+            if not decided.done():  # an unexpected error: the process ends (on_failure)
+                decided.set_result(TriggerOutcome(failed="the controller failed"))
         self._arm(execution, config)
         await self._dispatch(execution, config, template)
 

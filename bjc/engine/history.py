@@ -8,6 +8,12 @@ directory: only executions whose files changed since the last read (by
 stored state and results. A new execution is added here, which retires the one
 before it and prunes the oldest beyond `reportHistory`.
 
+A ConfigMap trigger value is decided once: the execution it started records it in
+its first state snapshot (written before any job pod exists), and every outcome is
+also recorded in the report root (`.bjc-trigger.json`, the last value decided), so
+`decision` gives a leader that takes over the answer an earlier leader decided but
+could not write.
+
 Deliberately not here: starting or dispatching executions (`bjc.engine.controller`), and
 what a finished pod means (`bjc.engine.jobs`).
 """
@@ -22,7 +28,16 @@ from collections.abc import Collection
 import msgspec
 
 from bjc.config.settings import Config
-from bjc.reports.execution import Execution, ExecutionState, RetiredExecution, decode_state
+from bjc.reports.execution import (
+    Execution,
+    ExecutionState,
+    RetiredExecution,
+    TriggerOutcome,
+    TriggerRecord,
+    decode_state,
+    decode_trigger_record,
+    encode_trigger_record,
+)
 from bjc.reports.metrics import Metrics
 from bjc.reports.results import apply_result, decode_result
 from bjc.reports.store import ReportStore
@@ -138,12 +153,46 @@ class History:
         started = max((e.started for e in self.executions.values()), default=None)
         return None if started is None else dt.datetime.fromtimestamp(started, dt.UTC)
 
+    # --- trigger decisions -----------------------------------------------------------
+    async def decision(self, value: str) -> TriggerOutcome | None:
+        """What trigger `value` was decided to do, if it was (None: not yet decided)."""
+        for execution in self.executions.values():
+            if execution.trigger == value:
+                return TriggerOutcome(execution_id=execution.id)
+        try:
+            data = await self.store.read_trigger()
+            record = decode_trigger_record(data) if data is not None else None
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
+            log.warning("the last trigger decision is unreadable: %s", e)
+            return None
+        return record.outcome if record is not None and record.value == value else None
+
+    async def record_decision(self, value: str, outcome: TriggerOutcome) -> None:
+        """Record `outcome` as the decision of trigger `value` (a write that fails is logged)."""
+        try:
+            await self.store.write_trigger(encode_trigger_record(TriggerRecord(value, outcome)))
+        except OSError as e:
+            log.warning("cannot record the decision of trigger %r: %s", value, e)
+
     # --- adding ----------------------------------------------------------------
-    async def add(self, execution_id: str, nodes: list[str], *, tokens: bool) -> Execution:
-        """A new current execution on disk and in memory; the one before it retires."""
+    async def add(
+        self, execution_id: str, nodes: list[str], *, tokens: bool, trigger: str = ""
+    ) -> Execution:
+        """A new current execution on disk and in memory; the one before it retires.
+
+        Its directory and first state snapshot (with `trigger`) are written and waited
+        for: an OSError (the report directory is not writable) leaves nothing in memory.
+        """
         async with self._lock:
-            await self.store.create_execution(execution_id)
-            execution = Execution.new(execution_id, nodes, self.store, tokens=tokens)
+            execution = Execution.new(
+                execution_id, nodes, self.store, tokens=tokens, trigger=trigger, save=False
+            )
+            await self.store.ensure_execution(execution_id)
+            await execution.write_snapshot()
+            try:  # only now, so that `latest` never names an execution without a state
+                await self.store.create_execution(execution_id)
+            except OSError as e:  # the execution exists: it runs all the same
+                log.warning("execution %s: cannot point `latest` at it: %s", execution_id, e)
             previous = self.current
             self.executions[execution_id] = self.current = execution
             if previous is not None and previous.done and previous.id in self.executions:

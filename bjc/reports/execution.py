@@ -1,8 +1,9 @@
 """One execution: its nodes, each node's job state, and how that state is persisted.
 
 An execution is the unit the Go controller calls a "job run": an id (local time
-`yyyyMMddHHmm`), the nodes chosen when it started, and per node the job pod's
-fate. The state machine here is pure: transitions return whether they happened,
+`yyyyMMddHHmm`, or `yyyyMMddHHmmss` when the minute's id is taken), the nodes chosen
+when it started, the ConfigMap trigger value that started it, and per node the job
+pod's fate. The state machine here is pure: transitions return whether they happened,
 so a node's job ends exactly once however many watch events, relists or timeouts
 report it. Every change is written to the execution's report directory (atomic
 rename, coalesced so a burst of changes costs one write) so that a restarted or
@@ -124,6 +125,10 @@ class ExecutionState(msgspec.Struct, omit_defaults=True):
     nodes: dict[str, NodeJob]
     finished: float | None = None
     failed: str = ""  # why the execution stopped early (maxFailures); "" when it did not
+    # the ConfigMap trigger value that started it ("": the schedule, start-up, a test);
+    # written with the first snapshot, before any job pod exists, so that whoever
+    # leads next answers that value with this execution and never starts another
+    trigger: str = ""
 
     @property
     def done(self) -> bool:
@@ -145,6 +150,34 @@ class ExecutionState(msgspec.Struct, omit_defaults=True):
             job = self.nodes.get(node)
             if job is not None:
                 job.result = True
+
+
+class TriggerOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a trigger did: the execution it started, or why it started none (one field set)."""
+
+    execution_id: str = ""
+    skipped: str = ""  # a policy (suspend, concurrencyPolicy Forbid) or no free execution id
+    failed: str = ""  # its execution could not start (its report directory is not writable)
+    replaced: bool = False  # a newer trigger replaced it before its execution started
+
+    def __bool__(self) -> bool:
+        return bool(self.execution_id)
+
+
+class TriggerRecord(msgspec.Struct, omit_defaults=True):
+    """The last ConfigMap trigger value decided, and its outcome (the report root's
+    `.bjc-trigger.json`): what the next leader answers if this one could not."""
+
+    value: str
+    outcome: TriggerOutcome
+
+
+def encode_trigger_record(record: TriggerRecord) -> bytes:
+    return msgspec.json.encode(record)
+
+
+def decode_trigger_record(data: bytes) -> TriggerRecord:
+    return msgspec.json.decode(data, type=TriggerRecord)
 
 
 class JournalEntry(msgspec.Struct, omit_defaults=True):
@@ -231,12 +264,18 @@ class Execution:
         files: StateFiles,
         *,
         tokens: bool = False,
+        trigger: str = "",
+        save: bool = True,
     ) -> Execution:
+        """A new execution; `save`: its first snapshot is written in the background
+        (else the caller awaits `write_snapshot`)."""
         jobs = {
             sys.intern(n): NodeJob(token=secrets.token_urlsafe(16) if tokens else "") for n in nodes
         }
-        execution = cls(ExecutionState(id=execution_id, started=time.time(), nodes=jobs), files)
-        execution.save_snapshot()
+        state = ExecutionState(id=execution_id, started=time.time(), nodes=jobs, trigger=trigger)
+        execution = cls(state, files)
+        if save:
+            execution.save_snapshot()
         return execution
 
     @property
@@ -367,6 +406,10 @@ class Execution:
     def started(self) -> float:
         return self.state.started
 
+    @property
+    def trigger(self) -> str:
+        return self.state.trigger
+
     def has_node(self, node: str) -> bool:
         return node in self.state.nodes
 
@@ -415,6 +458,18 @@ class Execution:
                 target = self._changes
                 continue
             await self._wrote.wait()
+
+    async def write_snapshot(self) -> None:
+        """Write the whole state now and wait for it; raises OSError if it cannot be written.
+
+        The first snapshot of a new execution goes this way: it is the decision to run
+        (with the trigger value), durable before any job pod exists.
+        """
+        assert self._flush_task is None or self._flush_task.done(), "a flush is under way"
+        self._snapshot_due, self._dirty_nodes, self._journal_lines = False, {}, 0
+        upto = self._changes
+        await self._files.write_state(self.id, _encoder.encode(self.state))
+        self._durable = self._attempted = upto
 
     def _schedule_flush(self) -> None:
         if self._flush_task is None or self._flush_task.done():
@@ -493,6 +548,7 @@ class RetiredExecution:
         self.given_up = nodes if given_up == nodes else given_up or None
         self.pods_started = state.pods_started
         self.started = state.started
+        self.trigger = state.trigger
 
     done = True
 

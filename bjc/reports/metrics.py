@@ -357,10 +357,17 @@ class Metrics:
         self.set_leader(False)
         self._skipped = Counter(
             "bjc_skipped_triggers_total",
-            "Execution triggers skipped because one was still running (concurrencyPolicy Forbid)",
+            "Execution triggers skipped: one was still running (concurrencyPolicy Forbid), "
+            "or no execution id was free within a minute of the clock",
             registry=reg,
         )
         self._skipped.set({}, 0)
+        self._start_failures = Counter(
+            "bjc_execution_start_failures_total",
+            "Executions that could not start: their report directory could not be written",
+            registry=reg,
+        )
+        self._start_failures.set({}, 0)
         self._suspended = Gauge(
             "bjc_suspended",
             "1 while the controller is suspended (no new executions start), else 0",
@@ -488,12 +495,15 @@ class Metrics:
         """`<prefix>_current_execution_id` = the id as a number, and
         `bjc_current_execution_info{executionID}` = 1 (only this execution's series).
 
+        An id with seconds (`yyyyMMddHHmmss`) has them as hundredths of its minute's
+        number (`202612050847.3`), so the gauge orders ids as their text does.
         Its blocks stay hot (not frozen at scrapes), as do the "latest" ones.
         """
         try:
-            value = int(execution_id)
+            minute, seconds = int(execution_id[:12]), int(execution_id[12:] or 0)
         except ValueError:
             raise ValueError(f"execution id {execution_id!r} is not a number") from None
+        value = minute + seconds / 100 if seconds else minute
         self._current_execution.set({}, value)
         self._current_info.values.clear()
         self._current_info.set({EXECUTION_ID_LABEL: execution_id}, 1)
@@ -673,8 +683,12 @@ class Metrics:
         self._leader.set(self._leader_labels, 1 if is_leader else 0)
 
     def count_skipped_trigger(self) -> None:
-        """`bjc_skipped_triggers_total` += 1 (trigger skipped, concurrencyPolicy Forbid)."""
+        """`bjc_skipped_triggers_total` += 1 (concurrencyPolicy Forbid, or no free id)."""
         self._skipped.inc({})
+
+    def count_start_failure(self) -> None:
+        """`bjc_execution_start_failures_total` += 1 (its report directory not writable)."""
+        self._start_failures.inc({})
 
     def set_config_problems(self, problems: Iterable[tuple[str, str]]) -> None:
         """`bjc_config_problems{key,problem}` = 1 for each (key, problem) of a refused config.

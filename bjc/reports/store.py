@@ -2,12 +2,13 @@
 
 Layout (the Go controller's)::
 
-    <root>/<executionID>/                     one directory per execution (yyyyMMddHHmm)
+    <root>/<executionID>/                     one directory per execution (yyyyMMddHHmm[ss])
     <root>/<executionID>/<node>.json          result JSON, saved verbatim
     <root>/<executionID>/<node>-<name>        uploaded files
     <root>/<executionID>/<node>-container-<container>.log   pod logs (savePodLog)
     <root>/<executionID>/.bjc-execution.json  execution state written by the controller
     <root>/latest -> <executionID>            relative symlink to the newest execution
+    <root>/.bjc-trigger.json                  the last ConfigMap trigger value decided
 
 Every write goes to a temporary file in the same directory and is then renamed over
 the final name, so readers (the file server, a restarted controller) never see half a
@@ -75,11 +76,12 @@ log = logging.getLogger(__name__)
 LATEST = "latest"
 STATE_FILE = ".bjc-execution.json"
 JOURNAL_FILE = ".bjc-execution.journal"
+TRIGGER_FILE = ".bjc-trigger.json"
 _TMP_PREFIX = ".bjc-tmp-"
 _MAX_COMPONENT_BYTES = 255
-# yyyyMMddHHmm: ids sort as text in time order (a second execution in one minute
-# takes the next minute's id).
-_EXECUTION_ID = re.compile(r"^\d{12}$")
+# yyyyMMddHHmm, or yyyyMMddHHmmss when the minute's id is taken: ids sort as text in
+# time order (an id with seconds after its minute's, before the next minute's).
+_EXECUTION_ID = re.compile(r"^\d{12}(\d\d)?$")
 #: The owner of the controller's names (see file_owner).
 CONTROLLER = "controller"
 _POD_LOG_INFIX = "-container-"
@@ -441,6 +443,32 @@ class ReportStore:
         return await self._writing(
             self._run, self._create_execution_sync, execution_id, False, wrote_data=False
         )
+
+    def _write_trigger_sync(self, data: bytes) -> None:
+        self._check_writable()
+        tmp = self.root / _temp_name()
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+            os.replace(tmp, self.root / TRIGGER_FILE)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    async def write_trigger(self, data: bytes) -> None:
+        """Replace `<root>/.bjc-trigger.json` atomically (the last trigger value decided)."""
+        await self._writer.run(self._write_trigger_sync, data)
+
+    def _read_trigger_sync(self) -> bytes | None:
+        try:
+            return (self.root / TRIGGER_FILE).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    async def read_trigger(self) -> bytes | None:
+        """`<root>/.bjc-trigger.json`, None when there is none."""
+        return await self._run(self._read_trigger_sync)
 
     def _list_sync(self) -> list[str]:
         try:

@@ -399,7 +399,7 @@ class SummaryCache:
                 raise FileNotFoundError("there is no execution yet")
             execution_id = target
         if not is_execution_id(execution_id):
-            raise ValueError(f"{execution_id!r} is not an execution id (yyyyMMddHHmm)")
+            raise ValueError(f"{execution_id!r} is not an execution id (yyyyMMddHHmm[ss])")
         return execution_id
 
     async def _signature(self, execution_id: str) -> Signature:

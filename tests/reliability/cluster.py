@@ -50,6 +50,7 @@ PREFIX = "bjc_rel"  # its metrics prefix
 SERVICE = "bjc-callback"
 CLUSTER_IP = "127.0.0.10"
 LEADER_LABEL = "batch-job-controller.bakito.github.com/leader"
+TRIGGER = "batch-job-controller.bakito.github.com/trigger"  # answered in .../triggered(-execution)
 COMPONENT = {"app.kubernetes.io/component": "controller"}
 PROGRESS_BOUND = 120.0  # seconds without a new execution that count as a hang
 PROBE_PERIOD = 0.5  # seconds between readiness probes (the manifests use 2 s)
@@ -233,8 +234,11 @@ class Cluster:
         select_leader: bool = True,
         work: tuple[float, float] = (0.1, 0.5),
         retry_seconds: float = 90.0,
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.tmp = tmp
+        self.config = config or {}  # config.yaml keys over the defaults of _config_map
+        self.notes: list[str] = []  # broken promises a scenario saw (its row fails)
         self.node_names = [f"node-{i:03d}" for i in range(nodes)]
         self.pool = pool
         self.seed = seed
@@ -344,6 +348,7 @@ class Cluster:
                 "prefix": PREFIX,
                 "gauges": {GAUGE: {"help": "reliability check", "labels": ["kind"]}},
             },
+            **self.config,
         }
         return {
             "apiVersion": "v1",
@@ -468,7 +473,44 @@ class Cluster:
             if (p["metadata"].get("labels") or {}).get(OWNER_LABEL) == NAME
         )
 
-    async def cordon(self) -> None:
+    # --- the ConfigMap's trigger annotations and Events ------------------------------
+
+    async def set_trigger(self, value: str) -> None:
+        """Set the trigger annotation with an update (PUT), so a fault on PATCHes spares it."""
+        path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/{NAME}"
+        config_map = await self.kube.get(path, dict)
+        config_map["metadata"].setdefault("annotations", {})[TRIGGER] = value
+        await self.kube.replace(path, config_map)
+
+    def answer(self, value: str) -> str | None:
+        """The controller's answer to trigger `value` on the ConfigMap (None: not answered)."""
+        config_map = self.sim.get("configmaps", NAMESPACE, NAME) or {}
+        annotations = config_map.get("metadata", {}).get("annotations") or {}
+        if annotations.get(TRIGGER + "ed") != value:
+            return None
+        return str(annotations.get(TRIGGER + "ed-execution", ""))
+
+    def event_notes(self, reason: str) -> list[str]:
+        """The notes of the Events with `reason` (bjc posts them regarding its ConfigMap)."""
+        return [
+            str(e.get("note") or e.get("message") or "")
+            for e in self.sim.list("events", NAMESPACE)
+            if e.get("reason") == reason
+        ]
+
+    def job_pods_gone(self) -> bool:
+        """No job pod exists: a later execution deleted those of the last one that had any."""
+        return not any(
+            (p["metadata"].get("labels") or {}).get(OWNER_LABEL) == NAME
+            for p in self.sim.list("pods", NAMESPACE)
+        )
+
+    async def cordon(self, unschedulable: bool = True) -> None:
         """No node is schedulable: executions from now on have no job pods."""
         for node in self.node_names:
-            await self.kube.patch(f"/api/v1/nodes/{node}", {"spec": {"unschedulable": True}})
+            await self.kube.patch(
+                f"/api/v1/nodes/{node}", {"spec": {"unschedulable": unschedulable}}
+            )
+
+    async def uncordon(self) -> None:
+        await self.cordon(False)

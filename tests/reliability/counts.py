@@ -80,7 +80,7 @@ async def scrape(http: aiohttp.ClientSession, pod: ControllerPod) -> Samples:
     return out
 
 
-def _unfinished(samples: Samples, executions: set[str]) -> list[str]:
+def unfinished(samples: Samples, executions: set[str]) -> list[str]:
     return sorted(
         eid
         for eid in executions
@@ -108,10 +108,10 @@ async def settle(cluster: Cluster, http: aiohttp.ClientSession, row: Row) -> Sam
     while True:  # a process shows its state only when asked: poll, bounded
         try:
             samples = await scrape(http, leader)
-            unfinished = _unfinished(samples, cluster.program.executions)
-            if not unfinished:
+            unfinished_ids = unfinished(samples, cluster.program.executions)
+            if not unfinished_ids:
                 return samples
-            problem = f"executions never finished: {', '.join(unfinished[:5])}"
+            problem = f"executions never finished: {', '.join(unfinished_ids[:5])}"
         except aiohttp.ClientError as e:  # e.g. restarted a moment ago, not listening yet
             problem = f"leader {leader.name} not scrapable: {e}"
         if loop.time() > deadline:

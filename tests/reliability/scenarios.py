@@ -10,16 +10,21 @@ repeatable up to the operating system's timing. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from .cluster import Cluster, ControllerPod, Stalled
-from .counts import Row, count
+from .counts import METRICS_POLL, Row, count, scrape, unfinished
 
 RUN_BOUND = 900.0  # seconds: a hang bound for one scenario's fault loop
+NEVER = "0 0 1 1 *"  # a schedule that does not fire during a run: triggers only
 
 
 async def _sigkill_random(c: Cluster, n: int) -> str:
@@ -130,6 +135,110 @@ async def _api_outage(c: Cluster, n: int) -> str:
     return "one 30 s API outage (every request 500)"
 
 
+async def _finished(c: Cluster) -> ControllerPod:
+    """Until the leader's /metrics show every execution that ran jobs as finished; the
+    leader. (A process shows its state only when asked: polled, bounded.)"""
+    await c.until(lambda: not c.job_pods_busy(), 120, "the job pods to finish")
+    leader = await c.wait_leader()
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with asyncio.timeout(60):
+            while True:
+                if not unfinished(await scrape(http, leader), c.program.executions):
+                    return leader
+                await asyncio.sleep(METRICS_POLL)
+
+
+async def _crash_before_answering(c: Cluster, value: str) -> str:
+    """Trigger `value` while the answer PATCH fails; kill -9 the leader once a job pod of
+    the execution it started runs, and replace it. The execution's id."""
+    leader = await _finished(c)  # no execution runs: concurrencyPolicy lets it start
+    c.sim.faults.fail(1.0, 500, verb="patch", resource="configmaps")
+    try:
+        await c.set_trigger(value)
+
+        def announced() -> list[str]:
+            return [t for t in c.event_notes("Triggered") if t.endswith(f"(trigger {value})")]
+
+        await c.until(lambda: bool(announced()), 60, f"trigger {value} to start")
+        eid = announced()[0].split()[1]
+        await c.until(lambda: eid in c.program.executions, 60, f"job pods of {eid}")
+        await leader.kill()
+    finally:
+        c.sim.faults.clear()
+    await leader.remove()
+    await c.add_controller()
+    await c.until(lambda: c.answer(value) is not None, 120, f"an answer to trigger {value}")
+    return eid
+
+
+def _trigger_crash(policy: str) -> Callable[[Cluster, int], Awaitable[str]]:
+    """n trigger values, each started by a leader that dies before its answer is written:
+    the next leader must answer the value with that execution, and start no other."""
+
+    async def run(c: Cluster, n: int) -> str:
+        started: dict[str, str] = {}  # trigger value -> the execution the killed leader started
+        kept = 0  # values the next leader answered with that execution
+        for i in range(n):
+            value = f"{policy.lower()}-{i}"
+            started[value] = eid = await _crash_before_answering(c, value)
+            if c.answer(value) == eid:
+                kept += 1
+            else:
+                c.notes.append(f"trigger {value} started {eid}, answered {c.answer(value)!r}")
+        on_disk = {p.name for p in c.reports.iterdir() if p.is_dir() and p.name.isdigit()}
+        if on_disk != set(started.values()):
+            c.notes.append(f"second executions: {sorted(on_disk - set(started.values()))}")
+        return (
+            f"{n} leaders kill -9ed after the job pods of a trigger's execution ran, its "
+            f"answer PATCH failing: {kept} of {n} answered with that execution, "
+            f"{len(on_disk)} executions"
+        )
+
+    return run
+
+
+async def _unusable_until_failed(c: Cluster, failures: int) -> None:
+    """A regular file where the report directory was, until `failures` ExecutionFailed
+    Events exist; then the directory is back."""
+    aside = c.reports.with_name(c.reports.name + ".aside")
+    c.reports.rename(aside)
+    c.reports.write_text("not a directory\n")
+    try:
+        await c.until(
+            lambda: len(c.event_notes("ExecutionFailed")) >= failures,
+            60,
+            "executions to fail to start",
+        )
+    finally:
+        c.reports.unlink()
+        aside.rename(c.reports)
+
+
+async def _disk_at_start(c: Cluster, n: int) -> str:
+    (pod,) = c.pods
+    for _ in range(n):
+        await c.wait_executions(len(c.program.executions) + 1)
+        await c.cordon()  # executions starting now have no jobs: none waits on the disk
+        # gone: an execution without jobs started, so the last one with jobs is finished
+        await c.until(c.job_pods_gone, 120, "an execution after the last one with jobs")
+        await _unusable_until_failed(c, len(c.event_notes("ExecutionFailed")) + 2)
+        await c.uncordon()
+    await c.wait_executions(len(c.program.executions) + 1)  # the schedule goes on
+    notes = c.event_notes("ExecutionFailed")
+    failed = {m for t in notes for m in re.findall(r"execution (\d+) could not start", t)}
+    on_disk = {p.name for p in c.reports.iterdir()}
+    reused = failed & (on_disk | c.program.executions)
+    if len(failed) != len(notes) or reused:
+        c.notes.append(f"ids given twice: {sorted(reused)} ({len(notes)} failures)")
+    if pod.starts != 1 or not pod.alive:
+        c.notes.append(f"the controller exited ({pod.starts} starts)")
+    return (
+        f"report directory unusable {n} times: {len(notes)} failed starts, "
+        f"{pod.starts - 1} restarts, {len(reused)} ids reused"
+    )
+
+
 async def _load(c: Cluster, n: int) -> str:
     await c.wait_executions(n)
     return f"{len(c.node_names)} concurrent job clients"
@@ -146,6 +255,7 @@ class Scenario:
     nodes: int = 6
     pool: int = 3
     work: tuple[float, float] = (0.2, 1.0)
+    config: dict[str, Any] = field(default_factory=dict)  # config.yaml keys over the defaults
 
 
 SCENARIOS = [
@@ -192,6 +302,29 @@ SCENARIOS = [
         _api_outage, full=5, quick=0,
     ),
     Scenario(
+        "trigger-crash-replace",
+        "two replicas, concurrencyPolicy Replace, no schedule: n trigger values, each "
+        "started by a leader whose answer PATCH fails and which is kill -9ed once a job "
+        "pod runs; the next leader must answer the value with that execution and start "
+        "no second one",
+        _trigger_crash("Replace"), full=5, quick=0,
+        config={"concurrencyPolicy": "Replace", "cronExpression": NEVER},
+    ),
+    Scenario(
+        "trigger-crash-forbid",
+        "as trigger-crash-replace with concurrencyPolicy Forbid: the next leader must "
+        "answer with the execution, not `skipped` (it is still running)",
+        _trigger_crash("Forbid"), full=5, quick=0, config={"cronExpression": NEVER},
+    ),
+    Scenario(
+        "disk-at-start",
+        "one replica, `@every 1s`; n times, once the executions have no jobs (nodes "
+        "cordoned), a regular file replaces the report directory until two scheduled "
+        "executions failed to start, then the directory is back and the nodes uncordoned: "
+        "the process runs on, the schedule goes on, no id is given twice",
+        _disk_at_start, full=5, quick=1, replicas=1, work=(0.0, 0.2),
+    ),
+    Scenario(
         "load-5000",
         "one replica, 200 nodes, pool 200: n executions of 200 concurrent job clients "
         "(25 executions = 5,000 results)",
@@ -215,6 +348,7 @@ async def run_scenario(
         seed=seed,
         select_leader=select_leader,
         work=scenario.work,
+        config=scenario.config,
     ) as cluster:
         for _ in range(scenario.replicas):
             await cluster.add_controller()
@@ -234,4 +368,5 @@ async def run_scenario(
         except (Stalled, TimeoutError) as e:
             row.faults = f"stopped early: {e or 'run bound reached'}"
             row.notes.append(f"stalled: {e or 'run bound reached'}")
+        row.notes += cluster.notes
         return await count(cluster, row, started)

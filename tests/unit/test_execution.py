@@ -134,13 +134,45 @@ async def test_a_result_is_recorded_by_its_file_alone(tmp_path):
     assert not state.nodes["a"].result and not state.nodes["c"].result
 
 
-def test_execution_ids_never_repeat():
-    t = dt.datetime(2026, 11, 27, 3, 4, 59)
-    assert next_execution_id(t, None) == "202611270304"
+def id_time(execution_id: str) -> dt.datetime:
+    """The local time an id names (its minute, or its second)."""
+    return dt.datetime.strptime(execution_id, "%Y%m%d%H%M%S"[: len(execution_id) - 2])
+
+
+def test_execution_ids_take_the_minute_then_seconds_and_never_repeat():
+    t = dt.datetime(2026, 11, 27, 3, 4, 59, 900_000)
+    assert next_execution_id(t, None) == "202611270304"  # the Go controller's id
     assert next_execution_id(t, "202611270303") == "202611270304"
-    assert next_execution_id(t, "202611270304") == "202611270305"  # same minute
-    assert next_execution_id(t, "202611270359") == "202611270400"  # ahead: after it
-    assert next_execution_id(t, "202612312359") == "202701010000"
+    assert next_execution_id(t, "202611270304") == "20261127030459"  # minute taken: seconds
+    # the second taken too: the next free second, a new minute's plain id first
+    assert next_execution_id(t, "20261127030459") == "202611270305"
+    assert next_execution_id(t, "202611270305") == "20261127030500"
+    assert next_execution_id(t, "20261127030558") == "20261127030559"  # 60 s ahead: the bound
+    assert next_execution_id(t, "20261127030559") is None  # more than a minute ahead: none
+    assert next_execution_id(t, "202612312359") is None  # the clock went back: none
+
+
+def test_execution_ids_stay_within_a_minute_of_a_fake_clock():
+    """`@every 30s` for 24 h, with a burst of 100 triggers every 2 h: ids unique, in time
+    order as text, and never more than a minute ahead (the old rule ended 23 h 59 min
+    ahead)."""
+    start = dt.datetime(2026, 12, 5, 8, 47, 0)
+    ids: list[str] = []
+    skipped = 0
+    for step in range(24 * 120):
+        now = start + dt.timedelta(seconds=30 * step)
+        for _ in range(100 if step % 240 == 239 else 1):
+            eid = next_execution_id(now, ids[-1] if ids else None)
+            if eid is None:
+                skipped += 1
+                continue
+            assert id_time(eid) - now <= dt.timedelta(seconds=60), (now, eid)
+            ids.append(eid)
+    assert len(set(ids)) == len(ids) and sorted(ids) == ids
+    assert [id_time(e) for e in ids] == sorted(id_time(e) for e in ids)
+    assert ids[:3] == ["202612050847", "20261205084730", "202612050848"]
+    # a burst at :30 gets the ids of :30 to :59, the next minute's and :00 to :30 of it
+    assert skipped == 12 * (100 - 62)
 
 
 def test_node_selection():
