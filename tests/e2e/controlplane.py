@@ -61,7 +61,7 @@ def insecure_context() -> ssl.SSLContext:
     return ctx
 
 
-def _tail(log: Path, lines: int = 30) -> str:
+def tail(log: Path, lines: int = 30) -> str:
     try:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -126,7 +126,7 @@ class ControlPlane:
     def logs(self) -> str:
         """The tail of every component's log, for a failure message."""
         return "\n".join(
-            f"--- {name}:\n{_tail(self.workdir / f'{name}.log', 15)}" for name, _ in self._procs
+            f"--- {name}:\n{tail(self.workdir / f'{name}.log', 15)}" for name, _ in self._procs
         )
 
     # --- lifecycle ---
@@ -233,7 +233,7 @@ class ControlPlane:
         """Stop one component (SIGTERM) and start it again as before: every watch on
         the apiserver drops, clients must reconnect (or relist)."""
         (i, proc) = next((i, p) for i, (n, p) in enumerate(self._procs) if n == name)
-        _terminate(proc)
+        terminate(proc)
         del self._procs[i]
         self._spawn(name, *self._commands[name])
 
@@ -247,7 +247,7 @@ class ControlPlane:
         last = ""
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited {proc.returncode}:\n{_tail(log)}")
+                raise RuntimeError(f"{name} exited {proc.returncode}:\n{tail(log)}")
             try:
                 req = urllib.request.Request(
                     health, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -260,18 +260,18 @@ class ControlPlane:
                 last = str(e)
             time.sleep(0.25)
         raise RuntimeError(
-            f"{name}: {health} not ready after {START_BOUND}s ({last}):\n{_tail(log)}"
+            f"{name}: {health} not ready after {START_BOUND}s ({last}):\n{tail(log)}"
         )
 
     def stop(self) -> None:
         for _, proc in reversed(self._procs):
-            _terminate(proc)
+            terminate(proc)
         self._procs.clear()
         if os.environ.get("BJC_E2E_KEEP") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
+def terminate(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -33,6 +33,19 @@ PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/node-check-leader-election"
 
 
+async def create_reports_volume(kube: KubeClient, path: Path) -> None:
+    """The PersistentVolume the example overlay's ReadWriteMany claim binds, as an admin
+    without a ReadWriteMany provisioner provides it: a hostPath, since the test's
+    nodes share one host."""
+    spec = {
+        "capacity": {"storage": "5Gi"},
+        "accessModes": ["ReadWriteMany"],
+        "hostPath": {"path": str(path)},
+    }
+    volume = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "bjc-reports"}}
+    await kube.create("/api/v1/persistentvolumes", {**volume, "spec": spec})
+
+
 @dataclass
 class Deployment:
     plane: ControlPlane

@@ -35,7 +35,7 @@ from bjc.sim import JobBehaviour, NodeAgent, ProcessPods, RunningPod
 from bjc.sim.proxy import ServiceProxy
 
 from .controlplane import ControlPlane, add_ready_node
-from .deployment import BOUND, NAMESPACE, PODS, Deployment
+from .deployment import BOUND, NAMESPACE, PODS, Deployment, create_reports_volume
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -139,20 +139,7 @@ async def deployed(
     async with KubeClient(creds) as kube:
         for name in NODES:
             await add_ready_node(kube, name)
-        # what an admin without a ReadWriteMany provisioner provides for the claim
-        await kube.create(
-            "/api/v1/persistentvolumes",
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": "bjc-reports"},
-                "spec": {
-                    "capacity": {"storage": "5Gi"},
-                    "accessModes": ["ReadWriteMany"],
-                    "hostPath": {"path": str(reports)},
-                },
-            },
-        )
+        await create_reports_volume(kube, reports)
         agent = NodeAgent(
             control_plane.url,
             NODES,
@@ -234,11 +221,11 @@ async def test_execution_under_the_deployment(deployed: Deployed) -> None:
         (owner,) = pod["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["uid"]) == ("Deployment", deployment["metadata"]["uid"])
 
-    # the Lease, as client-go writes it, held by a pod of the Deployment
+    # the Lease, as client-go writes it, held by a pod of the Deployment (once the
+    # rollout's last old pod, which may have led and released it, is gone)
+    holder = await deployed.until("one of the two pods leading", deployed.settled)
     spec = await deployed.leader()
-    assert spec["holderIdentity"] in {
-        p["metadata"]["name"] for p in await deployed.controller_pods()
-    }
+    assert spec["holderIdentity"] == holder
     assert isinstance(spec["leaseDurationSeconds"], int) and spec["leaseDurationSeconds"] > 0
     assert MICRO_TIME.match(spec["acquireTime"]) and MICRO_TIME.match(spec["renewTime"])
 

@@ -37,7 +37,7 @@ from tests.conftest import unavailable
 
 from .binaries import NODE, Binaries, image_archives
 from .controlplane import ControlPlane, settle
-from .deployment import BOUND, NAMESPACE, PODS, Deployment
+from .deployment import BOUND, NAMESPACE, PODS, Deployment, create_reports_volume
 from .realnode.node import (
     NODE_NAME,
     POD_RANGE,
@@ -122,19 +122,7 @@ async def deployed(
     try:
         async with KubeClient(creds) as kube:
             await asyncio.wait_for(settle(kube, "/api/v1/nodes", _node_ready), 180)
-            await kube.create(
-                "/api/v1/persistentvolumes",
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolume",
-                    "metadata": {"name": "bjc-reports"},
-                    "spec": {
-                        "capacity": {"storage": "5Gi"},
-                        "accessModes": ["ReadWriteMany"],
-                        "hostPath": {"path": str(reports)},
-                    },
-                },
-            )
+            await create_reports_volume(kube, reports)
             deployment = OnTheNode(node_plane, kube, reports, [NODE_NAME])
             deployment.node = node
             await deployment.kubectl("apply", "-k", str(OVERLAY))

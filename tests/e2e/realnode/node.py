@@ -33,12 +33,13 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from tests.e2e.controlplane import ControlPlane, free_port
+from tests.e2e.controlplane import ControlPlane, free_port, tail, terminate
 
 NODE_NAME = "e2e-real-node"
 POD_RANGE = "10.244.0.0/24"
@@ -147,11 +148,9 @@ class RealNode:
 
     def logs(self) -> str:
         """The tail of each component's log, for a failure message."""
-        out = []
-        for name, _ in self._procs:
-            lines = (self.workdir / f"{name}.log").read_text(errors="replace").splitlines()
-            out.append(f"--- {name}:\n" + "\n".join(lines[-15:]))
-        return "\n".join(out)
+        return "\n".join(
+            f"--- {name}:\n{tail(self.workdir / f'{name}.log', 15)}" for name, _ in self._procs
+        )
 
     # --- lifecycle ---
 
@@ -300,7 +299,7 @@ class RealNode:
 
     def stop(self) -> None:
         for name, proc in reversed(self._procs):
-            _terminate(proc)
+            terminate(proc)
             if name == "containerd":
                 self._kill_shims()
         self._procs.clear()
@@ -357,23 +356,11 @@ def _drop_chains(prefixes: tuple[str, ...] = ("KUBE-", "CNI-")) -> None:
 
 
 def _http_ok(url: str) -> bool:
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.status == 200
     except OSError:
         return False
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _kill_tree(pid: int) -> None:
