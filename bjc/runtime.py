@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import os
 import socket
@@ -138,6 +139,9 @@ class Runtime:
         )
         self.controller.on_failure = self.supervisor.fail
         self.config_watch = ConfigMapWatch(kube, env, config, self.metrics, self, config_data)
+        self.controller.marks.on_refused = functools.partial(
+            self.config_watch.post_event, "NodePatchForbidden", warning=True
+        )
         self.suspend(self.config_watch.suspension())
         self._acting = False  # leading, resumed, scheduling: may trigger and write
         self.catch_up: dt.datetime | None = None  # the missed run caught up on leading

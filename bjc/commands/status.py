@@ -205,6 +205,29 @@ def render_errors(summary: ExecutionSummary, limit: int) -> list[str]:
     return lines
 
 
+def render_changes(summary: ExecutionSummary, limit: int) -> list[str]:
+    """What the execution changed against the previous finished one (see bjc.reports.changes)."""
+    changes = summary.changes
+    if changes is None:
+        return []
+    since = f"since {visible(changes.previous)}" if changes.previous else "(no earlier execution)"
+    if changes.empty:
+        return [f"changes {since}: none"]
+    lines = [f"changes {since}:"]
+
+    def listed(what: str, names: list[str]) -> None:
+        if names:
+            more = f" and {len(names) - limit} more" if len(names) > limit else ""
+            lines.append(f"  {what} ({len(names)}): {', '.join(map(visible, names[:limit]))}{more}")
+
+    listed("newly failing", [f.node for f in changes.newly_failing])
+    listed("still failing", [f"{f.node} ({f.streak} in a row)" for f in changes.still_failing])
+    listed("recovered", changes.recovered)
+    listed("new nodes", changes.new)
+    listed("gone nodes", changes.gone)
+    return lines
+
+
 def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     source: _Server | _Directory
     if args.report_dir is not None:
@@ -216,7 +239,10 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
         out(line)
     if index.executions:
         out("")
-        for line in render_errors(source.errors(args.execution), args.nodes):
+        errors = source.errors(args.execution)
+        for line in render_changes(errors, args.nodes):
+            out(line)
+        for line in render_errors(errors, args.nodes):
             out(line)
 
 

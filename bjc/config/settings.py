@@ -253,6 +253,35 @@ class MetricsConfig(msgspec.Struct, kw_only=True, frozen=True):
     ] = msgspec.field(default_factory=dict)
 
 
+ConditionType = Annotated[
+    str,
+    _rule(
+        "a condition type is a CamelCase name, optionally with a DNS prefix "
+        "(example.com/NodeCheckFailed)",
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9])?$",
+    ),
+]
+
+
+class NodeConditionConfig(msgspec.Struct, kw_only=True, frozen=True):
+    """`nodeCondition`: a condition on each node's status, True while its job fails."""
+
+    type: ConditionType = "NodeCheckFailed"
+
+
+class NodeTaintConfig(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
+    """`nodeTaint`: a taint on each node whose job fails, on at most `maxShare` of them."""
+
+    key: LabelKey  # required
+    effect: Annotated[
+        Literal["NoSchedule", "PreferNoSchedule"],
+        _rule("expected NoSchedule or PreferNoSchedule (never NoExecute: bjc evicts nothing)"),
+    ] = "NoSchedule"
+    max_share: Share = "10%"  # of the selected nodes, rounded down
+
+
 class PullSecret(msgspec.Struct, frozen=True):
     name: SecretName
 
@@ -305,6 +334,9 @@ class Config(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
     max_failures: Share | None = None  # None: unlimited
     time_zone: Annotated[str, _reads(check=_check_zone)] = ""  # "" = local (or a TZ= prefix)
     starting_deadline: DeadlineDuration | None = None  # None: a missed run is skipped
+    # --- acting on results (docs/operations.md) ---
+    node_condition: NodeConditionConfig | None = None  # None: no node condition
+    node_taint: NodeTaintConfig | None = None  # None: no taint
 
     @property
     def kept_executions(self) -> int:
@@ -451,6 +483,13 @@ def _check_ports(p: Problems, out: Mapping[str, Any]) -> None:
             p.problems.append(
                 f"{' and '.join(keys)}: invalid value {port}: two servers cannot share port {port}"
             )
+
+
+def share_at_most(value: int | str, nodes: int) -> int:
+    """A count, or a percentage of `nodes` rounded down (a cap: never more than it says)."""
+    if isinstance(value, int):
+        return min(value, nodes)
+    return math.floor(float(value.rstrip("%")) * nodes / 100 + 1e-9)
 
 
 def resolve_share(value: int | str, nodes: int) -> int:

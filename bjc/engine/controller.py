@@ -36,6 +36,7 @@ from bjc.engine.callbacktarget import ControllerCallbacks
 from bjc.engine.dispatcher import Dispatcher, DispatchPlan
 from bjc.engine.history import History
 from bjc.engine.jobs import JobEnds
+from bjc.engine.nodemarks import NodeMarks
 from bjc.kube.client import ApiError, KubeClient, delete_options
 from bjc.kube.objects import Node
 from bjc.kube.podwatch import PodWatcher
@@ -147,10 +148,11 @@ class Controller:
             kube, namespace, finish=self.jobs.finish, backoff=create_backoff
         )
         self.callbacks = ControllerCallbacks(self.history, self.jobs, kube, namespace)
+        self.marks = NodeMarks(config, kube, metrics, store.root)
 
     def use(self, config: Config, template: podspec.PodTemplate) -> None:
         """A reloaded configuration and pod template, from the next execution on."""
-        self.config = self.history.config = self.jobs.config = config
+        self.config = self.history.config = self.jobs.config = self.marks.config = config
         self.template = template
 
     # --- the history (see bjc.engine.history) ---------------------------------------------
@@ -245,6 +247,8 @@ class Controller:
             log.warning(
                 "execution %s replaced: %d unfinished jobs aborted", current.id, len(aborted)
             )
+            await current.flushed()
+            await self.act_on_changes()
 
     async def stop_running(self, *, replaced: bool = False) -> None:
         """Stop dispatching (`replaced`: by a newer trigger; else lost leadership, shutdown);
@@ -260,6 +264,8 @@ class Controller:
         await self.watcher.synced.wait()
         for older in unfinished[:-1]:
             older.abort("superseded while the controller was away")
+            await older.flushed()
+        await self.act_on_changes()  # what an earlier leader may not have done
         if not unfinished:
             return False
         execution = unfinished[-1]
@@ -390,9 +396,18 @@ class Controller:
         )
         if execution.halted:
             log.warning("execution %s failed: %s", execution.id, execution.state.failed)
+        await self.act_on_changes()
         self.completed += 1
         async with self.execution_done:
             self.execution_done.notify_all()
+
+    async def act_on_changes(self) -> None:
+        """The change metrics, node conditions and taints (bjc.engine.nodemarks); a failure
+        is logged: the next execution's end, or the next leader, tries again."""
+        try:
+            await self.marks.update()
+        except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as e:
+            log.warning("cannot act on the changes of the executions: %s", e)
 
     async def _delete_earlier_pods(self, execution_id: str) -> None:
         """As in the Go controller, every job pod of an earlier execution goes (background)."""

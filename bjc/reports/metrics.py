@@ -394,6 +394,24 @@ class Metrics:
             registry=reg,
         )
         self._report_directory_writable.set({}, 1)
+        self._new_failures = SeriesFamily(
+            "bjc_execution_new_failures",
+            "Nodes that failed in the execution and not in the finished execution before it",
+            (EXECUTION_ID_LABEL,),
+            reg,
+        )
+        self._recoveries = SeriesFamily(
+            "bjc_execution_recoveries",
+            "Nodes that failed in the finished execution before and succeeded in this one",
+            (EXECUTION_ID_LABEL,),
+            reg,
+        )
+        self._streak = Gauge(
+            "bjc_node_failure_streak",
+            "Finished executions in a row, up to the latest, in which the node's job failed "
+            "(0: it succeeded when last judged); one series per node of the latest execution",
+            registry=reg,
+        )
         _register_process_metrics(reg)
 
         # Configured gauges last, so that a name clash names the offending config key.
@@ -442,6 +460,8 @@ class Metrics:
             self._progress_ratio,
             self._failed,
             self._attempts,
+            self._new_failures,
+            self._recoveries,
         )
 
     def _set_info(self, config: Config) -> None:
@@ -661,6 +681,17 @@ class Metrics:
     def set_attempts(self, execution_id: str, node: str, attempts: int) -> None:
         """`bjc_job_attempts{node,executionID}`: pods started for the node's job (> 1)."""
         self._attempts.put(execution_id, (node,), float(attempts))
+
+    def set_changes(self, execution_id: str, new_failures: int, recoveries: int) -> None:
+        """`bjc_execution_new_failures`, `bjc_execution_recoveries` of a finished execution."""
+        self._new_failures.put(execution_id, (), float(new_failures))
+        self._recoveries.put(execution_id, (), float(recoveries))
+
+    def set_streaks(self, streaks: Mapping[str, int]) -> None:
+        """`bjc_node_failure_streak{node}`: replaces every node's (nodes no longer there go)."""
+        self._streak.values.clear()
+        for node, streak in streaks.items():
+            self._streak.set({NODE_LABEL: node}, streak)
 
     def set_pods_by_phase(self, counts: Mapping[str, int]) -> None:
         """`bjc_job_pods{phase}`: replaces all phases; the five pod phases are always present."""

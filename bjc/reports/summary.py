@@ -42,6 +42,8 @@ from pathlib import Path
 
 import msgspec
 
+from bjc.reports import changes as _changes
+from bjc.reports.changes import Changes, Verdicts
 from bjc.reports.execution import ExecutionState, JobStatus, NodeJob, decode_state
 from bjc.reports.results import result_decoder
 from bjc.reports.store import JOURNAL_FILE, LATEST, STATE_FILE, ReportStore, is_execution_id
@@ -141,6 +143,8 @@ class ExecutionOverview(msgspec.Struct, kw_only=True):
 
 
 class ExecutionSummary(ExecutionOverview, kw_only=True):
+    # against the previous finished execution (see bjc.reports.changes); None: no bjc state
+    changes: Changes | None = None
     durations: Durations | None = None
     nodes: list[NodeSummary] = []  # errors first (see STATUSES), then by node name
 
@@ -360,6 +364,19 @@ def read_execution(directory: Path, *, values: bool = True) -> ExecutionSummary:
     return summary
 
 
+def verdicts(summary: ExecutionSummary) -> Verdicts | None:
+    """Which nodes failed and which passed (see bjc.reports.changes); None without bjc state."""
+    if summary.state == UNKNOWN:
+        return None
+    judged = [n for n in summary.nodes if n.status in (SUCCEEDED, FAILED, TIMED_OUT)]
+    return Verdicts(
+        id=summary.id,
+        nodes=frozenset(n.node for n in summary.nodes),
+        failed={n.node: problem(n) for n in judged if n.error},
+        passed=frozenset(n.node for n in judged if not n.error),
+    )
+
+
 FILTERS = (*STATUSES, "error")
 
 
@@ -389,6 +406,7 @@ class SummaryCache:
         self._full: collections.OrderedDict[str, tuple[Signature, ExecutionSummary]]
         self._full = collections.OrderedDict()
         self._overviews: dict[str, tuple[Signature, ExecutionOverview]] = {}
+        self._verdicts: dict[str, tuple[Signature, Verdicts | None]] = {}
         self._lock = asyncio.Lock()
 
     def resolve(self, execution_id: str) -> str:
@@ -421,21 +439,65 @@ class SummaryCache:
                 summary = await asyncio.to_thread(read_execution, self.store.root / execution_id)
                 cached = self._full[execution_id] = signature, summary
                 self._overviews[execution_id] = signature, summary.overview()
+                self._verdicts[execution_id] = signature, verdicts(summary)
             self._full.move_to_end(execution_id)
             while len(self._full) > self.KEEP_FULL:
                 self._full.popitem(last=False)
-        return cached[1], signature
+        summary = cached[1]
+        summary.changes = await self.changes(
+            execution_id, self._verdicts.get(execution_id, (signature, None))[1]
+        )
+        return summary, signature
 
-    async def _overview(self, execution_id: str) -> ExecutionOverview:
+    async def _light(self, execution_id: str) -> Signature:
+        """Read the execution's overview and verdicts again if it changed; its signature."""
         signature = await self._signature(execution_id)
         cached = self._overviews.get(execution_id)
-        if cached is None or cached[0] != signature:
+        if cached is None or cached[0] != signature or execution_id not in self._verdicts:
             async with self._lock:
                 summary = await asyncio.to_thread(
                     read_execution, self.store.root / execution_id, values=False
                 )
-            cached = self._overviews[execution_id] = signature, summary.overview()
-        return cached[1]
+            self._overviews[execution_id] = signature, summary.overview()
+            self._verdicts[execution_id] = signature, verdicts(summary)
+        return signature
+
+    async def _overview(self, execution_id: str) -> ExecutionOverview:
+        await self._light(execution_id)
+        return self._overviews[execution_id][1]
+
+    async def chain(self, before: str | None = None) -> list[Verdicts]:
+        """The verdicts of the finished executions with bjc state before `before`, oldest first."""
+        ids = await self.store.list_executions()
+        for gone in self._verdicts.keys() - set(ids):
+            del self._verdicts[gone]
+        out: list[Verdicts] = []
+        for execution_id in ids:
+            if before is not None and execution_id >= before:
+                break
+            try:
+                await self._light(execution_id)
+            except FileNotFoundError:
+                continue  # pruned meanwhile
+            found = self._verdicts[execution_id][1]
+            if found is not None and self._overviews[execution_id][1].state == "finished":
+                out.append(found)
+        return out
+
+    async def changes(self, execution_id: str, current: Verdicts | None) -> Changes | None:
+        """What execution `execution_id` (judged `current`) changed against the finished ones
+        before it; None for an execution without bjc state."""
+        if current is None:
+            return None
+        steps = _changes.history(await self.chain(before=execution_id))
+        before = steps[-1][2] if steps else _changes.EMPTY
+        previous = steps[-1][0] if steps else None
+        return _changes.compare(before, _changes.advance(before, current), current, previous)
+
+    async def standings(self) -> list[tuple[Verdicts, Changes, _changes.Standing]]:
+        """Every finished execution with bjc state, oldest first: what it changed, and the
+        standing after it (the engine's metrics and node conditions)."""
+        return _changes.history(await self.chain())
 
     async def index(self) -> SummaryIndex:
         """Every execution on disk, newest first, with its counts."""

@@ -60,7 +60,8 @@ class Faults:
         resource: str | None = None,
         times: int | None = None,
     ) -> None:
-        """Answer ``share`` (0..1) of matching requests with ``status`` (500 or 429).
+        """Answer ``share`` (0..1) of matching requests with ``status`` (500, 429, or 403:
+        refused as by RBAC without the permission).
 
         ``verb`` is a Kubernetes verb (get, list, watch, create, update, patch, delete,
         deletecollection); ``resource`` a plural, optionally with subresource ("pods/status");
@@ -68,8 +69,8 @@ class Faults:
         """
         if not 0 <= share <= 1:
             raise ValueError(f"fail share must be within 0..1, got {share}")
-        if status not in (500, 429):
-            raise ValueError(f"fail status must be 500 or 429, got {status}")
+        if status not in (500, 429, 403):
+            raise ValueError(f"fail status must be 500, 429 or 403, got {status}")
         if times is not None and times < 1:
             raise ValueError(f"fail times must be >= 1, got {times}")
         self.rules.append(FailureRule(share, status, retry_after, verb, resource, times))

@@ -530,6 +530,16 @@ class SimCluster:
                         "again later",
                         retry_after=rule.retry_after,
                     )
+                if rule.status == 403:  # as RBAC refuses a request (the sim has no RBAC)
+                    group, _, sub = resource.partition("/")
+                    raise ApiError(
+                        403,
+                        "Forbidden",
+                        f'{group} is forbidden: User "system:serviceaccount:sim:controller" '
+                        f'cannot {verb} resource "{group}"'
+                        + (f' with subresource "{sub}"' if sub else "")
+                        + ' in API group "" (injected by bjc sim)',
+                    )
                 raise ApiError(500, "InternalError", "Internal error occurred: injected by bjc sim")
             if target is None:
                 return self._discovery(request)

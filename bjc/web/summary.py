@@ -165,7 +165,8 @@ async def _execution(request: web.Request) -> tuple[ExecutionSummary, Signature,
     except FileNotFoundError as e:
         raise web.HTTPNotFound(text=f"{e}\n") from None
     status = request.query.get("status", "")
-    return summary, signature, status
+    # the changes depend on the executions before it too
+    return summary, (*signature, hash(_encoder.encode(summary.changes))), status
 
 
 def _filtered(summary: ExecutionSummary, status: str) -> ExecutionSummary:

@@ -166,7 +166,7 @@ async def test_admin_http_paths(sim: SimCluster) -> None:
 
 def test_fault_arguments_are_checked() -> None:
     sim = SimCluster()
-    with pytest.raises(ValueError, match="status must be 500 or 429"):
+    with pytest.raises(ValueError, match="status must be 500, 429 or 403"):
         sim.faults.fail(0.1, status=503)
     with pytest.raises(ValueError, match="delay seconds must be >= 0"):
         sim.faults.delay(-1)

@@ -159,3 +159,20 @@ def test_the_controller_may_watch_and_answer_on_its_config_map():
     )
     (rule,) = [r for r in role["rules"] if "configmaps" in r["resources"]]
     assert {"get", "list", "watch", "patch"} <= set(rule["verbs"])
+
+
+def test_patching_nodes_is_a_separate_component_not_in_the_base():
+    """Least privilege: the base reads nodes; only the component lets bjc patch them."""
+    base = list(yaml.safe_load_all((MANIFESTS / "base" / "rbac.yaml").read_text()))
+    for doc in base:
+        for rule in doc.get("rules", []):
+            if any(r.startswith("nodes") for r in rule["resources"]):
+                assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    component = MANIFESTS / "components" / "node-conditions"
+    assert yaml.safe_load((component / "kustomization.yaml").read_text())["kind"] == "Component"
+    (role, binding) = yaml.safe_load_all((component / "rbac.yaml").read_text())
+    assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]} == {
+        (("nodes/status",), ("patch",)),
+        (("nodes",), ("patch",)),
+    }
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]

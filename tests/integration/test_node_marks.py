@@ -1,0 +1,220 @@
+"""Results that act: what changed, failure streaks, node conditions and taints.
+
+Two nodes fail, then one of them recovers; the changes, streaks and metrics, the
+conditions with their transition times and the taint follow, across a restart and a
+failover between the executions; the taint's share cap holds when a check fails
+everywhere; a controller without the permission to patch nodes says so once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import aiohttp
+
+from bjc.sim import JobBehaviour
+
+from .harness import CONFIG_MAP, EVENTS, cluster, crash, post_result
+from .test_controller import run_one, scrape
+from .test_failover import LEASE, wait_leader
+
+CONDITION = "NodeCheckFailed"
+TAINT = "bjc.example.com/check-failed"
+ACTING = {
+    "nodeCondition": {"type": CONDITION},
+    "nodeTaint": {"key": TAINT, "effect": "NoSchedule", "maxShare": "50%"},
+}
+
+
+def failing(*nodes: str) -> JobBehaviour:
+    broken = JobBehaviour(exit_code=1)
+    return JobBehaviour(run=post_result, per_node={n: broken for n in nodes})
+
+
+async def node_marks(c, nodes: list[str]) -> dict[str, tuple[dict | None, list[str]]]:
+    """Per node: its condition of type CONDITION (or None) and the keys of its taints."""
+    out = {}
+    for name in nodes:
+        node = await c.kube.get(f"/api/v1/nodes/{name}", dict)
+        conditions = node.get("status", {}).get("conditions") or []
+        mine = next((x for x in conditions if x["type"] == CONDITION), None)
+        assert any(x["type"] == "Ready" for x in conditions)  # other conditions untouched
+        out[name] = mine, [t["key"] for t in node.get("spec", {}).get("taints") or []]
+    return out
+
+
+def since(condition: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(condition["lastTransitionTime"].replace("Z", "+00:00"))
+
+
+async def summary_changes(runtime) -> dict:
+    url = f"http://127.0.0.1:{runtime.ports['files']}/summary/latest/summary.json"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return (await resp.json())["changes"]
+
+
+async def check_first(c, runtime, nodes):
+    marks = await node_marks(c, nodes)
+    for name in nodes[:2]:
+        condition, taints = marks[name]
+        assert condition is not None and condition["status"] == "True", name
+        assert condition["reason"] == "CheckFailed" and "exited 1" in condition["message"]
+        assert taints == [TAINT]
+    for name in nodes[2:]:
+        condition, taints = marks[name]
+        assert condition is not None and condition["status"] == "False"
+        assert condition["reason"] == "CheckSucceeded" and taints == []
+    changes = await summary_changes(runtime)
+    assert [f["node"] for f in changes["newly_failing"]] == nodes[:2]
+    series = await scrape(runtime)
+    eid = runtime.controller.current.id
+    assert series[("bjc_execution_new_failures", (("executionID", eid),))] == 2
+    assert series[("bjc_node_failure_streak", (("node", nodes[0]),))] == 1
+    assert series[("bjc_node_failure_streak", (("node", nodes[3]),))] == 0
+    return marks
+
+
+async def check_second(c, runtime, nodes, first):
+    marks = await node_marks(c, nodes)
+    still, _ = marks[nodes[0]]
+    recovered, taints = marks[nodes[1]]
+    # a status that did not change keeps its transition time, to the second
+    assert still["status"] == "True" and still == first[nodes[0]][0]
+    assert marks[nodes[0]][1] == [TAINT]
+    assert recovered["status"] == "False" and recovered["reason"] == "CheckSucceeded"
+    assert since(recovered) >= since(first[nodes[1]][0]) and taints == []
+    for name in nodes[2:]:
+        assert marks[name] == first[name]
+    changes = await summary_changes(runtime)
+    assert [(f["node"], f["streak"]) for f in changes["still_failing"]] == [(nodes[0], 2)]
+    assert changes["recovered"] == [nodes[1]] and changes["newly_failing"] == []
+    series = await scrape(runtime)
+    eid = runtime.controller.current.id
+    assert series[("bjc_execution_new_failures", (("executionID", eid),))] == 0
+    assert series[("bjc_execution_recoveries", (("executionID", eid),))] == 1
+    assert series[("bjc_node_failure_streak", (("node", nodes[0]),))] == 2
+    assert series[("bjc_node_failure_streak", (("node", nodes[1]),))] == 0
+
+
+async def test_two_nodes_fail_then_one_recovers(tmp_path, plane):
+    async with cluster(tmp_path, plane) as c:
+        nodes = await c.ready_nodes(4)
+        agent = await c.start_agent(failing(*nodes[:2]))
+        await c.store_config_map(**ACTING)
+        runtime = await c.start_controller(**ACTING)
+        await run_one(runtime)
+        first = await check_first(c, runtime, nodes)
+        before = runtime.controller.marks.patches
+
+        agent.behaviour = failing(nodes[0])
+        await run_one(runtime, 2)
+        await check_second(c, runtime, nodes, first)
+        # only what changed: node 1's condition and its taint
+        assert runtime.controller.marks.patches - before == 2
+
+
+async def test_streaks_and_conditions_continue_across_a_restart(tmp_path):
+    async with cluster(tmp_path) as c:
+        nodes = await c.ready_nodes(4)
+        agent = await c.start_agent(failing(*nodes[:2]))
+        first_runtime = await c.start_controller(**ACTING)
+        await run_one(first_runtime)
+        first = await check_first(c, first_runtime, nodes)
+        await crash(first_runtime)  # no goodbye: the next one knows only the disk
+        c.runtimes.remove(first_runtime)
+
+        agent.behaviour = failing(nodes[0])
+        runtime = await c.start_controller(identity="controller-b", **ACTING)
+        await run_one(runtime)
+        await check_second(c, runtime, nodes, first)
+
+
+async def test_streaks_and_conditions_continue_across_a_failover(tmp_path):
+    async with cluster(tmp_path) as c:
+        nodes = await c.ready_nodes(4)
+        agent = await c.start_agent(failing(*nodes[:2]))
+        kw = {"dev_mode": False, "lease_timing": LEASE, **ACTING}
+        a = await c.start_controller(identity="a", **kw)
+        await wait_leader(a)
+        b = await c.start_controller(identity="b", **kw)  # standby, same report directory
+        await a.accepting_callbacks.wait()
+        await run_one(a)
+        first = await check_first(c, a, nodes)
+        await crash(a)
+        c.runtimes.remove(a)
+        await wait_leader(b)
+        await b.accepting_callbacks.wait()
+        # the new leader shows what it read from the shared directory before running
+        series = await scrape(b)
+        assert series[("bjc_node_failure_streak", (("node", nodes[0]),))] == 1
+        assert b.controller.marks.patches == 0  # the conditions were already right
+
+        agent.behaviour = failing(nodes[0])
+        await run_one(b)
+        await check_second(c, b, nodes, first)
+
+
+async def test_the_taint_never_goes_on_more_than_its_share(tmp_path, plane):
+    async with cluster(tmp_path, plane) as c:
+        nodes = await c.ready_nodes(10)
+        await c.start_agent(JobBehaviour(exit_code=1))  # a check that fails everywhere
+        acting = {**ACTING, "nodeTaint": {"key": TAINT}}  # the default share: 10%
+        await c.store_config_map(**acting)
+        runtime = await c.start_controller(**acting)
+        await run_one(runtime)
+        marks = await node_marks(c, nodes)
+        assert all(condition["status"] == "True" for condition, _ in marks.values())
+        assert [n for n, (_, taints) in marks.items() if taints] == [nodes[0]]
+        await run_one(runtime, 2)
+        marks = await node_marks(c, nodes)
+        assert [n for n, (_, taints) in marks.items() if taints] == [nodes[0]]  # it stays
+
+
+async def test_without_the_permission_it_says_so_once(tmp_path, caplog):
+    async with cluster(tmp_path) as c:
+        nodes = await c.ready_nodes(2)
+        await c.start_agent(failing(nodes[0]))
+        c.sim.faults.fail(1.0, status=403, verb="patch", resource="nodes/status")
+        patches: list[str] = []
+        c.sim.on_request.append(
+            lambda verb, resource, query: (
+                patches.append(resource)
+                if verb == "patch" and resource.startswith("nodes")
+                else None
+            )
+        )
+        await c.store_config_map(nodeCondition={"type": CONDITION})
+        logger = logging.getLogger("bjc.engine.nodemarks")
+        logger.addHandler(caplog.handler)  # whatever another test did to propagation
+        try:
+            runtime = await c.start_controller(nodeCondition={"type": CONDITION})
+            await run_one(runtime)
+            await run_one(runtime, 2)
+        finally:
+            logger.removeHandler(caplog.handler)
+        assert patches == ["nodes/status"]  # the probe, refused; then nothing
+        refused = {id(r) for r in caplog.records if "may not patch nodes/status" in r.message}
+        assert len(refused) == 1  # (a record reaches caplog once or twice: counted once)
+        events, _ = await c.kube.list(EVENTS, dict)
+        forbidden = [e for e in events if e["reason"] == "NodePatchForbidden"]
+        assert len(forbidden) == 1 and forbidden[0]["type"] == "Warning"
+        assert forbidden[0]["regarding"]["name"] == CONFIG_MAP.rsplit("/", 1)[1]
+        assert "manifests/components/node-conditions" in forbidden[0]["note"]
+
+
+async def test_off_by_default_nothing_is_patched(tmp_path):
+    async with cluster(tmp_path) as c:
+        nodes = await c.ready_nodes(2)
+        await c.start_agent(failing(nodes[0]))
+        patches: list[str] = []
+        c.sim.on_request.append(
+            lambda verb, resource, query: patches.append(resource) if verb == "patch" else None
+        )
+        runtime = await c.start_controller()
+        await run_one(runtime)
+        assert not [p for p in patches if p.startswith("nodes")]
+        marks = await node_marks(c, nodes)
+        assert all(condition is None and taints == [] for condition, taints in marks.values())
+        series = await scrape(runtime)  # the changes are measured all the same
+        assert series[("bjc_node_failure_streak", (("node", nodes[0]),))] == 1

@@ -1,0 +1,91 @@
+"""What changed since the previous finished execution, computed from report directories
+written by the real store (bjc.reports.changes, through bjc.reports.summary)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bjc.reports.execution import Execution, JobStatus
+from bjc.reports.store import ReportStore
+from bjc.reports.summary import SummaryCache
+from tests.example_history import result
+
+
+async def execution(
+    store: ReportStore,
+    eid: str,
+    outcome: dict[str, str],
+    *,
+    finished: bool = True,
+) -> None:
+    """`outcome` per node: ok (succeeded with a result), fail, no-result, aborted, running."""
+    run = Execution.new(eid, outcome, store, save=False)
+    await store.ensure_execution(eid)
+    await run.write_snapshot()
+    for node, what in outcome.items():
+        run.pod_created(node, f"job-{node}")
+        if what == "ok":
+            await store.write_result(eid, node, result(c=[(1.0, {})]))
+            run.finish(node, JobStatus.SUCCEEDED)
+        elif what == "no-result":
+            run.finish(node, JobStatus.SUCCEEDED)
+        elif what == "fail":
+            run.finish(node, JobStatus.FAILED, f"{node} broke")
+        elif what == "aborted":
+            run.finish(node, JobStatus.ABORTED, "replaced by a newer execution")
+    if finished:
+        run.close()
+    await run.flushed()
+
+
+async def test_new_failures_recoveries_streaks_new_and_gone_nodes(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path)
+    await execution(store, "202601010000", {"a": "fail", "b": "ok", "c": "fail", "d": "ok"})
+    await execution(store, "202601020000", {"a": "fail", "b": "fail", "c": "ok", "d": "ok"})
+    await execution(store, "202601030000", {"a": "fail", "b": "no-result", "c": "ok", "e": "ok"})
+    cache = SummaryCache(tmp_path)
+
+    first, _ = await cache.execution("202601010000")
+    assert first.changes is not None and first.changes.previous is None
+    assert [(f.node, f.streak) for f in first.changes.newly_failing] == [("a", 1), ("c", 1)]
+    assert first.changes.new == [] and first.changes.gone == []
+
+    second, _ = await cache.execution("202601020000")
+    ch = second.changes
+    assert ch is not None and ch.previous == "202601010000"
+    assert [(f.node, f.streak, f.reason) for f in ch.newly_failing] == [("b", 1, "b broke")]
+    assert [(f.node, f.streak) for f in ch.still_failing] == [("a", 2)]
+    assert ch.recovered == ["c"]
+
+    third, _ = await cache.execution("202601030000")
+    ch = third.changes
+    assert ch is not None and ch.previous == "202601020000"
+    assert ch.newly_failing == []  # b failed again: it succeeded without a result
+    assert [(f.node, f.streak, f.reason) for f in ch.still_failing] == [
+        ("a", 3, "a broke"),
+        ("b", 2, "no result arrived"),
+    ]
+    assert ch.recovered == [] and ch.new == ["e"] and ch.gone == ["d"]
+
+
+async def test_aborted_nodes_keep_their_standing_and_running_executions_are_not_compared(
+    tmp_path: Path,
+) -> None:
+    store = ReportStore(tmp_path)
+    await execution(store, "202601010000", {"a": "fail", "b": "fail"})
+    await execution(store, "202601020000", {"a": "aborted", "b": "ok"})  # replaced
+    await execution(store, "202601030000", {"a": "fail", "b": "running"}, finished=False)
+    cache = SummaryCache(tmp_path)
+
+    replaced, _ = await cache.execution("202601020000")
+    assert replaced.changes is not None
+    assert replaced.changes.recovered == ["b"] and replaced.changes.still_failing == []
+    running, _ = await cache.execution("202601030000")
+    ch = running.changes
+    assert ch is not None and ch.previous == "202601020000"
+    # a was not judged in between: its streak goes on; b has not ended yet
+    assert [(f.node, f.streak) for f in ch.still_failing] == [("a", 2)]
+    assert ch.newly_failing == [] and ch.recovered == []
+    standings = await cache.standings()
+    assert [v.id for v, _, _ in standings] == ["202601010000", "202601020000"]
+    assert standings[-1][2].streaks == {"a": 1, "b": 0}
