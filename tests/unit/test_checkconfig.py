@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from bjc.commands.checkconfig import main
+from tests import go_chart
 
 CONFIG = """\
 name: bjc
@@ -205,3 +206,12 @@ def test_every_new_key_is_checked_and_named(tmp_path: Path) -> None:
     assert sorted(keys) == sorted(
         ["suspend", "jobRetries", "maxFailures", "startingDeadline", "timeZone", "podPoolSize"]
     )
+
+
+def test_the_go_charts_config_map_is_accepted(tmp_path: Path) -> None:
+    """What the Go controller's Helm chart renders with its defaults starts bjc."""
+    path = tmp_path / "configmap.yaml"
+    path.write_text(yaml.safe_dump(go_chart.config_map("default")))
+    code, out, err = run([str(path)])
+    assert code == 0, err
+    assert "example-job-controller" in out
