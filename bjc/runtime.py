@@ -52,6 +52,7 @@ from bjc.engine.supervisor import Supervisor
 from bjc.kube.client import ApiError, KubeClient
 from bjc.kube.leader import LeaderElector
 from bjc.kube.ownpod import find_top_owner, set_leader_label
+from bjc.kube.rights import Rights
 from bjc.reports.metrics import Metrics, make_metrics_app
 from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
@@ -123,6 +124,8 @@ class Runtime:
         self.metrics = Metrics(config)
         self.store.on_writable = self.metrics.set_report_directory_writable
         self.cron = cron_schedule(config)
+        # the features the RBAC refuses, each reported once (bjc.kube.rights)
+        self.rights = Rights(kube, env.namespace, env.hostname, config.name)
         self.controller = Controller(
             config=config,
             template=template,
@@ -133,9 +136,12 @@ class Runtime:
             callback_host="",
             create_backoff=create_backoff,
             retry_backoff=retry_backoff,
+            rights=self.rights,
         )
         self.controller.on_failure = self.supervisor.fail
-        self.config_watch = ConfigMapWatch(kube, env, config, self.metrics, self, config_data)
+        self.config_watch = ConfigMapWatch(
+            kube, env, config, self.metrics, self, config_data, rights=self.rights
+        )
         self.suspend(self.config_watch.suspension())
         self._acting = False  # leading, resumed, scheduling: may trigger and write
         self.catch_up: dt.datetime | None = None  # the missed run caught up on leading
@@ -306,8 +312,9 @@ class Runtime:
 
     async def _label_pod(self, *, leading: bool) -> None:
         await set_leader_label(
-            self.kube, self.env.namespace, self.env.hostname, self.config.name, leading
-        )
+            self.kube, self.env.namespace, self.env.hostname, self.config.name, leading,
+            rights=self.rights,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         """Graceful shutdown (SIGTERM): hand over without losing an acknowledgement.

@@ -38,6 +38,7 @@ from bjc.engine.jobs import JobEnds
 from bjc.kube.client import ApiError, KubeClient, delete_options
 from bjc.kube.objects import Node
 from bjc.kube.podwatch import PodWatcher
+from bjc.kube.rights import Rights
 from bjc.reports.execution import (
     Execution,
     JobStatus,
@@ -100,6 +101,7 @@ class Controller:
         owner: dict[str, Any] | None = None,
         create_backoff: float = 0.5,
         retry_backoff: float = 10.0,
+        rights: Rights | None = None,
     ) -> None:
         self.config = config
         self.template = template
@@ -131,7 +133,7 @@ class Controller:
             kube, namespace, f"{podspec.OWNER_LABEL}={config.name}", self.jobs.on_pod
         )
         self.dispatcher = Dispatcher(
-            kube, namespace, finish=self.jobs.finish, backoff=create_backoff
+            kube, namespace, finish=self.jobs.finish, backoff=create_backoff, rights=rights
         )
         self.callbacks = ControllerCallbacks(self.history, self.jobs, kube, namespace)
 

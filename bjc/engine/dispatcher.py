@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 
 from bjc.kube.client import ApiError, KubeClient
+from bjc.kube.rights import Rights
 from bjc.reports.execution import Execution, JobStatus, NodeJob
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,11 @@ class Dispatcher:
         finish: FinishFn,
         create_attempts: int = 5,
         backoff: float = 0.5,
+        rights: Rights | None = None,
     ) -> None:
         self.kube = kube
+        # without the right to delete one pod, a timed-out pod goes by a field selector
+        self.rights = rights or Rights(kube, namespace, "", "")
         self.pods_path = f"/api/v1/namespaces/{namespace}/pods"
         self.finish = finish
         self.create_attempts = create_attempts
@@ -163,6 +167,6 @@ class Dispatcher:
             self.finish(execution, node, JobStatus.FAILED, reason)
             if pod:
                 try:
-                    await self.kube.delete(f"{self.pods_path}/{pod}")
+                    await self.rights.delete_pod(self.pods_path, pod)
                 except (ApiError, aiohttp.ClientError) as e:
                     log.warning("cannot delete timed-out pod %s: %s", pod, e)

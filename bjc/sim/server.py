@@ -509,6 +509,12 @@ class SimCluster:
             resource = ""
             if target is not None:
                 resource = target.rt.plural + (f"/{target.sub}" if target.sub else "")
+            if target is not None:
+                denied = self.auth.forbids(
+                    request, verb, target.rt.group, resource, target.namespace
+                )
+                if denied:
+                    raise ApiError(403, "Forbidden", denied)
             await self.faults.apply_delay()
             rule = self.faults.pick_failure(verb, resource)
             if rule is not None:

@@ -182,8 +182,10 @@ class Cluster:
         report_dir: Path | None = None,
         lease_timing: tuple[float, float, float] = (2.0, 1.5, 0.2),
         callback_port: int = 0,
+        creds: Credentials | None = None,
         **overrides: Any,
     ) -> Runtime:
+        """`creds`: whom the controller acts as (default: the cluster's admin)."""
         env = Environment(
             namespace=NAMESPACE,
             config_map_name="batch",
@@ -205,7 +207,7 @@ class Cluster:
             config=config,
             template=loaded.template,
             env=env,
-            kube=KubeClient(self.creds),  # its own connections, like a process
+            kube=KubeClient(creds or self.creds),  # its own connections, like a process
             bind_host="127.0.0.1",
             identity=identity,
             lease_timing=lease_timing,
