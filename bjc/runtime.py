@@ -30,13 +30,14 @@ import datetime as dt
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from bjc.config.configmap import LoadedConfig
+from bjc.config.extensions import Extension
 from bjc.config.podspec import PodTemplate
 from bjc.config.settings import (
     Config,
@@ -96,6 +97,7 @@ class Runtime:
         create_backoff: float = 0.5,
         retry_backoff: float = 10.0,
         config_data: Mapping[str, str] | None = None,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         """`config_data`: the ConfigMap data `config` and `template` were loaded from."""
         self.config = config
@@ -137,6 +139,7 @@ class Runtime:
             create_backoff=create_backoff,
             retry_backoff=retry_backoff,
             rights=self.rights,
+            extensions=extensions,
         )
         self.controller.on_failure = self.supervisor.fail
         self.config_watch = ConfigMapWatch(

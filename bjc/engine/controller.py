@@ -24,12 +24,13 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import aiohttp
 
 from bjc.config import podspec
+from bjc.config.extensions import Extension
 from bjc.config.settings import Config, resolve_share
 from bjc.engine.callbacktarget import ControllerCallbacks
 from bjc.engine.dispatcher import Dispatcher, DispatchPlan
@@ -102,8 +103,10 @@ class Controller:
         create_backoff: float = 0.5,
         retry_backoff: float = 10.0,
         rights: Rights | None = None,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         self.config = config
+        self.extensions = extensions  # extra job pod env (bjc.config.extensions)
         self.template = template
         self.namespace = namespace
         self.kube = kube
@@ -346,6 +349,7 @@ class Controller:
             owner=self.owner,
             token=job.token or None,
             attempt=len(job.attempts),
+            extensions=self.extensions,
         )
 
     async def close(self, grace: float = 5.0) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from bjc.config.extensions import ExtensionError
 from bjc.kube.client import ApiError, KubeClient
 from bjc.kube.rights import Rights
 from bjc.reports.execution import Execution, JobStatus, NodeJob
@@ -117,7 +118,12 @@ class Dispatcher:
                         if execution.halted:  # stopped meanwhile: no new pod
                             self._give_up(execution, node)
                             continue
-                    pod = plan.render(execution, node, job)
+                    try:
+                        pod = plan.render(execution, node, job)
+                    except ExtensionError as e:  # this node's pod cannot be made
+                        log.warning("execution %s node %s: %s", execution.id, node, e)
+                        self.finish(execution, node, JobStatus.FAILED, str(e))
+                        continue
                     error = await self._create(pod)
                     if error is not None:
                         log.warning("execution %s node %s: %s", execution.id, node, error)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import msgspec
 import yaml
 
 from bjc.config.configmap import load_config_map
+from bjc.config.extensions import Extension
 from bjc.config.settings import Environment
 from bjc.kube.client import ApiError, Credentials, KubeClient
 from bjc.kube.objects import Pod
@@ -183,6 +184,7 @@ class Cluster:
         lease_timing: tuple[float, float, float] = (2.0, 1.5, 0.2),
         callback_port: int = 0,
         creds: Credentials | None = None,
+        extensions: Sequence[Extension] = (),
         **overrides: Any,
     ) -> Runtime:
         """`creds`: whom the controller acts as (default: the cluster's admin)."""
@@ -214,6 +216,7 @@ class Cluster:
             create_backoff=0.05,
             retry_backoff=0.05,
             config_data=data,
+            extensions=extensions,
         )
         await runtime.start()
         self.runtimes.append(runtime)
