@@ -234,6 +234,8 @@ class Runtime:
         self.controller.owner = await find_top_owner(
             self.kube, self.env.namespace, self.env.hostname
         )
+        if self.elector is not None:  # the Lease goes with the Deployment, as job pods do
+            self.elector.owner = self.controller.owner
         await self._start_servers()  # probes answer while the history loads
         await self._label_pod(leading=False)  # a restarted ex-leader attracts no callbacks
         await self.controller.load()
