@@ -21,6 +21,10 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
+    # helm for the chart's tests (tests/unit/test_chart.py), built once into the cache;
+    # a failed build does not end the session: the tests say why (and fail under CI=true)
+    helm = ["bash", "tests/e2e/build_binaries.sh", "helm"]
+    session.run(*helm, external=True, success_codes=[0, 1])
     session.run("pytest", "-q", *session.posargs)
 
 
@@ -36,7 +40,7 @@ def e2e(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     # a failed build does not end the session here: the tests then say why (and
     # fail under CI=true, skip elsewhere)
-    for target in ("control-plane", "node"):
+    for target in ("control-plane", "node", "helm"):
         build = ["bash", "tests/e2e/build_binaries.sh", target]
         session.run(*build, external=True, success_codes=[0, 1])
     # the controller and example job images for the real node (tests/e2e/test_realnode.py)

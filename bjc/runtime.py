@@ -31,13 +31,14 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from bjc.config.configmap import LoadedConfig
+from bjc.config.extensions import Extension
 from bjc.config.podspec import PodTemplate
 from bjc.config.settings import (
     Config,
@@ -53,6 +54,7 @@ from bjc.engine.supervisor import Supervisor
 from bjc.kube.client import ApiError, KubeClient
 from bjc.kube.leader import LeaderElector
 from bjc.kube.ownpod import find_top_owner, set_leader_label
+from bjc.kube.rights import Rights
 from bjc.reports.execution import TriggerOutcome
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
@@ -98,6 +100,7 @@ class Runtime:
         create_backoff: float = 0.5,
         retry_backoff: float = 10.0,
         config_data: Mapping[str, str] | None = None,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         """`config_data`: the ConfigMap data `config` and `template` were loaded from."""
         self.config = config
@@ -126,6 +129,8 @@ class Runtime:
         self.metrics = Metrics(config)
         self.store.on_writable = self.metrics.set_report_directory_writable
         self.cron = cron_schedule(config)
+        # the features the RBAC refuses, each reported once (bjc.kube.rights)
+        self.rights = Rights(kube, env.namespace, env.hostname, config.name)
         self.controller = Controller(
             config=config,
             template=template,
@@ -136,9 +141,13 @@ class Runtime:
             callback_host="",
             create_backoff=create_backoff,
             retry_backoff=retry_backoff,
+            rights=self.rights,
+            extensions=extensions,
         )
         self.controller.on_failure = self.supervisor.fail
-        self.config_watch = ConfigMapWatch(kube, env, config, self.metrics, self, config_data)
+        self.config_watch = ConfigMapWatch(
+            kube, env, config, self.metrics, self, config_data, rights=self.rights
+        )
         self.controller.marks.on_refused = functools.partial(
             self.config_watch.post_event, "NodePatchForbidden", warning=True
         )
@@ -235,6 +244,8 @@ class Runtime:
         self.controller.owner = await find_top_owner(
             self.kube, self.env.namespace, self.env.hostname
         )
+        if self.elector is not None:  # the Lease goes with the Deployment, as job pods do
+            self.elector.owner = self.controller.owner
         await self._start_servers()  # probes answer while the history loads
         await self._label_pod(leading=False)  # a restarted ex-leader attracts no callbacks
         await self.controller.load()
@@ -316,8 +327,9 @@ class Runtime:
 
     async def _label_pod(self, *, leading: bool) -> None:
         await set_leader_label(
-            self.kube, self.env.namespace, self.env.hostname, self.config.name, leading
-        )
+            self.kube, self.env.namespace, self.env.hostname, self.config.name, leading,
+            rights=self.rights,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         """Graceful shutdown (SIGTERM): hand over without losing an acknowledgement.

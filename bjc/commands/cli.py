@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bjc.config.extensions import Extension
     from bjc.config.settings import Environment
     from bjc.kube.client import Credentials
 
@@ -40,12 +41,24 @@ def run(argv: list[str]) -> int:
     from bjc.kube.client import KubeConfigError, load_credentials
 
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: bjc run   (configured by NAMESPACE, CONFIG_MAP_NAME, ...;")
-        print("                  see docs/configuration.md)")
+        print("usage: bjc run [--extension module:object]...")
+        print("               (configured by NAMESPACE, CONFIG_MAP_NAME, ...;")
+        print("                see docs/configuration.md; extensions: docs/extensions.md)")
         return 0
+    specs, unknown = _extension_specs(argv)
+    if unknown:
+        print(f"bjc run: unexpected arguments {' '.join(unknown)} (bjc run -h)", file=sys.stderr)
+        return 2
     try:
         env = load_environment(os.environ)
     except ConfigError as e:
+        print(f"bjc: {e}", file=sys.stderr)
+        return 2
+    from bjc.config.extensions import ExtensionError, load_all
+
+    try:  # before the cluster is contacted: a broken extension never starts
+        extensions = load_all(specs)
+    except ExtensionError as e:
         print(f"bjc: {e}", file=sys.stderr)
         return 2
     setup_logging(human=env.dev_mode)
@@ -56,10 +69,25 @@ def run(argv: list[str]) -> int:
         return 2
     from bjc.commands.process import run_async
 
-    return run_async(_run(env, creds))
+    return run_async(_run(env, creds, extensions))
 
 
-async def _run(env: Environment, creds: Credentials) -> int:
+def _extension_specs(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`--extension X` / `--extension=X`, repeated; and what else was given."""
+    specs: list[str] = []
+    unknown: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--extension":
+            specs.append(next(args, ""))
+        elif arg.startswith("--extension="):
+            specs.append(arg.removeprefix("--extension="))
+        else:
+            unknown.append(arg)
+    return specs, unknown
+
+
+async def _run(env: Environment, creds: Credentials, extensions: list[Extension]) -> int:
     from bjc.commands.process import wait_for_signal
     from bjc.config.configmap import load_config_map
     from bjc.config.values import ConfigError
@@ -90,6 +118,7 @@ async def _run(env: Environment, creds: Credentials) -> int:
             kube=kube,
             config_data=cm.data,
             bind_host=env.bind_address,
+            extensions=extensions,
         )
         await runtime.start()
         log.info("bjc %s started: ports %s", loaded.config.name, runtime.ports)

@@ -73,23 +73,30 @@ def _parser() -> argparse.ArgumentParser:
 # --- sources ---------------------------------------------------------------
 
 
-class _Server:
-    """Summaries from a file server's `/summary/` JSON."""
+def _http_get(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+            body: bytes = response.read()
+            return body
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode("utf-8", "replace").strip()
+        raise StatusError(f"{url}: HTTP {e.code}: {detail or e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise StatusError(f"cannot reach {url}: {reason}") from None
 
-    def __init__(self, url: str) -> None:
+
+class _Server:
+    """Summaries from a file server's `/summary/` JSON; `fetch` reads a URL (default:
+    plain HTTP; `kubectl bjc status` reads through the API server's service proxy)."""
+
+    def __init__(self, url: str, fetch: Callable[[str], bytes] = _http_get) -> None:
         self.url = url.rstrip("/")
+        self.fetch = fetch
 
     def _get(self, path: str, type_: type[T]) -> T:
         url = f"{self.url}/summary/{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
-                body = response.read()
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode("utf-8", "replace").strip()
-            raise StatusError(f"{url}: HTTP {e.code}: {detail or e.reason}") from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise StatusError(f"cannot reach {url}: {reason}") from None
+        body = self.fetch(url)
         try:
             return msgspec.json.decode(body, type=type_)
         except msgspec.DecodeError as e:
@@ -228,11 +235,12 @@ def render_changes(summary: ExecutionSummary, limit: int) -> list[str]:
     return lines
 
 
-def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
-    source: _Server | _Directory
-    if args.report_dir is not None:
+def run(
+    args: argparse.Namespace, out: Callable[[str], None], source: _Server | _Directory | None = None
+) -> None:
+    if source is None and args.report_dir is not None:
         source = _Directory(args.report_dir)
-    else:
+    elif source is None:
         source = _Server(args.url or os.environ.get("BJC_URL") or DEFAULT_URL)
     index = source.index(args.limit)
     for line in render_index(index, datetime.now(UTC)):
@@ -246,13 +254,16 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
             out(line)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], fetch: tuple[str, Callable[[str], bytes]] | None = None) -> int:
+    """`fetch`: the file server's URL and how to read it, unless --url/--report-dir say."""
     args = _parser().parse_args(argv)
     if args.limit < 1 or args.nodes < 0:
         print("bjc status: --limit must be at least 1, --nodes at least 0", file=sys.stderr)
         return 2
+    explicit = args.url or args.report_dir is not None
+    source = _Server(*fetch) if fetch is not None and not explicit else None
     try:
-        run(args, print)
+        run(args, print, source)
     except StatusError as e:
         print(f"bjc status: {visible(str(e))}", file=sys.stderr)
         return 1

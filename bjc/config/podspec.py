@@ -21,13 +21,14 @@ import copy
 import math
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import msgspec
 import yaml
 
+from bjc.config.extensions import Extension
 from bjc.config.settings import Config
 from bjc.config.values import ConfigError, kind, show, yaml_error
 from bjc.kube.objects import OwnerReference
@@ -393,8 +394,12 @@ def render_pod(
     token: str | None = None,
     attempt: int = 0,
     callback_port: int | None = None,
+    extensions: Sequence[Extension] = (),
 ) -> dict[str, Any]:
     """The job pod for one node of one execution, as an API-ready dict.
+
+    `extensions` (bjc.config.extensions) add env vars to every (init) container after
+    bjc's own; one that fails raises ExtensionError.
 
     `callback_port` is the port the callback API was bound to, when it differs from
     `callbackServicePort` (port 0 in tests and the demo: any free port).
@@ -470,4 +475,15 @@ def render_pod(
     for key in ("initContainers", "containers"):
         for container in spec.get(key) or []:
             _merge_env(container, ours, reserved)
+            extra = {
+                name: value
+                for extension in extensions
+                for name, value in extension.env(
+                    config, node_name, execution_id, callback_host, container, reserved
+                ).items()
+            }
+            if extra:
+                _merge_env(
+                    container, [{"name": k, "value": v} for k, v in extra.items()], frozenset(extra)
+                )
     return pod

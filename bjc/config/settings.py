@@ -393,6 +393,10 @@ def load_config(text: str, *, report_directory: str | None = None) -> tuple[Conf
         raise ConfigError(errors)
     if report_directory:
         raw = {**raw, "reportDirectory": report_directory}
+    if raw.get("jobImagePullSecrets") == {}:
+        # what the Go controller's Helm chart renders; the Go controller never reads the
+        # key (its pull secrets are `imagePullSecrets`): no pull secrets, as if absent
+        raw = {k: v for k, v in raw.items() if k != "jobImagePullSecrets"}
     p = Problems()
     alias = raw.get(_PULL_SECRETS_ALIAS)
     out = decode_struct({k: v for k, v in raw.items() if k != _PULL_SECRETS_ALIAS}, Config, p)

@@ -61,6 +61,7 @@ from bjc.config.values import ConfigError
 from bjc.kube.client import ApiError, KubeClient
 from bjc.kube.events import EventRequest, build_event
 from bjc.kube.objects import ConfigMap
+from bjc.kube.rights import Rights
 from bjc.reports.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -191,8 +192,11 @@ class ConfigMapWatch:
         metrics: Metrics,
         target: Operated,
         data: Mapping[str, str] | None = None,
+        rights: Rights | None = None,
     ) -> None:
         self.kube = kube
+        # without the right to patch the ConfigMap, annotations go by read and update
+        self.rights = rights or Rights(kube, env.namespace, "", "")
         self.env = env
         self.namespace = env.namespace
         self.name = env.config_map_name
@@ -347,11 +351,10 @@ class ConfigMapWatch:
     async def annotate(self, annotations: dict[str, str]) -> None:
         """Merge-patch annotations onto the ConfigMap; transient errors are retried."""
         path = config_map_path(self.namespace, self.name)
-        patch = {"metadata": {"annotations": annotations}}
         delay = _BACKOFF_MIN_S
         while self.target.acting:
             try:
-                await self.kube.patch(path, patch)
+                await self.rights.annotate(path, annotations)
                 return
             except ApiError as e:
                 if not e.retryable:

@@ -25,12 +25,13 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import aiohttp
 
 from bjc.config import podspec
+from bjc.config.extensions import Extension
 from bjc.config.settings import Config, resolve_share
 from bjc.engine.callbacktarget import ControllerCallbacks
 from bjc.engine.dispatcher import Dispatcher, DispatchPlan
@@ -40,6 +41,7 @@ from bjc.engine.nodemarks import NodeMarks
 from bjc.kube.client import ApiError, KubeClient, delete_options
 from bjc.kube.objects import Node
 from bjc.kube.podwatch import PodWatcher
+from bjc.kube.rights import Rights
 from bjc.reports.execution import (
     Execution,
     JobStatus,
@@ -111,8 +113,11 @@ class Controller:
         owner: dict[str, Any] | None = None,
         create_backoff: float = 0.5,
         retry_backoff: float = 10.0,
+        rights: Rights | None = None,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         self.config = config
+        self.extensions = extensions  # extra job pod env (bjc.config.extensions)
         self.template = template
         self.namespace = namespace
         self.kube = kube
@@ -145,7 +150,7 @@ class Controller:
             kube, namespace, f"{podspec.OWNER_LABEL}={config.name}", self.jobs.on_pod
         )
         self.dispatcher = Dispatcher(
-            kube, namespace, finish=self.jobs.finish, backoff=create_backoff
+            kube, namespace, finish=self.jobs.finish, backoff=create_backoff, rights=rights
         )
         self.callbacks = ControllerCallbacks(self.history, self.jobs, kube, namespace)
         self.marks = NodeMarks(config, kube, metrics, store.root)
@@ -444,6 +449,7 @@ class Controller:
             owner=self.owner,
             token=job.token or None,
             attempt=len(job.attempts),
+            extensions=self.extensions,
         )
 
     async def close(self, grace: float = 5.0) -> None:

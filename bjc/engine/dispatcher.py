@@ -31,7 +31,9 @@ from typing import Any
 
 import aiohttp
 
+from bjc.config.extensions import ExtensionError
 from bjc.kube.client import ApiError, KubeClient
+from bjc.kube.rights import Rights
 from bjc.reports.execution import Execution, JobStatus, NodeJob
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,11 @@ class Dispatcher:
         finish: FinishFn,
         create_attempts: int = 5,
         backoff: float = 0.5,
+        rights: Rights | None = None,
     ) -> None:
         self.kube = kube
+        # without the right to delete one pod, a timed-out pod goes by a field selector
+        self.rights = rights or Rights(kube, namespace, "", "")
         self.pods_path = f"/api/v1/namespaces/{namespace}/pods"
         self.finish = finish
         self.create_attempts = create_attempts
@@ -113,7 +118,12 @@ class Dispatcher:
                         if execution.halted:  # stopped meanwhile: no new pod
                             self._give_up(execution, node)
                             continue
-                    pod = plan.render(execution, node, job)
+                    try:
+                        pod = plan.render(execution, node, job)
+                    except ExtensionError as e:  # this node's pod cannot be made
+                        log.warning("execution %s node %s: %s", execution.id, node, e)
+                        self.finish(execution, node, JobStatus.FAILED, str(e))
+                        continue
                     error = await self._create(pod)
                     if error is not None:
                         log.warning("execution %s node %s: %s", execution.id, node, error)
@@ -163,6 +173,6 @@ class Dispatcher:
             self.finish(execution, node, JobStatus.FAILED, reason)
             if pod:
                 try:
-                    await self.kube.delete(f"{self.pods_path}/{pod}")
+                    await self.rights.delete_pod(self.pods_path, pod)
                 except (ApiError, aiohttp.ClientError) as e:
                     log.warning("cannot delete timed-out pod %s: %s", pod, e)

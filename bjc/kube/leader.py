@@ -95,6 +95,7 @@ class LeaderElector:
         renew_deadline: float = 10.0,
         retry_period: float = 2.0,
     ) -> None:
+        self.owner: dict[str, Any] | None = None  # the Lease's owner reference, if any
         if not namespace:
             raise ValueError("leader election: namespace must not be empty")
         if not name:
@@ -337,7 +338,12 @@ class LeaderElector:
                 {
                     "apiVersion": "coordination.k8s.io/v1",
                     "kind": "Lease",
-                    "metadata": {"name": self.lease_name, "namespace": self.namespace},
+                    "metadata": {
+                        "name": self.lease_name,
+                        "namespace": self.namespace,
+                        # garbage-collected with the owner (the controller's Deployment)
+                        **({"ownerReferences": [self.owner]} if self.owner else {}),
+                    },
                     "spec": {
                         "holderIdentity": self.identity,
                         "leaseDurationSeconds": self._duration_s,

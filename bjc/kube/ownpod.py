@@ -27,6 +27,8 @@ import aiohttp
 
 from bjc.kube.client import ApiError, KubeClient
 from bjc.kube.objects import GenericObject, Pod
+from bjc.kube.rights import LEADER_LABEL as LEADER_LABEL_FEATURE
+from bjc.kube.rights import Rights, forbidden
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +70,24 @@ async def find_top_owner(kube: KubeClient, namespace: str, pod_name: str) -> dic
 
 
 async def set_leader_label(
-    kube: KubeClient, namespace: str, pod_name: str, name: str, leading: bool
+    kube: KubeClient,
+    namespace: str,
+    pod_name: str,
+    name: str,
+    leading: bool,
+    *,
+    rights: Rights | None = None,
 ) -> None:
     """Label our pod as the leader of controller `name` (or remove the label).
 
     Taking the label also removes it from every other pod that carries it for the
     same controller (a crashed leader's pod keeps its labels). Transient API errors
-    are retried until this succeeds or is cancelled; a refusal (e.g. RBAC) is logged
-    once and given up, since the controller works without it when job pods reach it
-    by pod IP.
+    are retried until this succeeds or is cancelled; a refusal is logged and given
+    up, since the controller works without it when job pods reach it by pod IP or
+    through a Service selecting every replica. Without the right to patch pods
+    (`rights`), the first refusal is reported once and the label is never tried again.
     """
-    if not pod_name:
+    if not pod_name or (rights is not None and rights.missing(LEADER_LABEL_FEATURE)):
         return
     pods = f"/api/v1/namespaces/{namespace}/pods"
     delay = 0.2
@@ -94,6 +103,10 @@ async def set_leader_label(
         except ApiError as e:
             if e.status == 404:
                 log.debug("no pod %s: not labelling it", pod_name)
+                return
+            if rights is not None and forbidden(e):
+                instead = "callbacks reach the pods the callback Service selects"
+                await rights.refuse(LEADER_LABEL_FEATURE, e, instead)
                 return
             if not e.retryable:
                 log.warning("cannot set the leader label on pod %s: %s", pod_name, e)

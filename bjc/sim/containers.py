@@ -4,10 +4,12 @@ Exists so the end-to-end tests run bjc as users deploy it: the shipped Deploymen
 pods, scheduled by a real scheduler, become `python -m bjc run` processes on this
 machine, and the Deployment, its probes and its rolling updates act on them. The
 node agent hands a pod here when `claims()` says so: one container, running the
-image `image` (any tag) with `args[0] == "run"` and no `command` override, which is
-what manifests/base ships. Every other pod stays a simulated job pod.
+image `image` (any tag) with `args[0] == "run"` or no args (the image's own `run`)
+and no `command` override, which is what manifests/base ships (and what the Go
+controller's Helm chart gives its container). Every other pod stays a simulated job pod.
 
 Per pod, what a kubelet and container runtime would give it:
+- `HOSTNAME` = the pod's name unless the container's env sets it (as containerd does);
 - a pod IP of its own: a distinct loopback address 127.0.x.y, reported in
   `status.podIP` and bound by the process (`BIND_ADDRESS`; a pod would have its own
   network namespace instead);
@@ -237,7 +239,8 @@ class ProcessPods:
         if len(pod.spec.containers) != 1:
             return False
         c = pod.spec.containers[0]
-        return _repository(c.image) == self.image and c.args[:1] == ["run"] and not c.command
+        runs = c.args[:1] == ["run"] or not c.args  # no args: the image's CMD, `run`
+        return _repository(c.image) == self.image and runs and not c.command
 
     # --- one pod ---
 
@@ -306,6 +309,7 @@ class ProcessPods:
     ) -> dict[str, str]:
         mounts = {m.mountPath: await self._volume(agent, pod, m.name, home) for m in c.volumeMounts}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+        env["HOSTNAME"] = pod.metadata.name
         env.update(container_env(pod, c, ip))
         env["KUBECONFIG"] = str(await self._kubeconfig(agent, pod, home))
         env["BIND_ADDRESS"] = ip

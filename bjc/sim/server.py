@@ -27,7 +27,7 @@ import msgspec
 import yaml
 from aiohttp import web
 
-from bjc.sim import kubeproto, media
+from bjc.sim import kubeproto, media, serviceproxy
 from bjc.sim import patch as patches
 from bjc.sim.auth import TokenCheck
 from bjc.sim.faults import Faults
@@ -510,6 +510,9 @@ class SimCluster:
             path = request.path
             if path.startswith("/_sim/"):
                 return await self._admin(request)
+            proxied = serviceproxy.PATH.match(path)
+            if proxied is not None:
+                return await self._service_proxy(request, *proxied.groups())
             target = _parse_path(path)
             verb = (
                 _verb(request.method, target, request.query) if target else request.method.lower()
@@ -519,6 +522,12 @@ class SimCluster:
                 resource = target.rt.plural + (f"/{target.sub}" if target.sub else "")
             for observe in self.on_request:
                 observe(verb, resource, request.query)
+            if target is not None:
+                denied = self.auth.forbids(
+                    request, verb, target.rt.group, resource, target.namespace
+                )
+                if denied:
+                    raise ApiError(403, "Forbidden", denied)
             await self.faults.apply_delay()
             rule = self.faults.pick_failure(verb, resource)
             if rule is not None:
@@ -899,6 +908,21 @@ class SimCluster:
         with contextlib.suppress(ConnectionResetError):
             await resp.write_eof()
         return resp
+
+    async def _service_proxy(
+        self, request: web.Request, namespace: str, service: str, path: str | None
+    ) -> web.Response:
+        """The API server's service proxy (bjc.sim.serviceproxy), authorized as kube-apiserver
+        does: `get` on `services/proxy`."""
+        name, _, port = service.removeprefix("http:").partition(":")
+        denied = self.auth.forbids(request, "get", "", "services/proxy", namespace)
+        if denied:
+            raise ApiError(403, "Forbidden", denied)
+        found = self.get("services", namespace, name)
+        if found is None:
+            raise ApiError(404, "NotFound", f'services "{name}" not found')
+        pods = self.list("pods", namespace)
+        return await serviceproxy.forward(request, found, pods, port, path or "/")
 
     # --- admin paths (/_sim/...) for out-of-process tests and the agent ---
 

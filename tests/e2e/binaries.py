@@ -9,6 +9,7 @@ the versions pinned in versions.env.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ def image_archives() -> Path:
 
 
 def locate() -> Binaries:
-    names = (*CONTROL_PLANE, *NODE, "kwok")
+    names = (*CONTROL_PLANE, *NODE, "kwok", "helm")
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets:
         return Binaries({n: Path(assets) / n for n in names})
@@ -61,7 +62,14 @@ def locate() -> Binaries:
     paths = {n: k8s / n for n in (*CONTROL_PLANE, *NODE)}
     paths["etcd"] = cache() / f"etcd-{v['ETCD_VERSION']}" / "etcd"
     paths["kwok"] = cache() / f"kwok-{v['KWOK_VERSION']}" / "kwok"
+    paths["helm"] = cache() / f"helm-{v['HELM_VERSION']}" / "helm"
     return Binaries(paths)
+
+
+def helm() -> str | None:
+    """The helm binary: the one build_binaries.sh built (`helm` target), else on PATH."""
+    built = locate().paths["helm"]
+    return str(built) if built.is_file() else shutil.which("helm")
 
 
 def build(target: str = "all") -> tuple[bool, str]:

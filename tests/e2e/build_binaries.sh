@@ -9,6 +9,7 @@
 #   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/k8s-<v>/{kubelet,kube-proxy}          (the real node: `node`)
 #   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/etcd-<v>/etcd
 #   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/kwok-<v>/{kwok,stages/}  (the scale benchmark's fake nodes)
+#   ${BJC_E2E_CACHE:-~/.cache/bjc-e2e}/helm-<v>/helm          (the Helm chart's tests: `helm`)
 # The Kubernetes binaries come from one module pinned to k8s.io/kubernetes, so they
 # share a version and most compiled packages.  The build modules (go.mod
 # files, a tiny etcd main.go) live only in ${BJC_E2E_CACHE}/build; none of this is
@@ -21,6 +22,7 @@ source "$HERE/versions.env"
 K8S_VERSION="${BJC_E2E_K8S_VERSION:-$K8S_VERSION}"
 ETCD_VERSION="${BJC_E2E_ETCD_VERSION:-$ETCD_VERSION}"
 KWOK_VERSION="${BJC_E2E_KWOK_VERSION:-$KWOK_VERSION}"
+HELM_VERSION="${BJC_E2E_HELM_VERSION:-$HELM_VERSION}"
 CACHE="${BJC_E2E_CACHE:-$HOME/.cache/bjc-e2e}"
 BUILD="$CACHE/build"
 K8S_BIN="$CACHE/k8s-$K8S_VERSION"
@@ -182,12 +184,27 @@ GO
     echo "build_binaries: built $out"
 }
 
+build_helm() {
+    local out="$CACHE/helm-$HELM_VERSION/helm"
+    if [[ -x "$out" ]]; then
+        echo "build_binaries: reusing $out"
+        return
+    fi
+    # helm.sh/helm/v4 has no replace directives: `go install` builds it as released
+    local tmp="$BUILD/helm-$HELM_VERSION"
+    mkdir -p "$tmp" "${out%/*}"
+    GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+    mv "$tmp/helm" "$out"
+    echo "build_binaries: built $out"
+}
+
 case "${1:-all}" in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     kwok) build_kwok ;;
     node) build_kubernetes "${NODE_CMDS[@]}" ;;
     control-plane) build_etcd; build_kubernetes ;;
-    all) build_etcd; build_kubernetes; build_kubernetes "${NODE_CMDS[@]}"; build_kwok ;;
-    *) echo "usage: $0 [all|control-plane|etcd|kubernetes|kwok|node]" >&2; exit 2 ;;
+    helm) build_helm ;;
+    all) build_etcd; build_kubernetes; build_kubernetes "${NODE_CMDS[@]}"; build_kwok; build_helm ;;
+    *) echo "usage: $0 [all|control-plane|etcd|kubernetes|kwok|node|helm]" >&2; exit 2 ;;
 esac

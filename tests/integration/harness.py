@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import msgspec
 import yaml
 
 from bjc.config.configmap import load_config_map
+from bjc.config.extensions import Extension
 from bjc.config.settings import Environment
 from bjc.kube.client import ApiError, Credentials, KubeClient
 from bjc.kube.objects import Pod
@@ -182,8 +183,11 @@ class Cluster:
         report_dir: Path | None = None,
         lease_timing: tuple[float, float, float] = (2.0, 1.5, 0.2),
         callback_port: int = 0,
+        creds: Credentials | None = None,
+        extensions: Sequence[Extension] = (),
         **overrides: Any,
     ) -> Runtime:
+        """`creds`: whom the controller acts as (default: the cluster's admin)."""
         env = Environment(
             namespace=NAMESPACE,
             config_map_name="batch",
@@ -205,13 +209,14 @@ class Cluster:
             config=config,
             template=loaded.template,
             env=env,
-            kube=KubeClient(self.creds),  # its own connections, like a process
+            kube=KubeClient(creds or self.creds),  # its own connections, like a process
             bind_host="127.0.0.1",
             identity=identity,
             lease_timing=lease_timing,
             create_backoff=0.05,
             retry_backoff=0.05,
             config_data=data,
+            extensions=extensions,
         )
         await runtime.start()
         self.runtimes.append(runtime)

@@ -145,6 +145,9 @@ async def test_run_owns_job_pods_leads_and_stops_gracefully_on_sigterm(sim, tmp_
             assert owner["uid"] == deployment["metadata"]["uid"]
         lease = sim.get("leases", NAMESPACE, "batch-leader-election")
         assert lease["spec"]["holderIdentity"] == "bjc-5d8f-x2x9q"
+        # deleting the Deployment (kubectl delete, helm uninstall) takes the Lease too
+        (owner,) = lease["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"]) == ("Deployment", deployment["metadata"]["uid"])
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.communicate(), BOUND)

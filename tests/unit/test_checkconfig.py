@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from bjc.commands.checkconfig import main
+from tests import go_chart
 
 CONFIG = """\
 name: bjc
@@ -238,3 +239,12 @@ def test_values_quoted_from_the_files_show_control_characters_as_escapes(tmp_pat
     code, out, _ = run([str(write_configmap(tmp_path, config.replace(f'"{hostile}"', "ok", 1)))])
     assert code == 0
     assert "report dir:      /var/x\\u202eyz\\x9b2J" in out and "\u202e" not in out
+
+
+def test_the_go_charts_config_map_is_accepted(tmp_path: Path) -> None:
+    """What the Go controller's Helm chart renders with its defaults starts bjc."""
+    path = tmp_path / "configmap.yaml"
+    path.write_text(yaml.safe_dump(go_chart.config_map("default")))
+    code, out, err = run([str(path)])
+    assert code == 0, err
+    assert "example-job-controller" in out

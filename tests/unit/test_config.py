@@ -306,6 +306,16 @@ def test_both_pull_secret_keys_different_is_an_error() -> None:
     assert '"a"' in problem and '"b"' in problem
 
 
+def test_an_empty_mapping_of_pull_secrets_means_none() -> None:
+    """`jobImagePullSecrets: {}` is what the Go controller's Helm chart renders; the Go
+    controller never reads that key, so bjc takes it as absent (the alias still counts)."""
+    cfg, warnings = load(jobImagePullSecrets={})
+    assert (cfg.job_image_pull_secrets, warnings) == ([], [])
+    cfg, _ = load(jobImagePullSecrets={}, imagePullSecrets=[{"name": "a"}])
+    assert [s.name for s in cfg.job_image_pull_secrets] == ["a"]
+    assert "a list of {name: ...}" in single_problem(jobImagePullSecrets={"name": "a"})
+
+
 def test_pull_secret_as_plain_string_is_an_error() -> None:
     problem = single_problem(jobImagePullSecrets=["regcred"])
     assert problem.startswith('jobImagePullSecrets[0]: invalid value "regcred"')

@@ -107,7 +107,7 @@ def test_example_overlay_builds_with_token_auth():
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-@pytest.mark.parametrize("entry", ["base", "overlays/example", "grafana"])
+@pytest.mark.parametrize("entry", ["base", "overlays/example", "overlays/single", "grafana"])
 def test_kustomize_builds(entry):
     out = subprocess.run(
         ["kubectl", "kustomize", str(MANIFESTS / entry)],
@@ -117,6 +117,39 @@ def test_kustomize_builds(entry):
     assert "ConfigMap" in kinds
     if entry != "grafana":
         assert {"Deployment", "Service", "Role", "ServiceAccount", "NetworkPolicy"} <= kinds
+
+
+def kustomize(entry: str) -> list[dict]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS / entry)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_the_single_overlay_is_the_example_with_one_replica_recreated_on_one_rwo_volume():
+    """Nothing but replicas, strategy and the claim's access mode differ from the
+    example overlay: one pod at a time ever mounts the ReadWriteOnce volume."""
+    single = {(d["kind"], d["metadata"]["name"]): d for d in kustomize("overlays/single")}
+    example = {(d["kind"], d["metadata"]["name"]): d for d in kustomize("overlays/example")}
+    assert single.keys() == example.keys()
+    deployment, claim = (
+        single[("Deployment", "bjc")],
+        single[("PersistentVolumeClaim", "bjc-reports")],
+    )
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert example[("Deployment", "bjc")]["spec"]["replicas"] == 2
+    for objects in (single, example):  # apart from those, the same objects
+        for key, field in [
+            (("Deployment", "bjc"), "replicas"),
+            (("Deployment", "bjc"), "strategy"),
+            (("PersistentVolumeClaim", "bjc-reports"), "accessModes"),
+        ]:
+            objects[key]["spec"].pop(field, None)
+    assert single == example
 
 
 def test_prometheus_operator_rules_equal_the_plain_rule_file():

@@ -20,7 +20,8 @@ def pod(*containers: dict) -> Pod:
         ({"name": "bjc", "image": "ghcr.io/bjc-project/bjc", "args": ["run", "-v"]}, True),
         ({"name": "bjc", "image": "ghcr.io/bjc-project/bjc@sha256:ab", "args": ["run"]}, True),
         ({"name": "bjc", "image": "ghcr.io/bjc-project/bjc:0.1.0", "args": ["demo"]}, False),
-        ({"name": "bjc", "image": "ghcr.io/bjc-project/bjc:0.1.0"}, False),
+        # no args: the image's CMD, `run` (the Go controller's Helm chart sets none)
+        ({"name": "bjc", "image": "ghcr.io/bjc-project/bjc:0.1.0"}, True),
         (
             {
                 "name": "bjc",
