@@ -26,7 +26,16 @@ from typing import Any
 from benchmarks import SMOKE_ENV
 
 # every benchmark, in the order they run: benchmarks/bench_<name>.py
-BENCHMARKS = ("metrics", "controller", "callbacks", "takeover", "sim", "summary", "kwok")
+BENCHMARKS = (
+    "metrics",
+    "controller",
+    "callbacks",
+    "takeover",
+    "sim",
+    "summary",
+    "nodemarks",
+    "kwok",
+)
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.json"
@@ -100,6 +109,7 @@ def table(r: dict[str, Any]) -> str:
             "cached ≤ 50 ms",
             r["summary_index_30_cached_ms"] <= 50,
         ),
+        *_node_condition_rows(r["node_conditions"]),
         _row("simulator: pod creates", f"{r['sim_creates_per_s']:,.0f} /s"),
         _row("simulator: watch events", f"{r['sim_watch_events_per_s']:,.0f} /s"),
     ]
@@ -147,6 +157,25 @@ def _callback_rows(r: dict[str, Any]) -> list[str]:
             )
         )
     return rows
+
+
+def _node_condition_rows(n: dict[str, Any]) -> list[str]:
+    size = f"{n['nodes']:,} nodes, {n['flipped']:,} flip"
+    added = n["flip_update_s"] - n["flip_update_without_conditions_s"]
+    return [
+        _row(
+            f"node conditions, {size}: patches / time added at execution end",
+            f"{n['flip_update_patches']:,} / {added:.2f} s "
+            f"(load average {n['load_average_1m']:.1f})",
+            f"= {n['flipped']:,} patches",
+            n["flip_update_patches"] == n["flipped"],
+        ),
+        _row(
+            f"node conditions, {n['nodes']:,} nodes: nothing changed / first execution",
+            f"{n['unchanged_update_patches']} patches, {n['unchanged_update_s']:.2f} s / "
+            f"{n['first_update_patches']:,} patches, {n['first_update_s']:.2f} s",
+        ),
+    ]
 
 
 def _takeover_rows(r: dict[str, Any]) -> list[str]:

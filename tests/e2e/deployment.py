@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bjc.engine.configwatch import TRIGGER_ANNOTATION
 from bjc.kube.client import KubeClient
 from bjc.reports.execution import ExecutionState, JobStatus
 from tests.report_files import execution_dirs, state
@@ -82,19 +83,32 @@ class Deployment:
         except AssertionError as e:
             raise AssertionError(f"{e}\n{self.diagnosis()}") from None
 
-    async def restart_with(self, **config: Any) -> None:
-        """Change config.yaml in the ConfigMap, `rollout restart` and wait for the rollout."""
+    async def configure(self, **config: Any) -> None:
+        """Change config.yaml in the ConfigMap (a key given None is removed); the running
+        controllers reload it."""
         cm = yaml.safe_load(
             await self.kubectl("get", "configmap", "bjc", "-n", NAMESPACE, "-o", "yaml")
         )
         values = yaml.safe_load(cm["data"]["config.yaml"])
         values.update(config)
+        values = {k: v for k, v in values.items() if v is not None}
         cm["data"]["config.yaml"] = yaml.safe_dump(values)
         meta = cm["metadata"]
         cm["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels") if k in meta}
         await self.kubectl("apply", "-f", "-", input=yaml.safe_dump(cm))
+
+    async def restart_with(self, **config: Any) -> None:
+        """Change config.yaml in the ConfigMap, `rollout restart` and wait for the rollout."""
+        await self.configure(**config)
         await self.kubectl("rollout", "restart", "deployment/bjc", "-n", NAMESPACE)
         await self.rollout_status()
+
+    async def trigger(self, value: str) -> None:
+        """Trigger an execution now, as operating.md says: the ConfigMap's annotation."""
+        await self.kubectl(
+            "annotate", "configmap", "bjc", "-n", NAMESPACE, "--overwrite",
+            f"{TRIGGER_ANNOTATION}={value}",
+        )  # fmt: skip
 
     def diagnosis(self) -> str:
         """What to print when a test fails: the pods and the control plane's logs."""

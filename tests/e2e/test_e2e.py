@@ -19,6 +19,8 @@ that needs an execution starts one the way a user would: change the ConfigMap
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -62,6 +64,7 @@ class Jobs:
         self._open.set()
         self.waiting = 0
         self.failures: list[str] = []  # why a job's callback failed, for failure messages
+        self.failing: set[str] = set()  # nodes whose check fails: exit 1, nothing posted
 
     def hold(self) -> None:
         self._open.clear()
@@ -75,6 +78,8 @@ class Jobs:
             await self._open.wait()
         finally:
             self.waiting -= 1
+        if pod.node in self.failing:
+            return 1
         result = {"failed_checks": [{"value": 0, "labels": {"check": "example"}}]}
         event = {"reason": "E2ECheck", "message": "checked node %s", "args": [pod.node]}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -301,6 +306,86 @@ async def test_a_crashed_leader_process_is_restarted_and_loses_nothing(deployed:
     status = await deployed.until("the container restarted", restarted)
     assert status["lastState"]["terminated"]["exitCode"] == 137  # SIGKILL
     await deployed.rollout_status()
+
+
+CONDITION = "NodeCheckFailed"
+WITH_NODE_CONDITIONS = Path(__file__).parent / "node-conditions"  # the overlay + component
+
+
+async def node_condition(deployed: Deployed, node: str) -> tuple[dict[str, Any] | None, str]:
+    """The node's condition CONDITION as `kubectl get node -o jsonpath` shows it (None:
+    none), and the node's resourceVersion."""
+    query = f'{{.status.conditions[?(@.type=="{CONDITION}")]}}|{{.metadata.resourceVersion}}'
+    out = await deployed.kubectl("get", "node", node, "-o", f"jsonpath={query}")
+    condition, _, version = out.rpartition("|")
+    return (json.loads(condition) if condition else None), version
+
+
+async def test_node_conditions_refused_without_the_component_then_set_with_it(
+    deployed: Deployed,
+) -> None:
+    """nodeCondition under the example overlay's RBAC: refused, reported once, nothing
+    patched; with the component manifests/components/node-conditions and a restart,
+    each node's condition is set. Teardown: the feature off, the component's RBAC and
+    the conditions removed, every node's check succeeding again."""
+    forbidden_before = await forbidden_events(deployed)
+    nodes_before = {n: await node_condition(deployed, n) for n in NODES}
+    assert all(condition is None for condition, _ in nodes_before.values())
+    try:
+        # the feature on (a reload: no restart), two executions through the trigger
+        await deployed.configure(nodeCondition={"type": CONDITION})
+        for value in ("conditions-refused-1", "conditions-refused-2"):
+            before = {s.id for s in deployed.executions()}
+            await deployed.trigger(value)
+            await deployed.all_results(before)
+        (event,) = [e for e in await forbidden_events(deployed) if e not in forbidden_before]
+        assert event["type"] == "Warning" and event["regarding"]["kind"] == "ConfigMap"
+        assert event["regarding"]["name"] == "bjc"
+        assert "manifests/components/node-conditions" in event["note"]
+        # nothing patched: the nodes did not change at all (no resourceVersion moved)
+        assert {n: await node_condition(deployed, n) for n in NODES} == nodes_before
+
+        # with the component, once the controllers restart; one node's check fails
+        await deployed.kubectl("apply", "-k", str(WITH_NODE_CONDITIONS))
+        deployed.jobs.failing = {NODES[0]}
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        before = {s.id for s in deployed.executions()}
+        await deployed.restart_with(nodeCondition={"type": CONDITION}, runOnStartup=True)
+        done = await deployed.until("an execution on every node", lambda: deployed.finished(before))
+        assert done.nodes[NODES[0]].status is JobStatus.FAILED
+
+        async def conditions_set() -> dict[str, dict[str, Any]] | None:
+            found = {n: (await node_condition(deployed, n))[0] for n in NODES}
+            first = found[NODES[0]]
+            return found if all(found.values()) and first and first["status"] == "True" else None
+
+        found = await deployed.until("the failed node's condition", conditions_set)
+        for node, condition in found.items():
+            assert condition is not None, node
+            since = dt.datetime.fromisoformat(condition["lastTransitionTime"])
+            assert start <= since <= dt.datetime.now(dt.UTC), condition
+            if node == NODES[0]:
+                assert condition["status"] == "True" and condition["reason"] == "CheckFailed"
+                assert condition["message"], condition
+            else:
+                assert condition["status"] == "False" and condition["reason"] == "CheckSucceeded"
+                assert condition["message"] == "the node's check job succeeded"
+        assert not [e for e in await forbidden_events(deployed) if e not in forbidden_before][1:]
+    finally:
+        deployed.jobs.failing = set()
+        await deployed.configure(nodeCondition=None)
+        await deployed.kubectl(
+            "delete", "clusterrolebinding,clusterrole", "bjc-node-conditions", "--ignore-not-found"
+        )
+        remove = {"status": {"conditions": [{"type": CONDITION, "$patch": "delete"}]}}
+        for node in NODES:
+            await deployed.kube.patch(f"/api/v1/nodes/{node}/status", remove, "strategic")
+    assert all([(await node_condition(deployed, n))[0] is None for n in NODES])
+
+
+async def forbidden_events(deployed: Deployed) -> list[dict[str, Any]]:
+    events = await deployed.kube.get(f"/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events", dict)
+    return [e for e in events["items"] if e.get("reason") == "NodePatchForbidden"]
 
 
 async def test_delete_k_leaves_no_pods_behind(deployed: Deployed) -> None:
