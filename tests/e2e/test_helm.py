@@ -22,6 +22,7 @@ import pytest_asyncio
 from bjc.kube.client import Credentials, KubeClient
 from bjc.sim import JobBehaviour, NodeAgent, ProcessPods
 from bjc.sim.proxy import ServiceProxy
+from tests.conftest import unavailable
 from tests.e2e.binaries import helm
 
 from .controlplane import ControlPlane, add_ready_node
@@ -48,8 +49,6 @@ class Helmed(Deployed):
     def helm(self, *args: str) -> str:
         binary = helm()
         if binary is None:
-            from .conftest import unavailable  # skip, or fail under CI=true
-
             unavailable("no helm (tests/e2e/build_binaries.sh helm)")
         assert binary is not None
         env = {**os.environ, "KUBECONFIG": str(self.plane.kubeconfig)}

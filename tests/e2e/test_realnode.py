@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from bjc.config.podspec import EXECUTION_LABEL, OWNER_LABEL
 from bjc.kube.client import Credentials, KubeClient
 from bjc.reports.execution import JobStatus
 from tests.conftest import unavailable
+from tests.integration.test_kubectl_plugin import same_but_running_durations
 
 from .binaries import NODE, Binaries, image_archives
 from .controlplane import ControlPlane, settle
@@ -210,6 +214,40 @@ async def test_an_execution_reports_through_the_real_service(deployed: OnTheNode
     assert any(
         e["regarding"]["name"] == job["metadata"]["name"] and e["reason"] == "ChecksPassed"
         for e in events["items"]
+    )
+
+
+async def test_kubectl_bjc_status_prints_what_bjc_status_prints(
+    deployed: OnTheNode, tmp_path: Path
+) -> None:
+    """`kubectl bjc status` reads the leader's summaries through the API server's
+    service proxy (the Service `bjc`, port 8080): what `bjc status --url` reads from the
+    leader's file server directly, at its pod IP."""
+    leader = await deployed.until("a replica leads", deployed.settled)
+    pod = await deployed.kube.get(f"{PODS}/{leader}", dict)
+    direct_url = f"http://{pod['status']['podIP']}:8080"
+    kubeconfig = deployed.plane.write_kubeconfig(
+        tmp_path / "kubeconfig", deployed.plane.token, namespace=NAMESPACE
+    )
+    # kubectl finds the plugin (`kubectl-bjc`, installed beside this interpreter) on PATH
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    plugin = [deployed.plane.binaries["kubectl"], "bjc", "status"]
+    env = {**os.environ, "PATH": path, "KUBECONFIG": str(kubeconfig)}
+    via_kubectl, direct = await asyncio.gather(
+        asyncio.to_thread(subprocess.run, plugin, capture_output=True, text=True, env=env),
+        asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bjc", "status", "--url", direct_url],
+            capture_output=True,
+            text=True,
+        ),
+    )
+    assert via_kubectl.returncode == 0, via_kubectl.stderr
+    assert direct.returncode == 0, direct.stderr
+    assert "finished" in direct.stdout
+    assert same_but_running_durations(via_kubectl.stdout, direct.stdout), (
+        via_kubectl.stdout,
+        direct.stdout,
     )
 
 

@@ -77,7 +77,10 @@ async def test_a_late_callback_of_an_abandoned_attempt_is_refused_and_the_retry_
     async with cluster(tmp_path, plane) as c:
         (node,) = await c.ready_nodes(1)
         await c.start_agent(JobBehaviour(run=attempts.job))
-        runtime = await c.start_controller(jobRetries=1, jobTimeout="1s")
+        # the first attempt must be running when it times out: the real control plane
+        # takes a few seconds to schedule and start a pod
+        timeout = "1s" if c.plane is None else "10s"
+        runtime = await c.start_controller(jobRetries=1, jobTimeout=timeout)
         await run_one(runtime)
         execution = runtime.controller.current
         eid, job = execution.id, execution.nodes[node]
@@ -197,7 +200,7 @@ async def test_the_fence_holds_after_a_failover_with_per_attempt_tokens(tmp_path
         port, reports = free_port(), tmp_path / "reports"
         settings = dict(
             jobRetries=1,
-            jobTimeout="1s",
+            jobTimeout="1s" if c.plane is None else "10s",  # running when it times out
             callbackAuth="token",
             callback_port=port,
             report_dir=reports,
