@@ -396,7 +396,7 @@ class ProcessPods:
         """Start the process, probe it until it exits, return its exit code."""
         with running.log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
-                self.python, "-m", "bjc", *c.args,
+                self.python, "-m", "bjc", *(c.args or ["run"]),  # no args: the image's CMD
                 env=env, cwd=running.log.parent, stdin=asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
