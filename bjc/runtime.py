@@ -124,6 +124,7 @@ class Runtime:
         )
         self.metrics = Metrics(config)
         self.store.on_writable = self.metrics.set_report_directory_writable
+        self.store.fsync = config.durability == "fsync"
         self.cron = cron_schedule(config)
         self.controller = Controller(
             config=config,
@@ -175,6 +176,7 @@ class Runtime:
         merged = with_keys(self.config, loaded.config, keys)
         replay = self.metrics.reconfigure(merged)  # ValueError: refused, nothing changed
         self.config = self.config_watch.config = merged
+        self.store.fsync = merged.durability == "fsync"
         self.controller.use(merged, loaded.template if template else self.controller.template)
         if "cronExpression" in keys or "timeZone" in keys:
             self.cron = cron_schedule(self.config)
@@ -248,7 +250,7 @@ class Runtime:
         apps: list[tuple[str, Callable[[], web.Application], int]] = [
             ("callback", self._callback_app, c.callback_service_port),
             ("metrics", lambda: make_metrics_app(self.metrics), c.metrics.port),
-            ("files", lambda: make_file_app(self.store.root), c.file_server_port),
+            ("files", lambda: make_file_app(self.store.root, self.store), c.file_server_port),
         ]
         for name, factory, port in apps:
             self.runners[name] = await serve(factory(), self.bind_host, port)
@@ -334,6 +336,7 @@ class Runtime:
         if callback is not None:
             await callback.cleanup()  # waits for in-flight requests (bounded)
         await self.controller.close()
+        await self.store.close()  # logged results become files while still leading
         if self.leading and self.elector is not None:
             await self._label_pod(leading=False)
         await self.supervisor.cancel("leader-election")  # the elector releases the Lease

@@ -26,6 +26,11 @@ so nothing served here is active content:
 Content types stay those of the file names, as in the Go controller's file server: a
 text, JSON or log file opens in the browser.
 
+A result a job posted a moment ago may still be only in the execution's results log
+(`bjc.reports.store`: it becomes `<node>.json` about a second later): a GET of
+`<execution>/<node>.json` answers it from the log then, so a GET right after a 200
+always sees the result.
+
 Deliberately not here: uploads or any write access, and authentication (the Go
 controller had none either; put it behind the cluster's network policy). A symlink
 swapped between the check and the open is not defended against: whoever can do that
@@ -42,9 +47,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from bjc.reports.store import ReportStore, is_execution_id
 from bjc.web.summary import PAGE_CSP, make_summary_app
 
 ROOT = web.AppKey("root", Path)
+STORE = web.AppKey("store", ReportStore)
 
 #: Sent with every file (and everything else that is not a page of bjc's own).
 UPLOAD_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -98,6 +105,14 @@ async def _serve(request: web.Request) -> web.StreamResponse:
     parts = [p for p in request.match_info["path"].split("/") if p]
     if _hidden(parts):  # also `..`, which aiohttp normalises away before this anyway
         raise web.HTTPNotFound()
+    if len(parts) == 2 and parts[1].endswith(".json") and STORE in request.app:
+        execution_id = parts[0]
+        if execution_id == "latest":
+            execution_id = request.app[STORE].latest() or execution_id
+        if is_execution_id(execution_id):
+            logged = await request.app[STORE].logged_result(execution_id, parts[1][:-5])
+            if logged is not None:
+                return web.Response(body=logged, content_type="application/json")
     found = await asyncio.to_thread(_lookup, root, parts)
     if found is None:
         raise web.HTTPNotFound()
@@ -120,13 +135,16 @@ async def _inert(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("Content-Security-Policy", UPLOAD_CSP)
 
 
-def make_file_app(root: Path | str) -> web.Application:
-    """Serve `root` (created if missing) read-only with directory listings."""
+def make_file_app(root: Path | str, store: ReportStore | None = None) -> web.Application:
+    """Serve `root` (created if missing) read-only with directory listings; with the
+    `store` writing it, results still in a results log too."""
     directory = Path(root)
     directory.mkdir(parents=True, exist_ok=True)
     app = web.Application()
     app.on_response_prepare.append(_inert)
     app[ROOT] = directory.resolve()
+    if store is not None:
+        app[STORE] = store
     app.add_subapp("/summary/", make_summary_app(directory))  # before "/": it must win
     app.router.add_get("/{path:.*}", _serve)
     return app
