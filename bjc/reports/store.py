@@ -604,9 +604,7 @@ class ReportStore:
         self._check_writable()
         with self._log_lock:
             if execution_id not in self._repaired:
-                if not os.path.isdir(os.path.dirname(path)):
-                    raise ExecutionNotFound(f"execution {execution_id} does not exist")
-                found, size = resultlog.repair(path)
+                found, size = resultlog.repair(path)  # nothing when there is no log (yet)
                 if found:
                     self._leftovers[execution_id] = (found, size)
                 self._repaired.add(execution_id)
