@@ -250,7 +250,7 @@ class Runtime:
         apps: list[tuple[str, Callable[[], web.Application], int]] = [
             ("callback", self._callback_app, c.callback_service_port),
             ("metrics", lambda: make_metrics_app(self.metrics), c.metrics.port),
-            ("files", lambda: make_file_app(self.store.root, self.store), c.file_server_port),
+            ("files", lambda: make_file_app(self.store.root), c.file_server_port),
         ]
         for name, factory, port in apps:
             self.runners[name] = await serve(factory(), self.bind_host, port)

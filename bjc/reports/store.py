@@ -18,8 +18,8 @@ the newest result of each node as `<node>.json` in the background, about a secon
 later (repeated results of a node in between cost one file), then empties the log;
 it also runs before every state snapshot, so an execution is never recorded as
 finished before its results are files, and at start-up (`recover_logs`) for what a
-killed process left in a log. Until then `logged_result` (the file server) and
-`read_results` (history, replay) read a result from the log.
+killed process left in a log. Until then `read_results` (history, replay), the file
+server and the summary pages read a result from the log.
 
 `durability` (`fsync`): with it, an append returns only after `fdatasync`, and the
 materializer syncs each file and the directory before it empties the log; without
@@ -739,19 +739,6 @@ class ReportStore:
             found = ({}, 0) if empty else resultlog.repair(path)
             self._repaired.add(execution_id)
             return found
-
-    async def logged_result(self, execution_id: str, node: str) -> bytes | None:
-        """The node's newest result while it is in the log and not yet `<node>.json`
-        (also a result another replica logged); None otherwise."""
-        pending = self._pending.get(execution_id)
-        if pending is not None and node in pending:
-            return pending[node]
-        try:
-            path = self._log_path(execution_id)
-            self.result_filename(node)
-        except ValueError:
-            return None
-        return (await self._run(resultlog.read, path)).get(node)
 
     async def close(self) -> None:
         """Write every logged result as a file (shutdown, while still leading)."""
