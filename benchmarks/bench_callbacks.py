@@ -12,7 +12,8 @@ only once `<node>.json` is renamed into place (durable against SIGKILL).
 - Latency at a steady load: `benchmarks.openloop`, an open-loop generator in its own
   process, STEADY_RATE requests/s on a fixed timetable, latency measured from when
   each request was due (so a stall is not hidden by the client waiting it out).
-- Both on uvloop (what `bjc run` uses where installed) and on asyncio's own loop.
+- Both on uvloop (what `bjc run` uses where installed) and on asyncio's own loop, and
+  on uvloop with `durability: fsync` (each answer waits for fdatasync of its batch).
 - Where the time goes: `profile()` samples the server with py-spy (all threads,
   without pausing it) during one more wrk run; self and total shares per function.
 - The report directory is in the system's temporary directory (BJC_BENCH_DIR
@@ -110,7 +111,7 @@ async def _first_execution(sim_url: str) -> str:
 
 
 @contextlib.contextmanager
-def live_controller(*, uvloop: bool) -> Iterator[Live]:
+def live_controller(*, uvloop: bool, durability: str = "kill") -> Iterator[Live]:
     # job pods run for an hour: the execution stays live, its callbacks accepted
     with (
         sim_process(NODES, run_seconds=3600) as sim,
@@ -121,6 +122,7 @@ def live_controller(*, uvloop: bool) -> Iterator[Live]:
             reportDirectory=str(Path(tmp) / "reports"),
             runOnStartup=True,
             startupDelay="100ms",
+            durability=durability,
             metrics={
                 "port": free_port(),
                 "prefix": "bench",
@@ -158,6 +160,14 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     return dict(out)
 
 
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def wrk(live: Live, seconds: float) -> dict[str, float]:
     """One wrk run; requests/s and latency quantiles in ms."""
     wrk_bin = wrk_path()
@@ -190,6 +200,7 @@ def wrk(live: Live, seconds: float) -> dict[str, float]:
     }
     return {
         "server_cpu_us_per_request": cpu_us,
+        "server_rss_mb": _rss_mb(live.pid),
         "per_s": round(r["requests"] / (r["duration_us"] / 1e6), 1),
         "p50_ms": r["p50_us"] / 1000,
         "p90_ms": r["p90_us"] / 1000,
@@ -401,8 +412,8 @@ def formats() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ run
-def _measure(uvloop: bool, rounds: int) -> dict[str, Any]:
-    with live_controller(uvloop=uvloop) as live:
+def _measure(uvloop: bool, rounds: int, durability: str = "kill") -> dict[str, Any]:
+    with live_controller(uvloop=uvloop, durability=durability) as live:
         out: dict[str, Any] = {}
         if wrk_path() is not None:
             wrk(live, WARMUP_S)
@@ -436,7 +447,11 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
             "the 50-connection throughput rows are skipped",
             file=sys.stderr,
         )
-    loops = {"uvloop": _measure(True, rounds), "asyncio": _measure(False, 1)}
+    loops = {
+        "uvloop": _measure(True, rounds),
+        "asyncio": _measure(False, 1),
+        "uvloop, durability fsync": _measure(True, 1, "fsync"),
+    }
     where = os.environ.get("BJC_BENCH_DIR") or tempfile.gettempdir()
     detail: dict[str, Any] = {**loops, "report_filesystem": filesystem(where)}
     out: dict[str, Any] = {"callbacks": detail}

@@ -345,6 +345,7 @@ class ReportStore:
         # size is exactly that (nothing was written that is not yet pending)
         self._accounted: dict[str, int] = {}
         self._repaired: set[str] = set()  # logs this process checked for a torn tail
+        self._log_paths: dict[str, str] = {}
         self._leftovers: dict[str, tuple[dict[str, bytes], int]] = {}  # found by a repair
         self._log_lock = threading.Lock()  # an append vs. emptying the log (two threads)
         self._materialize_timer: asyncio.TimerHandle | None = None
@@ -559,6 +560,7 @@ class ReportStore:
             self._pending.pop(execution_id, None)
             self._accounted.pop(execution_id, None)
             self._repaired.discard(execution_id)
+            self._log_paths.pop(execution_id, None)
         return removed
 
     # ------------------------------------------------------------------ files
@@ -592,7 +594,14 @@ class ReportStore:
 
     # ------------------------------------------------------------ results log
     def _log_path(self, execution_id: str) -> str:
-        return self._target(execution_id, RESULTS_LOG)
+        """The checked path of the execution's results log (kept: it is checked per batch
+        otherwise, and bjc's own hidden name cannot become a node's link)."""
+        path = self._log_paths.get(execution_id)
+        if path is None:
+            path = self._target(execution_id, RESULTS_LOG)
+            if execution_id in self._resolved_dirs:  # the directory exists: keep it
+                self._log_paths[execution_id] = path
+        return path
 
     def _append_sync(self, execution_id: str, data: bytes, sync: bool) -> None:
         """Append records to the execution's results log (GroupCommit: one call per batch).
