@@ -136,8 +136,8 @@ class GroupCommit:
     """Appends records in batches, one write per execution per batch (module docstring).
 
     `write(key, data, sync)` appends `data` to the log of `key` (an execution id) and,
-    with `sync`, waits for fdatasync; `in_thread(fn, *args)` runs a function in the
-    store's writer thread. `sync()` is read for every batch (hot reload).
+    with `sync`, waits for fdatasync; `in_thread(fn, *args)` runs a function in a
+    thread that does nothing else. `sync()` is read for every batch (hot reload).
     `written(key, notes)` is told, on the event loop, the notes given with the records
     of a batch that was written, before any waiter hears of it.
     """
@@ -186,7 +186,7 @@ class GroupCommit:
             self._busy = False
 
     async def _drain_synced(self) -> None:
-        """Write and fdatasync batches in the writer thread until nothing is queued."""
+        """Write and fdatasync batches in the log's thread until nothing is queued."""
         try:
             while self._queued:
                 batch = self._take()

@@ -21,7 +21,8 @@ finished before its results are files, and at start-up (`recover_logs`) for what
 killed process left in a log. Until then `read_results` (history, replay), the file
 server and the summary pages read a result from the log.
 
-`durability` (`fsync`): with it, an append returns only after `fdatasync`, and the
+`durability` (`fsync`): with it, an append returns only after `fdatasync` (in a
+thread of its own, so a batch never waits behind the materializer's files), and the
 materializer syncs each file and the directory before it empties the log; without
 it (the default) what returned survives the process being killed, not a power cut
 (a SIGKILL cannot lose what the kernel already has).
@@ -175,7 +176,8 @@ class _Writer:
 
     _IDLE_S = 5.0
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "bjc-writer") -> None:
+        self._name = name
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards starting and ending the thread
         self._running = False
@@ -187,7 +189,7 @@ class _Writer:
         with self._lock:  # the thread checks for work under this lock before it ends
             if not self._running:
                 self._running = True
-                threading.Thread(target=self._work, name="bjc-writer", daemon=True).start()
+                threading.Thread(target=self._work, name=self._name, daemon=True).start()
         return await future
 
     def _next_batch(self) -> list[_Job]:
@@ -336,8 +338,10 @@ class ReportStore:
         self.on_writable: Callable[[bool], None] = lambda writable: None
         #: `durability: fsync`: appends and files are synced before they count as written
         self.fsync = False
+        # synced appends get a thread of their own: never queued behind the materializer
+        self._log_writer = _Writer("bjc-log-writer")
         self._log = GroupCommit(
-            self._append_sync, self._writer.run, lambda: self.fsync, self._logged_now
+            self._append_sync, self._log_writer.run, lambda: self.fsync, self._logged_now
         )
         # results logged but not yet files: execution -> node -> body (newest)
         self._pending: dict[str, dict[str, bytes]] = {}

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -227,3 +228,16 @@ async def test_the_file_server_answers_a_result_from_the_log(tmp_path: Path) -> 
                 assert (r.status, await r.read()) == (200, b'{"v": 1}')  # now the file
     finally:
         await server.close()
+
+
+async def test_a_synced_append_never_waits_behind_the_materializer(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    store.fsync = True
+    release = threading.Event()
+    busy = asyncio.ensure_future(store._writer.run(release.wait))  # the files' thread stuck
+    try:
+        await asyncio.wait_for(store.write_result(E1, "node-a", b"{}"), 30)
+    finally:
+        release.set()
+        await busy
+    assert resultlog.read(str(tmp_path / E1 / RESULTS_LOG)) == {"node-a": b"{}"}
