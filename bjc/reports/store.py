@@ -14,8 +14,8 @@ Layout (the Go controller's)::
 Results are acknowledged from a log: `write_result` appends the result to the
 execution's results log (`bjc.reports.resultlog`: one write per batch of concurrent
 results, on the event loop) and returns once it is written. The materializer writes
-the newest result of each node as `<node>.json` in the background, about a second
-later (repeated results of a node in between cost one file), then empties the log;
+the newest result of each node as `<node>.json` in the background, `MATERIALIZE_DELAY_S`
+(5 s) later (repeated results of a node in between cost one file), then empties the log;
 it also runs before every state snapshot, so an execution is never recorded as
 finished before its results are files, and at start-up (`recover_logs`) for what a
 killed process left in a log. Until then `read_results` (history, replay), the file
@@ -112,7 +112,7 @@ _CONTAINER_LOG = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\.log")
 # small upload thus costs one worker-thread hop (open, write, close, rename).
 _BUFFER_BYTES = 1024 * 1024
 #: How long logged results wait to be written as files (repeated results coalesce).
-MATERIALIZE_DELAY_S = 1.0
+MATERIALIZE_DELAY_S = 5.0
 _MATERIALIZE_RETRY_MAX_S = 30.0
 
 

@@ -27,7 +27,7 @@ Content types stay those of the file names, as in the Go controller's file serve
 text, JSON or log file opens in the browser.
 
 A result a job posted a moment ago may still be only in the execution's results log
-(`bjc.reports.store`: it becomes `<node>.json` about a second later): a GET of
+(`bjc.reports.store`: it becomes `<node>.json` a few seconds later): a GET of
 `<execution>/<node>.json` answers it from the log then, and the listing shows it, so
 a GET right after a 200 always sees the result (on a standby too: it reads the log).
 

@@ -25,6 +25,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bjc.reports import resultlog
+from bjc.reports import store as store_module
 from bjc.reports.resultlog import RESULTS_LOG, encode_record, scan
 from bjc.reports.store import STATE_FILE, ReportStore
 from bjc.web.files import make_file_app
@@ -203,9 +204,10 @@ async def test_the_materializer_writes_files_by_itself(
         done.set()
 
     monkeypatch.setattr(store, "_materialize_all", round_)
+    monkeypatch.setattr(store_module, "MATERIALIZE_DELAY_S", 0.1)
     await store.write_result(E1, "node-a", b"first")
     await store.write_result(E1, "node-a", b"second")
-    await asyncio.wait_for(done.wait(), 30)  # its timer fires about a second later
+    await asyncio.wait_for(done.wait(), 30)  # its timer fires by itself
     assert (tmp_path / E1 / "node-a.json").read_bytes() == b"second"
     assert (tmp_path / E1 / RESULTS_LOG).stat().st_size == 0
 
