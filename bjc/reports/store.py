@@ -759,7 +759,8 @@ class ReportStore:
             self._materialize_timer.cancel()
             self._materialize_timer = None
         if self._materializing is not None:
-            await asyncio.shield(self._materializing)
+            with contextlib.suppress(Exception):  # what it could not write is still pending
+                await asyncio.shield(self._materializing)
         for execution_id in list(self._pending):
             try:
                 await self.materialize(execution_id)

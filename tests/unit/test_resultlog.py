@@ -243,3 +243,18 @@ async def test_a_synced_append_never_waits_behind_the_materializer(tmp_path: Pat
         release.set()
         await busy
     assert resultlog.read(str(tmp_path / E1 / RESULTS_LOG)) == {"node-a": b"{}"}
+
+
+async def test_a_log_left_behind_is_adopted_by_the_first_append(tmp_path: Path) -> None:
+    """Without recover_logs (a DEV_MODE execution the history does not know), the first
+    append of a new process still repairs the log and takes over what it holds."""
+    first = await _store(tmp_path)
+    await first.write_result(E1, "node-a", b"a1")  # then the process is killed
+    log = tmp_path / E1 / RESULTS_LOG
+    log.write_bytes(log.read_bytes() + encode_record("node-x", 0, b"torn")[:9])
+    second = ReportStore(tmp_path)
+    await second.write_result(E1, "node-b", b"b1")
+    await second.close()
+    assert (tmp_path / E1 / "node-a.json").read_bytes() == b"a1"
+    assert (tmp_path / E1 / "node-b.json").read_bytes() == b"b1"
+    assert log.stat().st_size == 0  # every record is a file: emptied
