@@ -12,13 +12,20 @@ only once `<node>.json` is renamed into place (durable against SIGKILL).
 - Latency at a steady load: `benchmarks.openloop`, an open-loop generator in its own
   process, STEADY_RATE requests/s on a fixed timetable, latency measured from when
   each request was due (so a stall is not hidden by the client waiting it out).
-- Both on uvloop (what `bjc run` uses where installed) and on asyncio's own loop.
+- Both on uvloop (what `bjc run` uses where installed) and on asyncio's own loop, and
+  on uvloop with `durability: fsync` (each answer waits for fdatasync of its batch).
 - Where the time goes: `profile()` samples the server with py-spy (all threads,
   without pausing it) during one more wrk run; self and total shares per function.
 - The report directory is in the system's temporary directory (BJC_BENCH_DIR
   overrides it: its file system's cost per write is a large part of the result).
+- `formats()`: the ways a durable result could be written, alone, in one thread, on
+  the same file systems (docs/decisions/results-log.md): a new file renamed over the
+  node's result per result (bjc before the results log), rewriting the node's file in
+  place, one new file per batch, sqlite in WAL mode with a transaction per batch,
+  and the results log (opened per batch, or held open), each with and without sync.
 
-Run: `python -m benchmarks.bench_callbacks [rounds N] [profile]` (profile: only that).
+Run: `python -m benchmarks.bench_callbacks [rounds N] [profile] [formats]` (profile,
+formats: only that).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import os
 import re
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -56,6 +64,7 @@ from benchmarks.processes import (
 from bjc.config.podspec import EXECUTION_LABEL
 from bjc.kube.client import KubeClient
 from bjc.kube.objects import Pod
+from bjc.reports.resultlog import encode_record
 from bjc.reports.store import ReportStore
 
 HERE = Path(__file__).parent
@@ -102,7 +111,7 @@ async def _first_execution(sim_url: str) -> str:
 
 
 @contextlib.contextmanager
-def live_controller(*, uvloop: bool) -> Iterator[Live]:
+def live_controller(*, uvloop: bool, durability: str = "kill") -> Iterator[Live]:
     # job pods run for an hour: the execution stays live, its callbacks accepted
     with (
         sim_process(NODES, run_seconds=3600) as sim,
@@ -113,6 +122,7 @@ def live_controller(*, uvloop: bool) -> Iterator[Live]:
             reportDirectory=str(Path(tmp) / "reports"),
             runOnStartup=True,
             startupDelay="100ms",
+            durability=durability,
             metrics={
                 "port": free_port(),
                 "prefix": "bench",
@@ -150,6 +160,14 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     return dict(out)
 
 
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def wrk(live: Live, seconds: float) -> dict[str, float]:
     """One wrk run; requests/s and latency quantiles in ms."""
     wrk_bin = wrk_path()
@@ -182,6 +200,7 @@ def wrk(live: Live, seconds: float) -> dict[str, float]:
     }
     return {
         "server_cpu_us_per_request": cpu_us,
+        "server_rss_mb": _rss_mb(live.pid),
         "per_s": round(r["requests"] / (r["duration_us"] / 1e6), 1),
         "p50_ms": r["p50_us"] / 1000,
         "p90_ms": r["p90_us"] / 1000,
@@ -302,9 +321,99 @@ def store_writes() -> dict[str, Any]:
     return out
 
 
+# -------------------------------------------------------------- write formats
+FORMAT_RESULTS = scaled(20_000, 200)
+FORMAT_BATCH = 10  # results per group commit (wrk at 50 connections: ~5-20)
+
+
+def _per_result(directory: str, name: str, sync: bool, count: int) -> None:
+    nodes = [f"node-{i % NODES}" for i in range(count)]
+    batches = [nodes[i : i + FORMAT_BATCH] for i in range(0, len(nodes), FORMAT_BATCH)]
+    if name == "rename":  # a temporary file renamed over <node>.json, per result
+        for k, node in enumerate(nodes):
+            tmp = os.path.join(directory, f".tmp-{k}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, PAYLOAD)
+            if sync:
+                os.fdatasync(fd)
+            os.close(fd)
+            os.replace(tmp, os.path.join(directory, f"{node}.json"))
+    elif name == "in place":  # <node>.json truncated and rewritten (Go's way), per result
+        for node in nodes:
+            fd = os.open(
+                os.path.join(directory, f"{node}.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+            )
+            os.write(fd, PAYLOAD)
+            if sync:
+                os.fdatasync(fd)
+            os.close(fd)
+    elif name == "file per batch":
+        for k, batch in enumerate(batches):
+            fd = os.open(
+                os.path.join(directory, f"batch-{k}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            )
+            os.write(fd, b"".join(encode_record(n, 0, PAYLOAD) for n in batch))
+            if sync:
+                os.fdatasync(fd)
+            os.close(fd)
+    elif name == "sqlite wal":
+        db = sqlite3.connect(os.path.join(directory, "results.db"), isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if sync else 'OFF'}")
+        db.execute("CREATE TABLE r (node TEXT PRIMARY KEY, body BLOB)")
+        for batch in batches:
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO r VALUES (?, ?)", [(n, PAYLOAD) for n in batch])
+            db.execute("COMMIT")
+        db.close()
+    elif name in ("log", "log, fd held open"):
+        path = os.path.join(directory, "results.log")
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        held = os.open(path, flags) if name != "log" else None
+        for batch in batches:
+            fd = held if held is not None else os.open(path, flags)
+            os.fstatvfs(fd)  # as the store does (a full file system is refused)
+            os.fstat(fd)
+            os.write(fd, b"".join(encode_record(n, 0, PAYLOAD) for n in batch))
+            if sync:
+                os.fdatasync(fd)
+            if held is None:
+                os.close(fd)
+        if held is not None:
+            os.close(held)
+
+
+FORMATS = ("rename", "in place", "file per batch", "sqlite wal", "log", "log, fd held open")
+
+
+def formats() -> dict[str, Any]:
+    """Microseconds (wall, CPU) per result of each way of writing results, per file
+    system; `+sync`: the same with fdatasync (sqlite: synchronous=FULL) per write."""
+    out: dict[str, Any] = {}
+    for where in (os.environ.get("BJC_BENCH_DIR") or tempfile.gettempdir(), "/dev/shm"):
+        if not os.path.isdir(where) or filesystem(where) in out:
+            continue
+        rows: dict[str, Any] = {}
+        for name in FORMATS:
+            for sync in (False, True):
+                count = FORMAT_RESULTS // 10 if sync else FORMAT_RESULTS  # a sync is slow
+                with tempfile.TemporaryDirectory(dir=where) as directory:
+                    before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                    _per_result(directory, name, sync, count)
+                    wall = time.perf_counter() - started
+                    after = resource.getrusage(resource.RUSAGE_SELF)
+                cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                rows[name + (" +sync" if sync else "")] = {
+                    "wall_us": round(1e6 * wall / count, 1),
+                    "cpu_us": round(1e6 * cpu / count, 1),
+                }
+        out[filesystem(where)] = rows
+    return out
+
+
 # ------------------------------------------------------------------------ run
-def _measure(uvloop: bool, rounds: int) -> dict[str, Any]:
-    with live_controller(uvloop=uvloop) as live:
+def _measure(uvloop: bool, rounds: int, durability: str = "kill") -> dict[str, Any]:
+    with live_controller(uvloop=uvloop, durability=durability) as live:
         out: dict[str, Any] = {}
         if wrk_path() is not None:
             wrk(live, WARMUP_S)
@@ -338,7 +447,11 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
             "the 50-connection throughput rows are skipped",
             file=sys.stderr,
         )
-    loops = {"uvloop": _measure(True, rounds), "asyncio": _measure(False, 1)}
+    loops = {
+        "uvloop": _measure(True, rounds),
+        "asyncio": _measure(False, 1),
+        "uvloop, durability fsync": _measure(True, 1, "fsync"),
+    }
     where = os.environ.get("BJC_BENCH_DIR") or tempfile.gettempdir()
     detail: dict[str, Any] = {**loops, "report_filesystem": filesystem(where)}
     out: dict[str, Any] = {"callbacks": detail}
@@ -353,6 +466,7 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
             detail["uvloop_stdev_per_s"] = round(statistics.stdev(spread), 1)
     out["callback_steady_p99_ms"] = loops["uvloop"]["steady"]["p99_ms"]
     out["store_writes"] = store_writes()
+    out["write_formats"] = formats()
     profiled = profile()
     out["callback_profile"] = {k: v[:12] if isinstance(v, list) else v for k, v in profiled.items()}
     return out
@@ -362,6 +476,9 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     rounds = int(args[args.index("rounds") + 1]) if "rounds" in args else ROUNDS
     started = time.perf_counter()
-    result = profile() if "profile" in args else run(rounds)
+    if "formats" in args:
+        result = formats()
+    else:
+        result = profile() if "profile" in args else run(rounds)
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=2))

@@ -128,6 +128,7 @@ class Runtime:
         )
         self.metrics = Metrics(config)
         self.store.on_writable = self.metrics.set_report_directory_writable
+        self.store.fsync = config.durability == "fsync"
         self.cron = cron_schedule(config)
         # the features the RBAC refuses, each reported once (bjc.kube.rights)
         self.rights = Rights(kube, env.namespace, env.hostname, config.name)
@@ -188,6 +189,7 @@ class Runtime:
         merged = with_keys(self.config, loaded.config, keys)
         replay = self.metrics.reconfigure(merged)  # ValueError: refused, nothing changed
         self.config = self.config_watch.config = merged
+        self.store.fsync = merged.durability == "fsync"
         self.controller.use(merged, loaded.template if template else self.controller.template)
         if "cronExpression" in keys or "timeZone" in keys:
             self.cron = cron_schedule(self.config)
@@ -350,6 +352,7 @@ class Runtime:
         if callback is not None:
             await callback.cleanup()  # waits for in-flight requests (bounded)
         await self.controller.close()
+        await self.store.close()  # logged results become files while still leading
         if self.leading and self.elector is not None:
             await self._label_pod(leading=False)
         await self.supervisor.cancel("leader-election")  # the elector releases the Lease

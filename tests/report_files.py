@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bjc.reports import resultlog
 from bjc.reports.execution import ExecutionState, decode_state
 from bjc.reports.store import JOURNAL_FILE, STATE_FILE
+
+
+def stored(directory: Path) -> dict[str, bytes]:
+    """What an execution directory holds by name, as the file server serves it: its
+    files, and the results still in its results log as `<node>.json` (those are newer
+    than the files; the log itself is left out)."""
+    files = {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+    files.pop(resultlog.RESULTS_LOG, None)
+    logged = resultlog.read(str(directory / resultlog.RESULTS_LOG))
+    return files | {f"{node}.json": body for node, body in logged.items()}
 
 
 def execution_dirs(reports: Path) -> list[Path]:

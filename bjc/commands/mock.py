@@ -73,14 +73,15 @@ class DiscardingStore(ReportStore):
     async def ensure_execution(self, execution_id: str) -> Path:
         return self.execution_dir(execution_id)
 
-    async def write_result(self, execution_id: str, node: str, data: bytes) -> str:
+    async def write_result(
+        self, execution_id: str, node: str, data: bytes, *, attempt: int = 0
+    ) -> None:
         name = self.result_filename(node)
         try:
             shown = json.dumps(json.loads(data), separators=(",", ":"), ensure_ascii=False)
         except (ValueError, RecursionError):
             shown = data.decode("utf-8", "replace")
         _note(f"file={name} result={shown}")
-        return str(self.execution_dir(execution_id) / name)
 
     @contextlib.asynccontextmanager
     async def upload(

@@ -318,6 +318,8 @@ class Config(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
     concurrency_policy: Literal["Replace", "Forbid"] = "Replace"
     job_timeout: TimeoutDuration | None = None
     callback_auth: Literal["none", "token"] = "none"
+    # "kill": a 200 survives the process being killed; "fsync": also a power cut
+    durability: Literal["kill", "fsync"] = "kill"
     max_upload_size: Annotated[int, _rule("must be at least 1 byte", ge=1), _reads(parse_size)] = (
         64 * MiB
     )

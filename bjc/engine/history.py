@@ -88,6 +88,8 @@ class History:
                     previous = known
                 elif not known.done:
                     unfinished.append(known)
+            # what a killed leader logged and never wrote as files (leading only)
+            await self.store.recover_logs(list(loaded))
             for execution_id in set(self.executions) - set(loaded):
                 self.metrics.remove_execution(execution_id)
                 self._signatures.pop(execution_id, None)

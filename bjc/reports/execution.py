@@ -140,11 +140,12 @@ class ExecutionState(msgspec.Struct, omit_defaults=True):
         return sum(1 for j in self.nodes.values() if j.pod)
 
     def note_results(self, nodes: Collection[str]) -> None:
-        """Mark the jobs of `nodes`, whose result files exist, as having reported.
+        """Mark the jobs of `nodes`, whose results are stored, as having reported.
 
-        The file is the record of a result: the callback API answers 200 only once
-        the file is renamed into place, and nothing else is written for it. So a
-        result acknowledged the instant before the process died is never lost.
+        The results log and the files written from it are the record of a result:
+        the callback API answers 200 only once the result is in the log, and nothing
+        else is written for it. So a result acknowledged the instant before the
+        process died is never lost.
         """
         for node in nodes:
             job = self.nodes.get(node)
@@ -367,7 +368,7 @@ class Execution:
         return True
 
     def result_received(self, node: str) -> bool:
-        """Note a result in memory. Its file is the durable record (see decode_state)."""
+        """Note a result in memory. The results log is the durable record (note_results)."""
         job = self.state.nodes.get(node)
         if job is None or job.result:
             return False
@@ -524,8 +525,8 @@ class RetiredExecution:
     (shared with the previous execution when equal, as it usually is), the tokens
     when callbackAuth needs them, and what the attempt fence needs: the earlier
     attempts' tokens of retried nodes and the nodes whose job did not succeed (both
-    sparse, or shared with the node set). A late result needs no state write: its
-    file is the record.
+    sparse, or shared with the node set). A late result needs no state write: the
+    results log is the record.
     """
 
     def __init__(

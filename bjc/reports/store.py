@@ -4,25 +4,43 @@ Layout (the Go controller's)::
 
     <root>/<executionID>/                     one directory per execution (yyyyMMddHHmm[ss])
     <root>/<executionID>/<node>.json          result JSON, saved verbatim
+    <root>/<executionID>/.bjc-results.log     results not yet written as <node>.json
     <root>/<executionID>/<node>-<name>        uploaded files
     <root>/<executionID>/<node>-container-<container>.log   pod logs (savePodLog)
     <root>/<executionID>/.bjc-execution.json  execution state written by the controller
     <root>/latest -> <executionID>            relative symlink to the newest execution
     <root>/.bjc-trigger.json                  the last ConfigMap trigger value decided
 
-Every write goes to a temporary file in the same directory and is then renamed over
-the final name, so readers (the file server, a restarted controller) never see half a
-file. All blocking disk I/O runs off the event loop: the small writes that a callback
-or a state change waits for (results, state snapshots, journal lines) go through one
-writer thread that takes whatever is queued as one batch and settles the whole batch
-with a single wake-up of the loop; bulk work (uploads, pruning, reads) uses the
-default thread pool. A write has returned only once the file is renamed into place,
-so what a caller acknowledges after it survives the process being killed (no fsync:
-a SIGKILL cannot lose what the kernel already has; a power cut can).
+Results are acknowledged from a log: `write_result` appends the result to the
+execution's results log (`bjc.reports.resultlog`: one write per batch of concurrent
+results, on the event loop) and returns once it is written. The materializer writes
+the newest result of each node as `<node>.json` in the background, `MATERIALIZE_DELAY_S`
+(5 s) later (repeated results of a node in between cost one file), then empties the log;
+it also runs before every state snapshot, so an execution is never recorded as
+finished before its results are files, and at start-up (`recover_logs`) for what a
+killed process left in a log. Until then `read_results` (history, replay), the file
+server and the summary pages read a result from the log.
+
+`durability` (`fsync`): with it, an append returns only after `fdatasync` (in a
+thread of its own, so a batch never waits behind the materializer's files), and the
+materializer syncs each file and the directory before it empties the log; without
+it (the default) what returned survives the process being killed, not a power cut
+(a SIGKILL cannot lose what the kernel already has).
+
+Every other write goes to a temporary file in the same directory and is then renamed
+over the final name, so readers (the file server, a restarted controller) never see
+half a file. Blocking disk I/O other than the log append runs off the event loop: the
+small writes that a state change waits for (state snapshots, journal lines, the
+materializer's files) go through one writer thread that takes whatever is queued as
+one batch and settles the whole batch with a single wake-up of the loop; bulk work
+(uploads, pruning, reads) uses the default thread pool. A write has returned only once
+the file is renamed into place (or the record appended).
 
 Disk faults: a write that fails in the file system (no space, read-only, an I/O
 error, ...) raises `WriteFailed`, an OSError with the original errno, message and
-path; `WriteFailed.no_space` tells "full" (ENOSPC, EDQUOT) from the rest. The store
+path; `WriteFailed.no_space` tells "full" (ENOSPC, EDQUOT) from the rest. A results
+log append on a file system with no free block left is refused as ENOSPC although
+it might fit in the log's last block: its `<node>.json` could not be written. The store
 keeps one bit, `writable`: the first failure clears it and logs one ERROR line (errno
 and path, no traceback); the next new file written with data (a result, an upload, a
 pod log, a state snapshot) sets it again and logs one WARNING line. `on_writable` is
@@ -69,6 +87,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+from bjc.reports import resultlog
+from bjc.reports.resultlog import RESULTS_LOG, GroupCommit, encode_record
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -90,6 +111,9 @@ _CONTAINER_LOG = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\.log")
 # Upload data is buffered in memory up to this size before it goes to disk; a
 # small upload thus costs one worker-thread hop (open, write, close, rename).
 _BUFFER_BYTES = 1024 * 1024
+#: How long logged results wait to be written as files (repeated results coalesce).
+MATERIALIZE_DELAY_S = 5.0
+_MATERIALIZE_RETRY_MAX_S = 30.0
 
 
 # random per process, so controller replicas sharing a volume never pick the same name
@@ -152,7 +176,8 @@ class _Writer:
 
     _IDLE_S = 5.0
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "bjc-writer") -> None:
+        self._name = name
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards starting and ending the thread
         self._running = False
@@ -164,7 +189,7 @@ class _Writer:
         with self._lock:  # the thread checks for work under this lock before it ends
             if not self._running:
                 self._running = True
-                threading.Thread(target=self._work, name="bjc-writer", daemon=True).start()
+                threading.Thread(target=self._work, name=self._name, daemon=True).start()
         return await future
 
     def _next_batch(self) -> list[_Job]:
@@ -216,6 +241,15 @@ def _write_all(fd: int, data: bytes, path: str | Path) -> None:
         if e.filename is None:
             e.filename = os.fspath(path)
         raise
+
+
+def _sync_directory(path: str) -> None:
+    """fsync a directory: the names created or replaced in it survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def is_execution_id(name: str) -> bool:
@@ -302,6 +336,25 @@ class ReportStore:
         self.writable = True
         #: told each change of `writable` (on the event loop)
         self.on_writable: Callable[[bool], None] = lambda writable: None
+        #: `durability: fsync`: appends and files are synced before they count as written
+        self.fsync = False
+        # synced appends get a thread of their own: never queued behind the materializer
+        self._log_writer = _Writer("bjc-log-writer")
+        self._log = GroupCommit(
+            self._append_sync, self._log_writer.run, lambda: self.fsync, self._logged_now
+        )
+        # results logged but not yet files: execution -> node -> body (newest)
+        self._pending: dict[str, dict[str, bytes]] = {}
+        # bytes of each log that `_pending` accounts for: a log is emptied only when its
+        # size is exactly that (nothing was written that is not yet pending)
+        self._accounted: dict[str, int] = {}
+        self._repaired: set[str] = set()  # logs this process checked for a torn tail
+        self._log_paths: dict[str, str] = {}
+        self._leftovers: dict[str, tuple[dict[str, bytes], int]] = {}  # found by a repair
+        self._log_lock = threading.Lock()  # an append vs. emptying the log (two threads)
+        self._materialize_timer: asyncio.TimerHandle | None = None
+        self._materializing: asyncio.Task[None] | None = None
+        self._materialize_retry = MATERIALIZE_DELAY_S
 
     # ----------------------------------------------------------------- helpers
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
@@ -310,18 +363,18 @@ class ReportStore:
     async def _writing(
         self,
         run: Callable[..., Awaitable[T]],
-        fn: Callable[..., T],
         *args: object,
         wrote_data: bool = True,
     ) -> T:
-        """`await run(fn, *args)`, a write: file system errors become WriteFailed.
+        """`await run(*args)` (e.g. `run(fn, *args)`), a write: file system errors become
+        WriteFailed.
 
         `wrote_data`: whether success wrote data into new space, and so shows the
         directory writable again (on a full file system an empty file or a directory
         can still be created, and an append can fit in a file's last block).
         """
         try:
-            result = await run(fn, *args)
+            result = await run(*args)
         except (NotLeading, FileNotFoundError):
             raise  # not the file system's fault: the lease, a pruned execution
         except OSError as e:
@@ -396,7 +449,7 @@ class ReportStore:
     def log_filename(node: str, container: str) -> str:
         return f"{check_name(node, 'node')}-container-{check_name(container, 'container')}.log"
 
-    def _write_sync(self, execution_id: str, filename: str, data: bytes) -> str:
+    def _write_sync(self, execution_id: str, filename: str, data: bytes, sync: bool = False) -> str:
         path = self._target(execution_id, filename)
         self._check_writable()
         tmp = os.path.join(os.path.dirname(path), _temp_name())
@@ -407,6 +460,8 @@ class ReportStore:
         try:
             try:
                 _write_all(fd, data, path)
+                if sync:
+                    os.fdatasync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
@@ -504,15 +559,213 @@ class ReportStore:
         """Remove the oldest execution directories beyond `keep` (>= 1); return their ids."""
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
-        return await self._run(self._prune_sync, keep)
+        removed = await self._run(self._prune_sync, keep)
+        for execution_id in removed:  # their logged results went with them
+            self._pending.pop(execution_id, None)
+            self._accounted.pop(execution_id, None)
+            self._repaired.discard(execution_id)
+            self._log_paths.pop(execution_id, None)
+        return removed
 
     # ------------------------------------------------------------------ files
-    async def write_result(self, execution_id: str, node: str, data: bytes) -> str:
-        """Save a result body verbatim as `<node>.json`; on return it is in place."""
-        name = self.result_filename(node)
-        return await self._writing(
-            self._writer.run, self._write_sync, execution_id, name, data, wrote_data=bool(data)
-        )
+    async def write_result(
+        self, execution_id: str, node: str, data: bytes, *, attempt: int = 0
+    ) -> None:
+        """Save a result body verbatim: on return it is in the execution's results log
+        (durable as `durability` says), and it becomes `<node>.json` soon after."""
+        self.result_filename(node)  # ValueError before anything is written
+        record = encode_record(node, attempt, data)
+        note = (node, data, len(record))
+        await self._writing(self._log.append, execution_id, record, note, wrote_data=bool(data))
+
+    def _logged_now(self, execution_id: str, notes: list[Any]) -> None:
+        """A batch was appended to the execution's log: its results are pending files."""
+        pending = self._pending.get(execution_id)
+        if pending is None:
+            pending = self._pending[execution_id] = {}
+        leftovers = self._leftovers.pop(execution_id, None)
+        added = 0
+        if leftovers is not None:  # a log recover_logs never saw (DEV_MODE, a bare store)
+            for node, body in leftovers[0].items():
+                pending.setdefault(node, body)
+            added += leftovers[1]
+        for node, data, size in notes:
+            pending[node] = data
+            added += size
+        self._accounted[execution_id] = self._accounted.get(execution_id, 0) + added
+        if self._materialize_timer is None and self._materializing is None:
+            self._schedule_materialize(MATERIALIZE_DELAY_S)
+
+    # ------------------------------------------------------------ results log
+    def _log_path(self, execution_id: str) -> str:
+        """The checked path of the execution's results log (kept: it is checked per batch
+        otherwise, and bjc's own hidden name cannot become a node's link)."""
+        path = self._log_paths.get(execution_id)
+        if path is None:
+            path = self._target(execution_id, RESULTS_LOG)
+            if execution_id in self._resolved_dirs:  # the directory exists: keep it
+                self._log_paths[execution_id] = path
+        return path
+
+    def _append_sync(self, execution_id: str, data: bytes, sync: bool) -> None:
+        """Append records to the execution's results log (GroupCommit: one call per batch).
+
+        The log is opened for each batch, not held open: an open writable file would
+        keep a read-only remount from succeeding and a pruned execution's space in use.
+        """
+        path = self._log_path(execution_id)
+        self._check_writable()
+        with self._log_lock:
+            if execution_id not in self._repaired:
+                found, size = resultlog.repair(path)  # nothing when there is no log (yet)
+                if found:
+                    self._leftovers[execution_id] = (found, size)
+                self._repaired.add(execution_id)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                raise ExecutionNotFound(f"execution {execution_id} does not exist") from None
+            try:
+                if os.fstatvfs(fd).f_bavail == 0:  # see the module docstring
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+                size = os.fstat(fd).st_size
+                try:
+                    _write_all(fd, data, path)
+                except OSError:  # no torn record stays in front of the next append
+                    try:
+                        os.ftruncate(fd, size)
+                    except OSError:
+                        self._repaired.discard(execution_id)  # check again before the next
+                    raise
+                if sync:
+                    os.fdatasync(fd)
+                    if size == 0:  # a new file: its directory entry too
+                        _sync_directory(os.path.dirname(path))
+            finally:
+                os.close(fd)
+
+    def _schedule_materialize(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._materialize_timer = loop.call_later(delay, self._start_materializing)
+
+    def _start_materializing(self) -> None:
+        self._materialize_timer = None
+        self._materializing = asyncio.get_running_loop().create_task(self._materialize_all())
+
+    async def _materialize_all(self) -> None:
+        """One round of the materializer: every execution's pending results become files."""
+        failed = False
+        try:
+            for execution_id in list(self._pending):
+                try:
+                    await self.materialize(execution_id)
+                except NotLeading:
+                    return  # the process is on its way out; the log keeps them
+                except OSError:
+                    failed = True  # logged once by the store; tried again
+        finally:
+            self._materializing = None
+        if failed:
+            self._materialize_retry = min(self._materialize_retry * 2, _MATERIALIZE_RETRY_MAX_S)
+        else:
+            self._materialize_retry = MATERIALIZE_DELAY_S
+        if self._pending and self._materialize_timer is None:
+            self._schedule_materialize(self._materialize_retry)
+
+    async def materialize(self, execution_id: str) -> None:
+        """Write the execution's logged results as `<node>.json` now (the newest of each
+        node), then empty its log if nothing was appended meanwhile."""
+        pending = self._pending.get(execution_id)
+        if not pending:
+            return
+        items, accounted, sync = dict(pending), self._accounted.get(execution_id, 0), self.fsync
+        try:
+            emptied = await self._writing(
+                self._writer.run, self._materialize_sync, execution_id, items, accounted, sync
+            )
+        except ExecutionNotFound:  # pruned meanwhile: nothing to write any more
+            self._pending.pop(execution_id, None)
+            return
+        if emptied:
+            self._accounted[execution_id] -= accounted
+        for node, body in items.items():
+            if pending.get(node) is body:
+                del pending[node]
+        if not pending and self._pending.get(execution_id) is pending:
+            del self._pending[execution_id]
+
+    def _materialize_sync(
+        self, execution_id: str, items: dict[str, bytes], accounted: int, sync: bool
+    ) -> bool:
+        """Write the files; empty the log if all it holds was in `items` (True if so)."""
+        for node, body in items.items():
+            self._write_sync(execution_id, self.result_filename(node), body, sync)
+        path = self._log_path(execution_id)
+        if sync:
+            _sync_directory(os.path.dirname(path))
+        with self._log_lock:
+            try:
+                if os.stat(path).st_size != accounted:
+                    return False  # appended since, and not yet pending: next round
+            except FileNotFoundError:
+                return False
+            self._check_writable()
+            os.truncate(path, 0)
+            return True
+
+    async def recover_logs(self, execution_ids: Collection[str]) -> None:
+        """At start-up and on becoming leader: cut torn tails off the logs of these
+        executions and have what they hold written as files (a killed process's
+        results). Does nothing on a replica that may not write."""
+        if self.may_write is not None and not self.may_write():
+            return
+        found_any = False
+        for execution_id in execution_ids:
+            if execution_id in self._repaired:
+                continue
+            try:
+                found = await self._writing(
+                    self._run, self._recover_sync, execution_id, wrote_data=False
+                )
+            except (OSError, ValueError) as e:
+                log.warning("execution %s: results log not recovered: %s", execution_id, e)
+                continue
+            records, size = found
+            if records:
+                found_any = True
+                pending = self._pending.setdefault(execution_id, {})
+                for node, body in records.items():
+                    pending.setdefault(node, body)  # one logged here since is newer
+                self._accounted[execution_id] = self._accounted.get(execution_id, 0) + size
+        if found_any and self._materialize_timer is None and self._materializing is None:
+            self._schedule_materialize(0)
+
+    def _recover_sync(self, execution_id: str) -> tuple[dict[str, bytes], int]:
+        path = self._log_path(execution_id)
+        with self._log_lock:
+            try:
+                empty = os.stat(path).st_size == 0
+            except FileNotFoundError:
+                empty = True
+            if not empty:
+                self._check_writable()
+            found = ({}, 0) if empty else resultlog.repair(path)
+            self._repaired.add(execution_id)
+            return found
+
+    async def close(self) -> None:
+        """Write every logged result as a file (shutdown, while still leading)."""
+        if self._materialize_timer is not None:
+            self._materialize_timer.cancel()
+            self._materialize_timer = None
+        if self._materializing is not None:
+            with contextlib.suppress(Exception):  # what it could not write is still pending
+                await asyncio.shield(self._materializing)
+        for execution_id in list(self._pending):
+            try:
+                await self.materialize(execution_id)
+            except OSError as e:  # NotLeading too; the log keeps them for the next leader
+                log.warning("execution %s: results left in its log: %s", execution_id, e)
 
     async def write_log(self, execution_id: str, node: str, container: str, data: bytes) -> str:
         name = self.log_filename(node, container)
@@ -533,7 +786,12 @@ class ReportStore:
         return path
 
     async def write_state(self, execution_id: str, data: bytes) -> str:
-        """Replace the execution's state snapshot atomically; its journal is dropped."""
+        """Replace the execution's state snapshot atomically; its journal is dropped.
+
+        The execution's logged results are written as files first: a snapshot (the
+        one saying the execution finished above all) never precedes them.
+        """
+        await self.materialize(execution_id)
         return await self._writing(self._writer.run, self._write_state_sync, execution_id, data)
 
     def _append_journal_sync(self, execution_id: str, data: bytes) -> None:
@@ -576,6 +834,8 @@ class ReportStore:
 
     def _read_results_sync(self, execution_id: str, nodes: Collection[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
+        # the log first: a result emptied out of it meanwhile is a file by then
+        logged = resultlog.read(self._log_path(execution_id))
         try:
             entries = list(os.scandir(self.execution_dir(execution_id)))
         except FileNotFoundError:
@@ -589,20 +849,27 @@ class ReportStore:
                     out[node] = f.read()
             except (OSError, ValueError):
                 continue  # vanished, or an unsafe link: nothing to restore
+        out.update((node, body) for node, body in logged.items() if node in nodes)
         return out
 
     async def read_results(self, execution_id: str, nodes: Collection[str]) -> dict[str, bytes]:
-        """The stored result bodies (`<node>.json`) of those of `nodes` that have one.
+        """The stored result bodies of those of `nodes` that have one: `<node>.json`, or
+        the newest in the results log where there is one.
 
-        The files are the record of which results arrived: a result is acknowledged
-        only once its file is in place, so nothing else needs to be written for it.
+        The log and the files are the record of which results arrived: a result is
+        acknowledged only once it is in the log, so nothing else needs to be written.
         """
         return await self._run(self._read_results_sync, execution_id, nodes)
 
     def _signature_sync(self, execution_id: str) -> tuple[int, ...]:
         directory = self.execution_dir(execution_id)
         out: list[int] = []
-        for path in (directory, directory / STATE_FILE, directory / JOURNAL_FILE):
+        for path in (
+            directory,
+            directory / STATE_FILE,
+            directory / JOURNAL_FILE,
+            directory / RESULTS_LOG,
+        ):
             try:
                 st = path.stat()
                 out += (st.st_mtime_ns, st.st_size)
@@ -611,11 +878,12 @@ class ReportStore:
         return tuple(out)
 
     async def signature(self, execution_id: str) -> tuple[int, ...]:
-        """Changes whenever the execution's state, journal or set of files changes.
+        """Changes whenever the execution's state, journal, results log or files change.
 
-        A result (a rename into the directory) changes the directory's mtime; a
-        journal append changes the journal's size. A new leader reloads only the
-        executions whose signature differs from what it loaded as a standby.
+        A result changes the results log's size, a file written from it (a rename into
+        the directory) the directory's mtime; a journal append the journal's size. A new
+        leader reloads only the executions whose signature differs from what it loaded
+        as a standby.
         """
         return await self._run(self._signature_sync, execution_id)
 

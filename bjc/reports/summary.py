@@ -43,6 +43,7 @@ from pathlib import Path
 import msgspec
 
 from bjc.reports import changes as _changes
+from bjc.reports import resultlog
 from bjc.reports.changes import Changes, Verdicts
 from bjc.reports.execution import ExecutionState, JobStatus, NodeJob, decode_state
 from bjc.reports.results import result_decoder
@@ -211,8 +212,10 @@ class _Files:
                 for e in entries
                 if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
             }
+        # results not yet written as files (the store's results log): newer than a file
+        self.logged = resultlog.read(str(directory / resultlog.RESULTS_LOG))
         if nodes is None:  # no bjc state: every `<x>.json` is the result of node x
-            nodes = {name[:-5] for name in files if name.endswith(".json")}
+            nodes = {name[:-5] for name in files if name.endswith(".json")} | set(self.logged)
         self.nodes = nodes
         self.results: dict[str, int] = {}  # node -> size of its result file
         self.uploads: dict[str, list[str]] = collections.defaultdict(list)
@@ -230,6 +233,7 @@ class _Files:
                 self.logs[node].append(name)
             else:
                 self.uploads[node].append(name)
+        self.results.update((n, len(body)) for n, body in self.logged.items() if n in nodes)
 
     def _owner(self, name: str) -> str | None:
         """The longest node name that `name` starts with, followed by `-`."""
@@ -240,7 +244,7 @@ class _Files:
         return None
 
 
-def _values(path: Path, size: int) -> tuple[list[ResultValue], int]:
+def _values(path: Path, size: int, logged: bytes | None = None) -> tuple[list[ResultValue], int]:
     """The first MAX_VALUES values of a result file and how many more it has.
 
     A file larger than MAX_RESULT_BYTES, or one that is not a bjc result (it is saved
@@ -249,7 +253,7 @@ def _values(path: Path, size: int) -> tuple[list[ResultValue], int]:
     if size > MAX_RESULT_BYTES:
         return [], 0
     try:
-        result = result_decoder.decode(path.read_bytes())
+        result = result_decoder.decode(path.read_bytes() if logged is None else logged)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError):
         return [], 0
     values: list[ResultValue] = []
@@ -299,7 +303,9 @@ def _node_summary(
     if size is not None:
         summary.result_bytes = size
         if values:
-            summary.values, summary.more_values = _values(directory / f"{node}.json", size)
+            summary.values, summary.more_values = _values(
+                directory / f"{node}.json", size, files.logged.get(node)
+            )
     uploads = files.uploads.get(node, [])
     summary.files, summary.more_files = uploads[:MAX_FILES], max(len(uploads) - MAX_FILES, 0)
     summary.logs = files.logs.get(node, [])

@@ -255,7 +255,8 @@ async def post_result(request: web.Request) -> web.Response:
         return _text(400, f"invalid result: {e}")
     check_current(request, node, execution_id, attempt)  # given up while the body came
     try:
-        await app[STORE].write_result(execution_id, node, body)  # in place on return: durable
+        # in the results log on return: durable (as `durability` says)
+        await app[STORE].write_result(execution_id, node, body, attempt=attempt)
     except ExecutionNotFound:
         return _text(406, NOT_ALLOWED)
     except NotLeading:

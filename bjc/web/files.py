@@ -26,6 +26,11 @@ so nothing served here is active content:
 Content types stay those of the file names, as in the Go controller's file server: a
 text, JSON or log file opens in the browser.
 
+A result a job posted a moment ago may still be only in the execution's results log
+(`bjc.reports.store`: it becomes `<node>.json` a few seconds later): a GET of
+`<execution>/<node>.json` answers it from the log then, and the listing shows it, so
+a GET right after a 200 always sees the result (on a standby too: it reads the log).
+
 Deliberately not here: uploads or any write access, and authentication (the Go
 controller had none either; put it behind the cluster's network policy). A symlink
 swapped between the check and the open is not defended against: whoever can do that
@@ -42,6 +47,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from bjc.reports import resultlog
 from bjc.web.summary import PAGE_CSP, make_summary_app
 
 ROOT = web.AppKey("root", Path)
@@ -65,9 +71,22 @@ def _real(root: Path, path: Path) -> Path | None:
     return None if _hidden(real.relative_to(root).parts) else real
 
 
+def _logged(directory: Path) -> dict[str, bytes]:
+    """The results still in the directory's results log, by file name (`<node>.json`)."""
+    log = directory / resultlog.RESULTS_LOG
+    try:
+        if log.stat().st_size == 0:
+            return {}
+    except OSError:
+        return {}
+    return {f"{node}.json": body for node, body in resultlog.read(str(log)).items()}
+
+
 def _listing(root: Path, directory: Path, shown_as: str) -> str:
-    """aiohttp's index page, without the entries that would not be served."""
+    """aiohttp's index page, without the entries that would not be served (and with the
+    results still in the results log)."""
     entries = []
+    names = set()
     with os.scandir(directory) as it:
         for entry in it:
             if entry.name.startswith("."):
@@ -76,6 +95,8 @@ def _listing(root: Path, directory: Path, shown_as: str) -> str:
                 continue
             name = entry.name + "/" if entry.is_dir() else entry.name
             entries.append((entry.name, name))
+            names.add(entry.name)
+    entries += [(name, name) for name in _logged(directory) if name not in names]
     prefix = shown_as.rstrip("/")
     items = "\n".join(
         f'<li><a href="{quote(f"{prefix}/{target}")}">{html.escape(name)}</a></li>'
@@ -88,7 +109,14 @@ def _listing(root: Path, directory: Path, shown_as: str) -> str:
     )
 
 
-def _lookup(root: Path, parts: list[str]) -> tuple[Path, bool] | None:
+def _lookup(root: Path, parts: list[str]) -> tuple[Path, bool] | bytes | None:
+    """The real path to serve and whether it is a directory, or a result from a log."""
+    if len(parts) == 2 and parts[1].endswith(".json"):
+        directory = _real(root, root / parts[0])
+        if directory is not None and directory.parent == root and directory.is_dir():
+            logged = _logged(directory).get(parts[1])
+            if logged is not None:
+                return logged  # newer than a file of that name
     real = _real(root, root.joinpath(*parts))
     return None if real is None else (real, real.is_dir())
 
@@ -101,6 +129,8 @@ async def _serve(request: web.Request) -> web.StreamResponse:
     found = await asyncio.to_thread(_lookup, root, parts)
     if found is None:
         raise web.HTTPNotFound()
+    if isinstance(found, bytes):
+        return web.Response(body=found, content_type="application/json")
     real, is_dir = found
     if is_dir:
         shown_as = "/" + "/".join(parts)

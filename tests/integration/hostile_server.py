@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bjc.config.settings import Config, GaugeConfig, MetricsConfig
 from bjc.kube.events import EventRequest, build_event
+from bjc.reports import store as store_module
 from bjc.reports.execution import Stale, stale_attempt
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
@@ -71,9 +72,13 @@ async def prepare(store: ReportStore) -> None:
         await store.write_result(EID, node, b'{"checks": [{"value": 1}]}')
         await store.write_file(EID, f"{node}-report.txt", f"{node}'s upload".encode())
         await store.write_log(EID, node, "main", f"{node}'s pod log".encode())
+    await store.close()  # their results are files before the fuzzing starts
 
 
 async def main(root: Path) -> None:
+    # Results stay in the results log while fuzzing (no file is written from it in the
+    # background), so every change after a request is that request's own.
+    store_module.MATERIALIZE_DELAY_S = 1e9
     store = ReportStore(root)
     await prepare(store)
     cfg = config(root)

@@ -22,6 +22,7 @@ from bjc.reports.execution import Stale, stale_attempt
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
+from tests.report_files import stored
 
 NODE, EID = "node-a", "202401011200"
 BASE = f"/report/{NODE}/{EID}"
@@ -142,8 +143,8 @@ async def test_dev_mode_accepts_unknown_execution(make_env: MakeEnv) -> None:
     env = await make_env(dev_mode=True)
     resp = await env.client.post("/report/other-node/202402021200/result", json=SEED_RESULT)
     assert resp.status == 200
-    saved = env.root / "202402021200" / "other-node.json"
-    assert json.loads(saved.read_bytes()) == SEED_RESULT
+    saved = stored(env.root / "202402021200")["other-node.json"]
+    assert json.loads(saved) == SEED_RESULT
     assert env.target.results == [("other-node", "202402021200")]
 
 
@@ -189,7 +190,7 @@ async def test_token_auth(
     env = await make_env(callback_auth="token")
     resp = await env.client.post(f"{BASE}/result{query}", json=SEED_RESULT, headers=headers)
     assert resp.status == status
-    assert (env.root / EID / f"{NODE}.json").exists() == (status == 200)
+    assert (f"{NODE}.json" in stored(env.root / EID)) == (status == 200)
     if status == 401:
         assert "token" in await resp.text()
 
@@ -285,8 +286,8 @@ async def test_seed_result_is_stored_verbatim_and_exposed(make_env: MakeEnv) -> 
         f"{BASE}/result", data=body, headers={"Content-Type": "application/json"}
     )
     assert resp.status == 200
-    assert (env.root / EID / f"{NODE}.json").read_bytes() == body
-    assert (env.root / "latest" / f"{NODE}.json").read_bytes() == body
+    assert stored(env.root / EID)[f"{NODE}.json"] == body
+    assert stored(env.root / "latest")[f"{NODE}.json"] == body
     series = env.series()
     common = (("executionID", EID), ("node", NODE))
 
@@ -305,7 +306,7 @@ async def test_unconfigured_suffix_is_stored_without_metric(make_env: MakeEnv) -
     payload = {"other": [{"value": 3, "labels": {"x": "y"}}]}
     resp = await env.client.post(f"{BASE}/result", json=payload)
     assert resp.status == 200
-    assert json.loads((env.root / EID / f"{NODE}.json").read_bytes()) == payload
+    assert json.loads(stored(env.root / EID)[f"{NODE}.json"]) == payload
     assert not [k for k in env.series() if k[0] == "foo_other"]
     assert env.series()[("foo_processing", (("executionID", EID), ("node", NODE)))] == 0.0
 
@@ -339,7 +340,7 @@ async def test_bad_result_is_400_and_not_stored(
     assert resp.status == 400
     text = await resp.text()
     assert reason in text
-    assert not (env.root / EID / f"{NODE}.json").exists()
+    assert f"{NODE}.json" not in stored(env.root / EID)
     assert env.target.results == []
     assert env.callbacks("result", 400) == 1
 
@@ -351,7 +352,7 @@ async def test_labels_that_differ_from_the_config_are_accepted_like_go(make_env:
     body = {"test": [{"value": 3, "labels": {"label_a": "A", "z": "1"}}]}
     resp = await env.client.post(f"{BASE}/result", json=body)
     assert resp.status == 200
-    assert (env.root / EID / f"{NODE}.json").exists()
+    assert f"{NODE}.json" in stored(env.root / EID)
     key = (
         "foo_test",
         (("executionID", EID), ("label_a", "A"), ("label_b", ""), ("node", NODE)),
@@ -376,7 +377,7 @@ async def test_result_over_body_cap_is_413(make_env: MakeEnv) -> None:
     big = {"other": [{"value": 1, "labels": {"x": "y" * 2000}}]}
     resp = await env.client.post(f"{BASE}/result", json=big)
     assert resp.status == 413
-    assert not (env.root / EID / f"{NODE}.json").exists()
+    assert f"{NODE}.json" not in stored(env.root / EID)
     assert env.callbacks("result", 413) == 1
 
 
@@ -410,7 +411,7 @@ async def test_an_unwritable_execution_directory_is_503_with_a_reason_until_it_i
     directory.unlink()
     directory.mkdir()
     assert (await env.client.post(f"{BASE}/result", json=SEED_RESULT)).status == 200
-    assert json.loads((directory / f"{NODE}.json").read_bytes()) == SEED_RESULT
+    assert json.loads(stored(directory)[f"{NODE}.json"]) == SEED_RESULT
     said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "bjc.reports.store"]
     assert [level for level, _ in said] == ["ERROR", "WARNING"]
     assert "is not writable (ENOTDIR): [Errno 20] Not a directory" in said[0][1]

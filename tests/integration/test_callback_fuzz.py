@@ -36,6 +36,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from bjc.reports.resultlog import RESULTS_LOG, scan
 from bjc.reports.store import file_owner
 from tests.integration.hostile_server import EID, NODES
 
@@ -75,6 +76,8 @@ class Server:
         self.port = int(line.split()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self.files = self.listing()
+        self.files.pop(RESULTS_LOG, None)
+        self.logged = 0  # records of the results log seen
         self.max_rss = 0
 
     def listing(self) -> dict[str, tuple[int, int, int]]:
@@ -119,6 +122,11 @@ class Server:
         assert sorted(os.listdir(self.root)) == [EID, "latest"]
         sender = node if node in NODES else None
         now = self.listing()
+        # the results log (bjc's) takes every node's results: only the sender's are new
+        logged, _ = scan((self.dir / RESULTS_LOG).read_bytes())
+        assert {r.node for r in logged[self.logged :]} <= {sender}, "another node's result"
+        self.logged = len(logged)
+        now.pop(RESULTS_LOG, None)
         for name, seen in self.files.items():
             if file_owner(name, NODES) != sender:
                 assert now.get(name) == seen, f"{name} of another owner changed"

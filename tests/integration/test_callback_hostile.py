@@ -30,6 +30,7 @@ from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.callback import EVENT_MAX_BYTES, OPENAPI, make_callback_app
 from tests.integration.hostile_server import EID, StaticTarget
+from tests.report_files import stored
 
 URL = "/report/node-1/" + EID
 GAUGES = {"checks": GaugeConfig(help="checks", labels=["kind"])}
@@ -54,7 +55,7 @@ class Env:
         self.target = target
 
     def files(self) -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in sorted(self.dir.iterdir())}
+        return stored(self.dir)
 
     def held(self, node: str = "node-1") -> tuple[int, int]:
         return self.metrics.series_held(EID, node)

@@ -28,6 +28,7 @@ async def reports(tmp_path: Path) -> Path:
         await store.write_result(eid, "node-a", f'{{"run": "{eid}"}}'.encode())
     async with store.upload(E2, "node-a", "report.html") as sink:
         await sink.write(b"<h1>report</h1>")
+    await store.close()  # the results are files now, not only in the results log
     return root
 
 

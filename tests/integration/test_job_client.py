@@ -28,6 +28,7 @@ from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
 from tests.integration.bjc_command import REPO
 from tests.integration.test_callback import EID, NODE, Target
+from tests.report_files import stored
 
 FAST = {"retries": 3, "backoff": 0.01}
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
@@ -70,12 +71,12 @@ async def test_report_upload_and_event_reach_the_controller(
 ) -> None:
     client = controller.client()
     await asyncio.to_thread(client.report, {"test": [{"value": 1.5, "labels": {"a": "x"}}]})
-    assert json.loads((controller.dir / f"{NODE}.json").read_text()) == {
+    assert json.loads(stored(controller.dir)[f"{NODE}.json"]) == {
         "test": [{"value": 1.5, "labels": {"a": "x"}}]
     }
     verbatim = b'{\n  "test": [{"value": 2}]\n}\n'
     await asyncio.to_thread(client.report, verbatim)
-    assert (controller.dir / f"{NODE}.json").read_bytes() == verbatim
+    assert stored(controller.dir)[f"{NODE}.json"] == verbatim
     assert controller.target.results == [(NODE, EID), (NODE, EID)]
 
     big = tmp_path / "disk usage.log"
@@ -121,7 +122,7 @@ async def test_4xx_raises_refused_with_the_reason_and_is_not_retried(
     with pytest.raises(Refused) as bad_event:
         await asyncio.to_thread(client.event, "lower", "message")
     assert "must start with an upper-case letter" in bad_event.value.reason
-    assert not (controller.dir / f"{NODE}.json").exists()
+    assert f"{NODE}.json" not in stored(controller.dir)
 
 
 # ------------------------------------------------------------------ retries

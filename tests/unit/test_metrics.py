@@ -528,6 +528,8 @@ def test_callback_counter() -> None:
         labels(route="result", code="406"): 1,
         labels(route="file", code="413"): 1,
     }
+    m.count_callback("result", 200)  # counted between scrapes: added, never replacing
+    assert samples(parse(m), "bjc_callback_requests")[labels(route="result", code="200")] == 3
 
 
 def test_leader_gauge_and_skipped_triggers() -> None:

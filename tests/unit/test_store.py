@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bjc.reports import store as store_module
+from bjc.reports.resultlog import RESULTS_LOG
 from bjc.reports.store import (
     LATEST,
     STATE_FILE,
@@ -64,6 +65,7 @@ async def test_prune_removes_oldest(tmp_path: Path, keep: int, expected_left: li
     for eid in (E1, E2, E3):
         await store.create_execution(eid)
         await store.write_result(eid, "node-a", b"{}")
+    await store.close()  # the logged results become files
     removed = await store.prune(keep)
     assert removed == [e for e in (E1, E2, E3) if e not in expected_left]
     assert await store.list_executions() == expected_left
@@ -89,11 +91,13 @@ async def test_result_upload_log_and_state_layout(tmp_path: Path) -> None:
         await sink.write(b"hello ")
         await sink.write(b"world")
     assert files_under(tmp_path) == {
-        f"{E1}/node-a.json",
+        f"{E1}/node-a.json",  # written from the results log before the state snapshot
+        f"{E1}/{RESULTS_LOG}",
         f"{E1}/node-a-container-job.log",
         f"{E1}/{STATE_FILE}",
         f"{E1}/node-a-report.txt",
     }
+    assert (tmp_path / E1 / RESULTS_LOG).stat().st_size == 0  # emptied once written
     assert (tmp_path / E1 / "node-a-report.txt").read_bytes() == b"hello world"
     assert await store.read_state(E1) == (b'{"state": 1}', None)
     assert await store.read_state(E2) is None
@@ -117,11 +121,13 @@ async def test_write_replaces_atomically_and_leaves_no_temp(tmp_path: Path) -> N
     await store.create_execution(E1)
     target = tmp_path / E1 / "node-a.json"
     await store.write_result(E1, "node-a", b"first")
+    await store.materialize(E1)
     inode = target.stat().st_ino
     await store.write_result(E1, "node-a", b"second")
+    await store.materialize(E1)
     assert target.read_bytes() == b"second"
     assert target.stat().st_ino != inode  # a new file renamed over the old one
-    assert os.listdir(tmp_path / E1) == ["node-a.json"]
+    assert sorted(os.listdir(tmp_path / E1)) == [RESULTS_LOG, "node-a.json"]
 
 
 async def test_concurrent_results_all_land_with_their_own_bodies(tmp_path: Path) -> None:
@@ -129,10 +135,11 @@ async def test_concurrent_results_all_land_with_their_own_bodies(tmp_path: Path)
     await store.create_execution(E1)
     nodes = [f"node-{i}" for i in range(300)]
     await asyncio.gather(*(store.write_result(E1, n, n.encode()) for n in nodes))
+    await store.close()
     assert {n: (tmp_path / E1 / f"{n}.json").read_bytes() for n in nodes} == {
         n: n.encode() for n in nodes
     }
-    assert sorted(os.listdir(tmp_path / E1)) == sorted(f"{n}.json" for n in nodes)
+    assert sorted(os.listdir(tmp_path / E1)) == sorted([RESULTS_LOG] + [f"{n}.json" for n in nodes])
 
 
 def _writer_threads() -> set[threading.Thread]:
@@ -146,12 +153,12 @@ async def test_writer_thread_ends_when_idle_and_a_later_write_starts_another(
     monkeypatch.setattr(store_module._Writer, "_IDLE_S", 0.01)
     store = ReportStore(tmp_path)
     await store.create_execution(E1)
-    await store.write_result(E1, "node-a", b"first")
+    await store.write_state(E1, b"first")
     for thread in _writer_threads() - others:
         await asyncio.to_thread(thread.join)  # it ends by itself once idle
     assert _writer_threads() - others == set()
-    await store.write_result(E1, "node-a", b"second")
-    assert (tmp_path / E1 / "node-a.json").read_bytes() == b"second"
+    await store.write_state(E1, b"second")
+    assert await store.read_state(E1) == (b"second", None)
 
 
 async def test_large_upload_goes_through_temp_file(tmp_path: Path) -> None:
