@@ -34,16 +34,17 @@ PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/node-check-leader-election"
 
 
-async def create_reports_volume(kube: KubeClient, path: Path) -> None:
-    """The PersistentVolume the example overlay's ReadWriteMany claim binds, as an admin
-    without a ReadWriteMany provisioner provides it: a hostPath, since the test's
-    nodes share one host."""
+async def create_reports_volume(
+    kube: KubeClient, path: Path, name: str = "bjc-reports", access: str = "ReadWriteMany"
+) -> None:
+    """The PersistentVolume an overlay's claim binds, as an admin without a provisioner
+    provides it: a hostPath, since the test's nodes share one host."""
     spec = {
         "capacity": {"storage": "5Gi"},
-        "accessModes": ["ReadWriteMany"],
+        "accessModes": [access],
         "hostPath": {"path": str(path)},
     }
-    volume = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "bjc-reports"}}
+    volume = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name}}
     await kube.create("/api/v1/persistentvolumes", {**volume, "spec": spec})
 
 

@@ -19,12 +19,13 @@ that needs an execution starts one the way a user would: change the ConfigMap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -111,6 +112,9 @@ class Jobs:
             await asyncio.sleep(0.5)
 
 
+D = TypeVar("D", bound="Deployed")
+
+
 class Deployed(Deployment):
     """The deployment on simulated nodes: the agent runs its pods."""
 
@@ -131,43 +135,58 @@ class Deployed(Deployment):
         return "\n".join([failures, *out, super().diagnosis()])
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def deployed(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Deployed]:
-    tmp = tmp_path_factory.mktemp("deployed")
+@contextlib.asynccontextmanager
+async def simulated_nodes(
+    plane: ControlPlane,
+    tmp: Path,
+    deployed: type[D],
+    volume: str = "bjc-reports",
+    access: str = "ReadWriteMany",
+) -> AsyncIterator[tuple[D, ServiceProxy]]:
+    """NODES as the agent plays them, a hostPath volume for the claim, and the Service
+    stand-in (no kube-proxy: callbacks go through it; start it once the Service exists):
+    what each deployment on simulated nodes starts from. The cluster outlives the
+    module: the nodes and the volume go at the end."""
     reports = tmp / "reports"
     reports.mkdir()
-    creds = Credentials(server=control_plane.url, insecure=True, token=control_plane.token)
+    creds = Credentials(server=plane.url, insecure=True, token=plane.token)
     jobs = Jobs()
     processes = ProcessPods(tmp / "pods")
     async with KubeClient(creds) as kube:
         for name in NODES:
             await add_ready_node(kube, name)
-        await create_reports_volume(kube, reports)
+        await create_reports_volume(kube, reports, volume, access)
         agent = NodeAgent(
-            control_plane.url,
+            plane.url,
             NODES,
             behaviour=JobBehaviour(run=jobs.run),
-            headers={"Authorization": f"Bearer {control_plane.token}"},
+            headers={"Authorization": f"Bearer {plane.token}"},
             ssl=False,
             processes=processes,
         )
         await agent.start()
-        proxy = ServiceProxy(kube, NAMESPACE, "bjc")  # no kube-proxy: callbacks go through it
+        proxy = ServiceProxy(kube, NAMESPACE, "bjc")
         try:
             await asyncio.wait_for(agent.synced.wait(), BOUND)
-            result = Deployed(control_plane, kube, reports, agent, processes, jobs)
-            await result.kubectl("apply", "-k", str(OVERLAY))
-            await proxy.start()
-            yield result
+            yield deployed(plane, kube, reports, agent, processes, jobs), proxy
         finally:
             jobs.release()
             await agent.stop()
             await proxy.stop()
-            for name in NODES:  # the cluster outlives this module
+            for name in NODES:
                 await kube.delete(f"/api/v1/nodes/{name}")
-            await kube.delete("/api/v1/persistentvolumes/bjc-reports")
+            await kube.delete(f"/api/v1/persistentvolumes/{volume}")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def deployed(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Deployed]:
+    tmp = tmp_path_factory.mktemp("deployed")
+    async with simulated_nodes(control_plane, tmp, Deployed) as (result, proxy):
+        await result.kubectl("apply", "-k", str(OVERLAY))
+        await proxy.start()
+        yield result
 
 
 async def test_manifests_rbac_allow_what_bjc_needs_and_no_more(deployed: Deployed) -> None:

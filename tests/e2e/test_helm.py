@@ -19,15 +19,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bjc.kube.client import Credentials, KubeClient
-from bjc.sim import JobBehaviour, NodeAgent, ProcessPods
-from bjc.sim.proxy import ServiceProxy
 from tests.conftest import unavailable
 from tests.e2e.binaries import helm
 
-from .controlplane import ControlPlane, add_ready_node
+from .controlplane import ControlPlane
 from .deployment import BOUND, LEASE, NAMESPACE, PODS
-from .test_e2e import NODES, Deployed, Jobs
+from .test_e2e import Deployed, simulated_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -67,53 +64,15 @@ async def helmed(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Helmed]:
     tmp = tmp_path_factory.mktemp("helm")
-    reports = tmp / "reports"
-    reports.mkdir()
-    creds = Credentials(server=control_plane.url, insecure=True, token=control_plane.token)
-    jobs = Jobs()
-    processes = ProcessPods(tmp / "pods")
-    async with KubeClient(creds) as kube:
-        for name in NODES:
-            await add_ready_node(kube, name)
-        await kube.create(
-            "/api/v1/persistentvolumes",
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": VOLUME},
-                "spec": {
-                    "capacity": {"storage": "5Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "hostPath": {"path": str(reports)},
-                },
-            },
-        )
-        agent = NodeAgent(
-            control_plane.url,
-            NODES,
-            behaviour=JobBehaviour(run=jobs.run),
-            headers={"Authorization": f"Bearer {control_plane.token}"},
-            ssl=False,
-            processes=processes,
-        )
-        await agent.start()
-        proxy = ServiceProxy(kube, NAMESPACE, "bjc")
-        result = Helmed(control_plane, kube, reports, agent, processes, jobs)
-        installed = False
+    nodes = simulated_nodes(control_plane, tmp, Helmed, VOLUME, "ReadWriteOnce")
+    async with nodes as (result, proxy):
         try:
-            await asyncio.wait_for(agent.synced.wait(), BOUND)
             await result.run_helm(*INSTALL)
-            installed = True
             await proxy.start()
             yield result
         finally:
-            await agent.stop()
-            if installed:
-                await proxy.stop()
-            for name in NODES:
-                await kube.delete(f"/api/v1/nodes/{name}")
-            await kube.delete(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/bjc-reports")
-            await kube.delete(f"/api/v1/persistentvolumes/{VOLUME}")
+            claim = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/bjc-reports"
+            await result.kube.delete(claim)
             await result.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait")
 
 

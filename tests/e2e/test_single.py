@@ -9,20 +9,15 @@ then leaves no pod behind.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from bjc.kube.client import Credentials, KubeClient
-from bjc.sim import JobBehaviour, NodeAgent, ProcessPods
-from bjc.sim.proxy import ServiceProxy
-
-from .controlplane import ControlPlane, add_ready_node
+from .controlplane import ControlPlane
 from .deployment import BOUND, NAMESPACE
-from .test_e2e import NODES, Deployed, Jobs
+from .test_e2e import Deployed, simulated_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -35,51 +30,12 @@ async def single(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Deployed]:
     tmp = tmp_path_factory.mktemp("single")
-    reports = tmp / "reports"
-    reports.mkdir()
-    creds = Credentials(server=control_plane.url, insecure=True, token=control_plane.token)
-    jobs = Jobs()
-    processes = ProcessPods(tmp / "pods")
-    async with KubeClient(creds) as kube:
-        for name in NODES:
-            await add_ready_node(kube, name)
-        # what a ReadWriteOnce provisioner would make for the claim
-        await kube.create(
-            "/api/v1/persistentvolumes",
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": VOLUME},
-                "spec": {
-                    "capacity": {"storage": "5Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "hostPath": {"path": str(reports)},
-                },
-            },
-        )
-        agent = NodeAgent(
-            control_plane.url,
-            NODES,
-            behaviour=JobBehaviour(run=jobs.run),
-            headers={"Authorization": f"Bearer {control_plane.token}"},
-            ssl=False,
-            processes=processes,
-        )
-        await agent.start()
-        proxy = ServiceProxy(kube, NAMESPACE, "bjc")
-        try:
-            await asyncio.wait_for(agent.synced.wait(), BOUND)
-            result = Deployed(control_plane, kube, reports, agent, processes, jobs)
-            await result.kubectl("apply", "-k", str(OVERLAY))
-            await proxy.start()
-            yield result
-        finally:
-            jobs.release()
-            await agent.stop()
-            await proxy.stop()
-            for name in NODES:
-                await kube.delete(f"/api/v1/nodes/{name}")
-            await kube.delete(f"/api/v1/persistentvolumes/{VOLUME}")
+    # what a ReadWriteOnce provisioner would make for the claim
+    nodes = simulated_nodes(control_plane, tmp, Deployed, VOLUME, "ReadWriteOnce")
+    async with nodes as (result, proxy):
+        await result.kubectl("apply", "-k", str(OVERLAY))
+        await proxy.start()
+        yield result
 
 
 async def test_the_single_overlay_survives_a_rollout_restart_during_an_execution(
