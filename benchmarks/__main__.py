@@ -188,6 +188,15 @@ def _node_condition_rows(n: dict[str, Any]) -> list[str]:
             n["flip_update_patches"] == n["flipped"],
         ),
         _row(
+            f"node conditions as jobs end, {n['nodes']:,} nodes, {n['flipped_at_job_ends']:,} "
+            "flip: patches / time until sent / patches left at execution end",
+            f"{n['job_ends_patches']:,} / {n['job_ends_s']:.2f} s / "
+            f"{n['update_after_job_ends_patches']}",
+            f"= {n['flipped_at_job_ends']:,} patches / - / 0",
+            n["job_ends_patches"] == n["flipped_at_job_ends"]
+            and n["update_after_job_ends_patches"] == 0,
+        ),
+        _row(
             f"node conditions, {n['nodes']:,} nodes: nothing changed / first execution",
             f"{n['unchanged_update_patches']} patches, {n['unchanged_update_s']:.2f} s / "
             f"{n['first_update_patches']:,} patches, {n['first_update_s']:.2f} s",

@@ -12,7 +12,10 @@ which 10% of the nodes flip (half of the failing ones recover, as many others fa
 Measured: the patches and the time of `NodeMarks.update()` after the second
 execution with `nodeCondition` on, the same without it (the change metrics alone: the
 time the conditions add is the difference), and after nothing changed (no patch).
-The first update, which sets every node's condition once, is given for scale. Nothing
+The first update, which sets every node's condition once, is given for scale. Then a
+third execution's jobs end one by one (`NodeMarks.job_ended`, as the controller reports
+them), 10% of the nodes flipping again: the patches and the time until all are sent,
+and the execution's end after it (which should find nothing left to patch). Nothing
 is asserted (see `nox -s bench`).
 
 Run standalone: `python -m benchmarks.bench_nodemarks` (prints JSON).
@@ -34,13 +37,14 @@ from benchmarks import scaled
 from bjc.config.settings import load_config
 from bjc.engine.nodemarks import NodeMarks
 from bjc.kube.client import Credentials, KubeClient
-from bjc.reports.execution import ExecutionState, JobStatus, NodeJob
+from bjc.reports.execution import Execution, ExecutionState, JobStatus, NodeJob
 from bjc.reports.metrics import Metrics
+from bjc.reports.store import ReportStore
 from bjc.sim import SimCluster
 
 NODES = scaled(5000, 40)
 FLIP = NODES // 10  # nodes whose verdict changes between the two executions
-EXECUTIONS = ("202401010100", "202401010200")
+EXECUTIONS = ("202401010100", "202401010200", "202401010300")
 RESULT = json.dumps({"check": [{"value": 0, "labels": {}}]}).encode()
 
 
@@ -80,6 +84,28 @@ async def _timed_update(marks: NodeMarks) -> tuple[float, int]:
     return time.perf_counter() - t, marks.patches - before
 
 
+async def _timed_job_ends(marks: NodeMarks, root: Path, failing: set[int]) -> tuple[float, int]:
+    """Every node's job ends (`failing` failed) as the controller reports them, one by
+    one: the time until every patch is sent, and how many."""
+    nodes = [_name(i) for i in range(NODES)]
+    store = ReportStore(root / "memory")  # its journal, apart from the directory marks reads
+    await store.ensure_execution(EXECUTIONS[2])
+    execution = Execution.new(EXECUTIONS[2], nodes, store, save=False)
+    before = marks.patches
+    t = time.perf_counter()
+    for i in range(NODES):
+        node = _name(i)
+        execution.pod_created(node, f"check-{node}")
+        if i in failing:
+            execution.finish(node, JobStatus.FAILED, "container check exited 1")
+        else:
+            execution.result_received(node)
+            execution.finish(node, JobStatus.SUCCEEDED)
+        marks.job_ended(execution, node)
+    await marks.work.drain()
+    return time.perf_counter() - t, marks.patches - before
+
+
 async def measure(root: Path) -> dict[str, Any]:
     sim = SimCluster(history_size=4 * NODES)
     for i in range(NODES):
@@ -103,6 +129,11 @@ async def measure(root: Path) -> dict[str, Any]:
             flip_s, flip_patches = await _timed_update(marks)
             plain_s, plain_patches = await _timed_update(plain)
             same_s, same_patches = await _timed_update(marks)  # nothing changed since
+            # as the jobs of a third execution end: FLIP other nodes flip
+            third = set(range(FLIP, 2 * FLIP))
+            jobs_s, jobs_patches = await _timed_job_ends(marks, root, third)
+            write_execution(root, EXECUTIONS[2], third, 1_704_078_000.0)
+            end_s, end_patches = await _timed_update(marks)  # then the execution ends
     finally:
         await sim.stop()
     return {
@@ -116,6 +147,11 @@ async def measure(root: Path) -> dict[str, Any]:
         "flip_update_without_conditions_patches": plain_patches,
         "unchanged_update_s": round(same_s, 3),
         "unchanged_update_patches": same_patches,
+        "flipped_at_job_ends": len(second ^ third),
+        "job_ends_s": round(jobs_s, 3),
+        "job_ends_patches": jobs_patches,
+        "update_after_job_ends_s": round(end_s, 3),
+        "update_after_job_ends_patches": end_patches,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
 

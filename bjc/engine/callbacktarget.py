@@ -16,7 +16,7 @@ from bjc.engine.history import History
 from bjc.engine.jobs import JobEnds
 from bjc.kube.client import KubeClient
 from bjc.kube.events import EventRequest, send_event
-from bjc.reports.execution import Stale
+from bjc.reports.execution import Execution, Stale
 
 
 class ControllerCallbacks:
@@ -49,8 +49,9 @@ class ControllerCallbacks:
 
     async def result_received(self, node: str, execution_id: str) -> None:
         execution = self.history.executions.get(execution_id)
-        if execution is not None:
-            execution.result_received(node)
+        if execution is not None and execution.result_received(node):
+            if isinstance(execution, Execution) and execution.nodes[node].status.terminal:
+                self.jobs.record(execution, node)  # the job ended before its result
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
         execution = self.history.active(execution_id)

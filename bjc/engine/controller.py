@@ -154,6 +154,7 @@ class Controller:
         )
         self.callbacks = ControllerCallbacks(self.history, self.jobs, kube, namespace)
         self.marks = NodeMarks(config, kube, metrics, store.root)
+        self.jobs.on_recorded = self.marks.job_ended
 
     def use(self, config: Config, template: podspec.PodTemplate) -> None:
         """A reloaded configuration and pod template, from the next execution on."""
@@ -459,6 +460,7 @@ class Controller:
             async with asyncio.timeout(grace):
                 await self.jobs.side_work.drain()
         await self.jobs.side_work.close()
+        await self.marks.close(grace)
         for execution in self.history.executions.values():
             await execution.flushed()
 

@@ -62,6 +62,8 @@ class JobEnds:
         self.history = history
         self.pod_phases = pod_phases  # the watch's count of job pods by phase
         self.side_work = SideWork()  # pod log fetches
+        # told of every recorded job end (node conditions: bjc.engine.nodemarks)
+        self.on_recorded: Callable[[Execution, str], None] = lambda execution, node: None
 
     def pod_name(self, node: str, execution_id: str, attempt: int = 0) -> str:
         return podspec.job_pod_name(self.config.name, node, execution_id, attempt)
@@ -121,9 +123,11 @@ class JobEnds:
                 log.warning("too many pod logs waiting: log of %s not saved", pod.metadata.name)
 
     def record(self, execution: Execution, node: str) -> None:
-        """The metrics of a node's ended job."""
+        """A node's ended job (again when a late result changes its verdict): its metrics,
+        and `on_recorded`."""
         job = execution.nodes[node]
         self.metrics.record_job(execution.id, node, bool(job.error), job.duration_ms)
+        self.on_recorded(execution, node)
 
     def _stop_if_too_many_failed(self, execution: Execution) -> None:
         limit = execution.max_failures

@@ -6,12 +6,12 @@ failing, which recovered". This module answers it from the executions' verdicts 
 or newly elected controller, a standby replica and `bjc status` all give the same
 answer: nothing is remembered in memory that the directory does not hold.
 
-What "failed" means: a node's job *failed* in an execution when the summary marks it
-as an error (its job ended and did not succeed with a result: the Go controller's
-`<prefix>_processing` = 1). It *passed* when its job succeeded with a result. A node
-whose job was aborted (the execution was replaced, or stopped early by `maxFailures`
-before the node's pod started) or has not ended is *not judged*: its standing carries
-over unchanged from the executions before.
+What "failed" means (`failure`, the one definition the summary, the changes and the
+node conditions share): a node's job *failed* in an execution when it ended and did
+not succeed with a result (the Go controller's `<prefix>_processing` = 1). It *passed*
+when its job succeeded with a result. A node whose job was aborted (the execution was
+replaced, or stopped early by `maxFailures` before the node's pod started) or has not
+ended is *not judged*: its standing carries over unchanged from the executions before.
 
 A node's *streak* is the number of judged executions in a row, up to and including
 this one, in which it failed (0 when it passed last). It is counted over the kept
@@ -29,6 +29,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import msgspec
+
+from bjc.reports.execution import JobStatus, NodeJob
+
+JUDGED = (JobStatus.SUCCEEDED, JobStatus.FAILED)  # the job statuses a verdict is given for
+
+
+def failure(job: NodeJob, result: bool) -> str | None:
+    """Why a node whose job ended (status in JUDGED) failed, in a few words; None: it passed.
+
+    `result`: a result of the node arrived (in any attempt).
+    """
+    if job.status is JobStatus.SUCCEEDED and result:
+        return None
+    if job.reason:
+        return job.reason
+    if job.status is JobStatus.SUCCEEDED:
+        return "no result arrived"
+    return "pod failed"
 
 
 class Verdicts(msgspec.Struct, frozen=True):

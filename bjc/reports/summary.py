@@ -292,7 +292,8 @@ def _node_summary(
         summary = NodeSummary(
             node=node,
             status=display_status(job),
-            error=job.status.terminal and (job.status is not JobStatus.SUCCEEDED or not result),
+            error=job.status.terminal
+            and (job.status not in _changes.JUDGED or _changes.failure(job, result) is not None),
             result=result,
             reason=job.reason,
             pod=job.pod,

@@ -8,6 +8,7 @@ everywhere; a controller without the permission to patch nodes says so once.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 
@@ -15,7 +16,7 @@ import aiohttp
 
 from bjc.sim import JobBehaviour
 
-from .harness import CONFIG_MAP, EVENTS, cluster, crash, post_result
+from .harness import CONFIG_MAP, EVENTS, Gate, cluster, crash, post_result
 from .test_controller import run_one, scrape
 from .test_failover import LEASE, wait_leader
 
@@ -42,6 +43,23 @@ async def node_marks(c, nodes: list[str]) -> dict[str, tuple[dict | None, list[s
         assert any(x["type"] == "Ready" for x in conditions)  # other conditions untouched
         out[name] = mine, [t["key"] for t in node.get("spec", {}).get("taints") or []]
     return out
+
+
+def mine(node: dict) -> dict | None:
+    conditions = node.get("status", {}).get("conditions") or []
+    return next((x for x in conditions if x["type"] == CONDITION), None)
+
+
+async def wait_node(c, name: str, predicate) -> dict:
+    """The node `name` once `predicate` holds for it (a watch of the nodes)."""
+    while True:
+        items, rv = await c.kube.list("/api/v1/nodes", dict)
+        node = next(n for n in items if n["metadata"]["name"] == name)
+        if predicate(node):
+            return node
+        async for event in c.kube.watch("/api/v1/nodes", dict, resource_version=rv):
+            if event.object["metadata"]["name"] == name and predicate(event.object):
+                return event.object
 
 
 def since(condition: dict) -> dt.datetime:
@@ -112,6 +130,62 @@ async def test_two_nodes_fail_then_one_recovers(tmp_path, plane):
         await check_second(c, runtime, nodes, first)
         # only what changed: node 1's condition and its taint
         assert runtime.controller.marks.patches - before == 2
+
+
+async def test_a_node_shows_its_verdict_as_soon_as_its_job_ends(tmp_path, plane):
+    async with cluster(tmp_path, plane) as c:
+        nodes = await c.ready_nodes(2)
+        gate = Gate()  # holds the second node's job: the execution goes on
+        broken = JobBehaviour(exit_code=1)
+        await c.start_agent(JobBehaviour(run=gate.job, per_node={nodes[0]: broken}))
+        await c.store_config_map(**ACTING)
+        runtime = await c.start_controller(**ACTING)
+        await runtime.controller.trigger("test")
+        await gate.running.wait()
+        failed = await wait_node(c, nodes[0], lambda n: mine(n) is not None)
+        held = await c.kube.get(f"/api/v1/nodes/{nodes[1]}", dict)
+        assert not runtime.controller.current.state.done
+        condition = mine(failed)
+        assert condition["status"] == "True" and "exited 1" in condition["message"]
+        failed = await wait_node(c, nodes[0], lambda n: bool(n["spec"].get("taints")))
+        assert [t["key"] for t in failed["spec"]["taints"]] == [TAINT]  # 50% of 2 nodes
+        assert mine(held) is None and not held["spec"].get("taints")
+
+        gate.opened.set()
+        await runtime.controller.wait_completed(1)
+        marks = await node_marks(c, nodes)
+        assert marks[nodes[0]] == (condition, [TAINT])  # the execution's end agrees
+        assert marks[nodes[1]][0]["status"] == "False"
+        assert runtime.controller.marks.patches == 3  # nothing sent twice
+
+
+async def test_a_result_after_the_job_ended_turns_its_condition_false(tmp_path, plane):
+    async with cluster(tmp_path, plane) as c:
+        nodes = await c.ready_nodes(2)
+        late: list[asyncio.Task] = []
+        judged: list[dict] = []
+
+        async def result_after_exit(pod):
+            async def report():  # once bjc has judged the node: no result arrived
+                node = await wait_node(c, pod.node, lambda n: mine(n) is not None)
+                judged.append(mine(node))
+                await post_result(pod)
+
+            late.append(asyncio.create_task(report()))
+            return 0
+
+        behaviour = JobBehaviour(run=post_result, per_node={nodes[0]: JobBehaviour()})
+        behaviour.per_node[nodes[0]].run = result_after_exit
+        await c.start_agent(behaviour)
+        acting = {"nodeCondition": {"type": CONDITION}}
+        await c.store_config_map(**acting)
+        runtime = await c.start_controller(**acting)
+        await run_one(runtime)
+        await asyncio.gather(*late)
+        assert (judged[0]["status"], judged[0]["message"]) == ("True", "no result arrived")
+        recovered = await wait_node(c, nodes[0], lambda n: mine(n)["status"] == "False")
+        assert mine(recovered)["reason"] == "CheckSucceeded"
+        assert since(mine(recovered)) >= since(judged[0])
 
 
 async def test_streaks_and_conditions_continue_across_a_restart(tmp_path):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bjc.reports.changes import JUDGED, failure
 from bjc.reports.execution import Execution, JobStatus
 from bjc.reports.store import ReportStore
-from bjc.reports.summary import SummaryCache
+from bjc.reports.summary import SummaryCache, verdicts
 from tests.example_history import result
 
 
@@ -89,3 +90,41 @@ async def test_aborted_nodes_keep_their_standing_and_running_executions_are_not_
     standings = await cache.standings()
     assert [v.id for v, _, _ in standings] == ["202601010000", "202601020000"]
     assert standings[-1][2].streaks == {"a": 1, "b": 0}
+
+
+async def test_a_job_end_is_judged_in_memory_as_the_summary_judges_it(tmp_path: Path) -> None:
+    """One definition of "failed": the node conditions, set as each job ends from the
+    execution in memory (`failure`), agree with the summary read from the directory."""
+    store = ReportStore(tmp_path)
+    eid = "202601010000"
+    ends = {
+        "ok": (JobStatus.SUCCEEDED, "", True),
+        "no-result": (JobStatus.SUCCEEDED, "", False),
+        "failed-with-result": (JobStatus.FAILED, "exited 2", True),
+        "failed": (JobStatus.FAILED, "", False),
+        "timed-out": (JobStatus.FAILED, "job did not finish within jobTimeout (10s)", False),
+        "aborted": (JobStatus.ABORTED, "replaced by a newer execution", False),
+        "running": (None, "", True),
+    }
+    run = Execution.new(eid, ends, store, save=False)
+    await store.ensure_execution(eid)
+    await run.write_snapshot()
+    for node, (status, reason, with_result) in ends.items():
+        run.pod_created(node, f"job-{node}")
+        if with_result:
+            await store.write_result(eid, node, result(c=[(1.0, {})]))
+            run.result_received(node)
+        if status is not None:
+            run.finish(node, status, reason)
+    run.close()
+    await run.flushed()
+
+    in_memory = {
+        node: failure(job, job.result) for node, job in run.nodes.items() if job.status in JUDGED
+    }
+    summary, _ = await SummaryCache(tmp_path).execution(eid)
+    verdicts_ = verdicts(summary)
+    assert verdicts_ is not None
+    assert {n: why for n, why in in_memory.items() if why is not None} == verdicts_.failed
+    assert {n for n, why in in_memory.items() if why is None} == verdicts_.passed == {"ok"}
+    assert in_memory["no-result"] == "no result arrived" and in_memory["failed"] == "pod failed"
