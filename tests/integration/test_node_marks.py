@@ -239,10 +239,11 @@ async def test_the_taint_never_goes_on_more_than_its_share(tmp_path, plane):
         await run_one(runtime)
         marks = await node_marks(c, nodes)
         assert all(condition["status"] == "True" for condition, _ in marks.values())
-        assert [n for n, (_, taints) in marks.items() if taints] == [nodes[0]]
+        tainted = [n for n, (_, taints) in marks.items() if taints]
+        assert len(tainted) == 1  # the first whose job failed
         await run_one(runtime, 2)
         marks = await node_marks(c, nodes)
-        assert [n for n, (_, taints) in marks.items() if taints] == [nodes[0]]  # it stays
+        assert [n for n, (_, taints) in marks.items() if taints] == tainted  # it stays
 
 
 async def test_without_the_permission_it_says_so_once(tmp_path, caplog):
