@@ -9,6 +9,7 @@ new module cannot escape the check.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 import tomllib
 from pathlib import Path
@@ -33,7 +34,18 @@ def _names(layers: list[str], prefix: str = "") -> set[str]:
 
 def test_the_import_contracts_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
-    assert lint_imports(config_filename=str(PYPROJECT), no_cache=True, no_logo=True) == 0
+    # import-linter configures logging (dictConfig), which disables every logger that
+    # exists in this process: bjc's, which later tests read through caplog
+    enabled = [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and not logger.disabled
+    ]
+    try:
+        assert lint_imports(config_filename=str(PYPROJECT), no_cache=True, no_logo=True) == 0
+    finally:
+        for logger in enabled:
+            logger.disabled = False
 
 
 def test_every_module_has_a_layer() -> None:
