@@ -188,20 +188,21 @@ class NodeMarks:
         """What every node shows, from one list (a node patched meanwhile keeps ours)."""
         before = self._synced.copy()
         items, _ = await self.kube.list("/api/v1/nodes", dict)
-        kind = None if self.config.node_condition is None else self.config.node_condition.type
-        self._shown = {
-            n: old
-            if self._synced[n] != before[n] and (old := self._shown.get(n)) is not None
-            else self._show(obj, kind)
-            for obj in items
-            if (n := obj["metadata"]["name"])
-        }
+        shown: dict[str, _Shown] = {}
+        for obj in items:
+            name = obj["metadata"]["name"]
+            old = self._shown.get(name)
+            if old is not None and self._synced[name] != before[name]:
+                shown[name] = old  # patched meanwhile: what our patch returned is newer
+            else:
+                shown[name] = self._show(obj)
+        self._shown = shown
         if self.config.node_taint is not None:  # until judged, tainted nodes keep it
             key = self.config.node_taint.key
             self._tainting = {n for n, s in self._shown.items() if _has(s.taints, key)}
 
-    @staticmethod
-    def _show(obj: dict[str, Any], kind: str | None) -> _Shown:
+    def _show(self, obj: dict[str, Any]) -> _Shown:
+        kind = None if self.config.node_condition is None else self.config.node_condition.type
         conditions = obj.get("status", {}).get("conditions") or []
         return _Shown(
             condition=next((c for c in conditions if c.get("type") == kind), None),
@@ -314,8 +315,7 @@ class NodeMarks:
 
     def _patched(self, node: str, obj: dict[str, Any]) -> None:
         """The node as a patch or a read of ours found it."""
-        kind = None if self.config.node_condition is None else self.config.node_condition.type
-        self._shown[node] = self._show(obj, kind)
+        self._shown[node] = self._show(obj)
         self._synced[node] += 1
 
     async def _set_condition(self, node: str, kind: str, shown: _Shown, want: Want) -> None:
