@@ -234,20 +234,18 @@ class _ResultGauge:
         """The configured labels only, a missing one as "" (the Go controller's rule)."""
         return {name: labels.get(name, "") for name in self.names}
 
-    def key(
-        self, labels: Mapping[str, str], node: str, execution_id: str
-    ) -> tuple[SeriesKey, Mapping[str, str]]:
-        """The series key of reported `labels`, and the labels it was made of."""
+    def key(self, labels: Mapping[str, str], node: str, execution_id: str) -> SeriesKey:
+        """The series key of reported `labels` (configured ones only, a missing one "")."""
         if len(labels) != self.size:
             labels = self.conform(labels)
         try:
-            return self.make_key(labels, node, execution_id), labels
+            return self.make_key(labels, node, execution_id)
         except KeyError:
-            labels = self.conform(labels)
-            return self.make_key(labels, node, execution_id), labels
+            return self.make_key(self.conform(labels), node, execution_id)
 
 
-#: The series of one result (`Metrics.result_series`): suffix, gauge, key, labels, value.
+#: The series of one result (`Metrics.result_series`): suffix, gauge, key, the labels
+#: as reported, value.
 _ResultSeries = list[tuple[str, _ResultGauge, SeriesKey, Mapping[str, str], float]]
 
 
@@ -589,7 +587,7 @@ class Metrics:
             gauge = self._results[suffix]
         except KeyError:
             raise KeyError(f"{suffix!r} is not a configured gauge (metrics.gauges)") from None
-        key, labels = gauge.key(labels, node, execution_id)
+        key = gauge.key(labels, node, execution_id)
         self._put_result(gauge, execution_id, node, key, labels, float(value))
 
     def _put_result(
@@ -618,7 +616,7 @@ class Metrics:
         block.text = None
         if self.latest:
             if gauge.latest_separate:
-                key = gauge.make_key(labels, node, LATEST)
+                key = gauge.key(labels, node, LATEST)
             gauge.family.put(LATEST, key, value)
 
     def remove_execution(self, execution_id: str) -> None:
@@ -654,11 +652,10 @@ class Metrics:
                 try:  # the usual case inline: exactly the configured labels
                     if len(labels) != size:
                         raise KeyError
-                    out.append(
-                        (suffix, gauge, make_key(labels, node, execution_id), labels, entry.value)
-                    )
+                    series_key = make_key(labels, node, execution_id)
                 except KeyError:
-                    out.append((suffix, gauge, *key(labels, node, execution_id), entry.value))
+                    series_key = key(labels, node, execution_id)
+                out.append((suffix, gauge, series_key, labels, entry.value))
         return out
 
     def new_series(self, execution_id: str, series: _ResultSeries) -> int:
