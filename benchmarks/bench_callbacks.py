@@ -25,7 +25,10 @@ only once `<node>.json` is renamed into place (durable against SIGKILL).
   and the results log (opened per batch, or held open), each with and without sync.
 
 Run: `python -m benchmarks.bench_callbacks [rounds N] [profile] [formats]` (profile,
-formats: only that).
+formats: only that). `python -m benchmarks.bench_callbacks wrk [rounds N] [fsync]
+[asyncio]`: only the wrk runs of one server (uvloop unless `asyncio`; `fsync`:
+`durability: fsync`), each with the load average when it started: for comparing
+commits back to back.
 """
 
 from __future__ import annotations
@@ -172,6 +175,7 @@ def wrk(live: Live, seconds: float) -> dict[str, float]:
     """One wrk run; requests/s and latency quantiles in ms."""
     wrk_bin = wrk_path()
     assert wrk_bin is not None
+    load = os.getloadavg()[0]
     cpu_before = thread_cpu_s(live.pid)
     env = {
         **os.environ,
@@ -198,7 +202,10 @@ def wrk(live: Live, seconds: float) -> dict[str, float]:
         name: round(1e6 * (cpu_after[name] - cpu_before.get(name, 0.0)) / max(r["requests"], 1))
         for name in cpu_after
     }
+    total = sum(cpu_after.values()) - sum(cpu_before.values())
     return {
+        "load": round(load, 2),
+        "server_cpu_us_total": round(1e6 * total / max(r["requests"], 1)),
         "server_cpu_us_per_request": cpu_us,
         "server_rss_mb": _rss_mb(live.pid),
         "per_s": round(r["requests"] / (r["duration_us"] / 1e6), 1),
@@ -426,6 +433,17 @@ def _measure(uvloop: bool, rounds: int, durability: str = "kill") -> dict[str, A
     return out
 
 
+def wrk_only(rounds: int, *, uvloop: bool, durability: str) -> dict[str, Any]:
+    """`rounds` wrk runs against one server, after a warm-up (no open loop, no profile)."""
+    if wrk_path() is None:
+        return {"skipped": "needs wrk (apt-get install wrk)"}
+    with live_controller(uvloop=uvloop, durability=durability) as live:
+        wrk(live, WARMUP_S)
+        runs = [wrk(live, WRK_SECONDS) for _ in range(rounds)]
+    where = os.environ.get("BJC_BENCH_DIR") or tempfile.gettempdir()
+    return {"report_filesystem": filesystem(where), "wrk_runs": runs}
+
+
 def filesystem(path: str) -> str:
     """The type of the file system `path` is on (from /proc/mounts), e.g. ext4, tmpfs."""
     best, kind = "", "unknown"
@@ -478,6 +496,9 @@ if __name__ == "__main__":
     started = time.perf_counter()
     if "formats" in args:
         result = formats()
+    elif "wrk" in args:
+        durability = "fsync" if "fsync" in args else "kill"
+        result = wrk_only(rounds, uvloop="asyncio" not in args, durability=durability)
     else:
         result = profile() if "profile" in args else run(rounds)
     result["seconds"] = round(time.perf_counter() - started, 1)

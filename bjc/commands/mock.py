@@ -24,6 +24,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Container, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -130,9 +131,21 @@ class NoMetrics:
     It holds no series, so the series limits apply to each result on its own.
     """
 
-    def set_result(
-        self, execution_id: str, node: str, suffix: str, labels: dict[str, str], value: float
-    ) -> None:
+    def __init__(self, config: Config) -> None:
+        self.gauges = config.metrics.gauges
+
+    def result_series(
+        self, execution_id: str, node: str, result: Mapping[str, Iterable[Any]]
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        """(suffix, configured label values) of each entry of a configured gauge."""
+        return [
+            (suffix, tuple(entry.labels.get(label, "") for label in gauge.labels))
+            for suffix, entries in result.items()
+            if (gauge := self.gauges.get(suffix)) is not None
+            for entry in entries
+        ]
+
+    def set_results(self, execution_id: str, node: str, series: object) -> None:
         return None
 
     def set_processing(self, execution_id: str, node: str, value: float) -> None:
@@ -144,10 +157,8 @@ class NoMetrics:
     def count_stale_callback(self, route: str, reason: str) -> None:
         return None
 
-    def new_series(
-        self, execution_id: str, node: str, series: Iterable[tuple[str, Mapping[str, str]]]
-    ) -> int:
-        return len({(suffix, tuple(sorted(labels.items()))) for suffix, labels in series})
+    def new_series(self, execution_id: str, series: list[tuple[str, tuple[str, ...]]]) -> int:
+        return len(set(series))
 
     def series_held(self, execution_id: str, node: str) -> tuple[int, int]:
         return 0, 0
@@ -193,7 +204,9 @@ def load_mock_config(path: str | None) -> tuple[Config, list[str]]:
 
 
 def make_mock_app(config: Config) -> web.Application:
-    app = make_callback_app(config, DiscardingStore(), NoMetrics(), MockTarget(), dev_mode=True)
+    app = make_callback_app(
+        config, DiscardingStore(), NoMetrics(config), MockTarget(), dev_mode=True
+    )
     app.middlewares.insert(0, _log_requests)
     return app
 

@@ -138,7 +138,7 @@ class History:
             result = decode_result(body)
             if only is not None:
                 result = {suffix: result[suffix] for suffix in only if suffix in result}
-            apply_result(self.metrics, self.config, execution_id, node, result)
+            apply_result(self.metrics, execution_id, node, result)
         except (msgspec.DecodeError, KeyError, ValueError) as e:
             # e.g. a gauge's labels changed in the config since the result was stored
             log.warning("execution %s node %s: result not restored: %s", execution_id, node, e)

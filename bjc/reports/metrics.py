@@ -24,6 +24,7 @@ import os
 import resource
 import sys
 from collections.abc import Callable, Container, Iterable, Mapping
+from typing import Any
 
 import aioprometheus
 from aioprometheus import Counter, Gauge, Registry
@@ -234,12 +235,18 @@ class _ResultGauge:
         return {name: labels.get(name, "") for name in self.names}
 
     def key(self, labels: Mapping[str, str], node: str, execution_id: str) -> SeriesKey:
+        """The series key of reported `labels` (configured ones only, a missing one "")."""
         if len(labels) != self.size:
             labels = self.conform(labels)
         try:
             return self.make_key(labels, node, execution_id)
         except KeyError:
             return self.make_key(self.conform(labels), node, execution_id)
+
+
+#: The series of one result (`Metrics.result_series`): suffix, gauge, key, the labels
+#: as reported, value.
+_ResultSeries = list[tuple[str, _ResultGauge, SeriesKey, Mapping[str, str], float]]
 
 
 class _SeriesCount:
@@ -576,18 +583,23 @@ class Metrics:
         from the arguments. Label values must be strings (the callback decodes them
         as such).
         """
-        # The hot path of every callback: kept flat (SeriesFamily.put is inlined).
         try:
             gauge = self._results[suffix]
         except KeyError:
             raise KeyError(f"{suffix!r} is not a configured gauge (metrics.gauges)") from None
-        if len(labels) != gauge.size:
-            labels = gauge.conform(labels)
-        try:
-            key = gauge.make_key(labels, node, execution_id)
-        except KeyError:
-            labels = gauge.conform(labels)
-            key = gauge.make_key(labels, node, execution_id)
+        key = gauge.key(labels, node, execution_id)
+        self._put_result(gauge, execution_id, node, key, labels, float(value))
+
+    def _put_result(
+        self,
+        gauge: _ResultGauge,
+        execution_id: str,
+        node: str,
+        key: SeriesKey,
+        labels: Mapping[str, str],
+        value: float,
+    ) -> None:
+        # The hot path of every callback: kept flat (SeriesFamily.put is inlined).
         block = gauge.blocks.get(execution_id)
         if block is None or block.series is None:
             block = gauge.family.writable(execution_id)
@@ -600,11 +612,11 @@ class Metrics:
                 node, self._max_per_node, self._max_per_execution
             ):
                 return
-        series[key] = value = float(value)
+        series[key] = value
         block.text = None
         if self.latest:
             if gauge.latest_separate:
-                key = gauge.make_key(labels, node, LATEST)
+                key = gauge.key(labels, node, LATEST)
             gauge.family.put(LATEST, key, value)
 
     def remove_execution(self, execution_id: str) -> None:
@@ -619,24 +631,60 @@ class Metrics:
 
     # --- limits (maxSeriesPerNode, maxSeriesPerExecution) ---
 
-    def new_series(
-        self, execution_id: str, node: str, series: Iterable[tuple[str, Mapping[str, str]]]
-    ) -> int:
-        """How many distinct series of these (suffix, labels) the execution lacks.
+    def result_series(
+        self, execution_id: str, node: str, result: Mapping[str, Iterable[Any]]
+    ) -> _ResultSeries:
+        """The series a decoded result sets, its keys computed once for the limits
+        (`new_series`) and the write (`set_results`).
 
-        Suffixes that are not configured gauges make no series and are not counted.
+        `result` maps suffixes to entries with `.labels` and `.value`; entries of
+        suffixes that are not configured gauges make no series and are left out.
         """
-        new: set[tuple[str, SeriesKey]] = set()
-        for suffix, labels in series:
-            gauge = self._results.get(suffix)
+        out: _ResultSeries = []
+        gauges = self._results
+        for suffix, entries in result.items():
+            gauge = gauges.get(suffix)
             if gauge is None:
                 continue
-            key = gauge.key(labels, node, execution_id)
-            block = gauge.blocks.get(execution_id)
-            if block is not None and key in self._series_dict(gauge, execution_id, block):
-                continue
-            new.add((suffix, key))
+            size, make_key, key = gauge.size, gauge.make_key, gauge.key
+            for entry in entries:
+                labels = entry.labels
+                try:  # the usual case inline: exactly the configured labels
+                    if len(labels) != size:
+                        raise KeyError
+                    series_key = make_key(labels, node, execution_id)
+                except KeyError:
+                    series_key = key(labels, node, execution_id)
+                out.append((suffix, gauge, series_key, labels, entry.value))
+        return out
+
+    def new_series(self, execution_id: str, series: _ResultSeries) -> int:
+        """How many distinct series of `result_series` the execution lacks."""
+        new: set[tuple[str, SeriesKey]] = set()
+        last: _ResultGauge | None = None
+        held: dict[SeriesKey, float] | None = None
+        for suffix, gauge, key, _, _ in series:
+            if gauge is not last:  # the entries of one gauge come together
+                last, block = gauge, gauge.blocks.get(execution_id)
+                held = None if block is None else self._series_dict(gauge, execution_id, block)
+            if held is None or key not in held:
+                new.add((suffix, key))
         return len(new)
+
+    def set_results(
+        self,
+        execution_id: str,
+        node: str,
+        series: _ResultSeries,
+    ) -> None:
+        """`set_result` for each series of `result_series`, with the keys it computed."""
+        gauges = self._results
+        put = self._put_result
+        for suffix, gauge, key, labels, value in series:
+            if gauges.get(suffix) is gauge:
+                put(gauge, execution_id, node, key, labels, value)
+            else:  # the gauges were reconfigured meanwhile
+                self.set_result(execution_id, node, suffix, labels, value)
 
     def series_held(self, execution_id: str, node: str) -> tuple[int, int]:
         """Result series of (`node`, all nodes) in the execution ("latest" not counted)."""

@@ -10,8 +10,7 @@ reports depend on the web layer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -22,19 +21,23 @@ from bjc.kube.events import decode_json
 class ResultMetrics(Protocol):
     """The part of bjc.reports.metrics.Metrics that results are checked against and set on."""
 
-    def set_result(
-        self, execution_id: str, node: str, suffix: str, labels: dict[str, str], value: float
-    ) -> None: ...
+    def result_series(self, execution_id: str, node: str, result: Result) -> ResultSeries:
+        """The series the result sets (configured gauges only), keys computed once."""
+        ...
 
-    def new_series(
-        self, execution_id: str, node: str, series: Iterable[tuple[str, Mapping[str, str]]]
-    ) -> int:
-        """How many distinct (suffix, labels) series set_result would add."""
+    def new_series(self, execution_id: str, series: ResultSeries) -> int:
+        """How many distinct of these series the execution lacks (set_results would add)."""
         ...
 
     def series_held(self, execution_id: str, node: str) -> tuple[int, int]:
         """Result series of (the node, the whole execution) held now."""
         ...
+
+    def set_results(self, execution_id: str, node: str, series: ResultSeries) -> None: ...
+
+
+#: What `ResultMetrics.result_series` gives (a list, one item per series): opaque here.
+ResultSeries = Any
 
 
 class ResultEntry(msgspec.Struct):
@@ -65,12 +68,13 @@ def check_names(config: Config, result: Result) -> None:
 
 def check_limits(
     metrics: ResultMetrics, config: Config, execution_id: str, node: str, result: Result
-) -> None:
+) -> ResultSeries:
     """ValueError naming the limit a result would break; runs before anything is written.
 
     Only series count (entries of configured gauges, with their configured labels):
     `maxLabelValueLength` per value, `maxSeriesPerNode` entries in one result and
     series of the node in the execution, `maxSeriesPerExecution` for all its nodes.
+    Returns the result's series for `apply_result` (their keys are computed once).
     """
     gauges = config.metrics.gauges
     per_node = config.max_series_per_node
@@ -92,10 +96,10 @@ def check_limits(
                         f"{suffix}: value of label {label!r} is longer than "
                         f"maxLabelValueLength ({longest} characters)"
                     )
-    series = [(k, e.labels) for k, v in result.items() if k in gauges for e in v]
-    added = metrics.new_series(execution_id, node, series)
+    series = metrics.result_series(execution_id, node, result)
+    added = metrics.new_series(execution_id, series)
     if not added:
-        return
+        return series
     held_node, held_execution = metrics.series_held(execution_id, node)
     if held_node + added > per_node:
         raise ValueError(
@@ -108,13 +112,20 @@ def check_limits(
             f"execution {execution_id} would hold {held_execution + added} result series, over "
             f"maxSeriesPerExecution ({per_execution})"
         )
+    return series
 
 
 def apply_result(
-    metrics: ResultMetrics, config: Config, execution_id: str, node: str, result: Result
+    metrics: ResultMetrics,
+    execution_id: str,
+    node: str,
+    result: Result,
+    series: ResultSeries | None = None,
 ) -> None:
-    """Set the configured gauges of a result; suffixes not configured expose nothing."""
-    for suffix, entries in result.items():
-        if suffix in config.metrics.gauges:
-            for entry in entries:
-                metrics.set_result(execution_id, node, suffix, entry.labels, entry.value)
+    """Set the configured gauges of a result; suffixes not configured expose nothing.
+
+    `series`: what `check_limits` returned for this result, if it was checked.
+    """
+    if series is None:
+        series = metrics.result_series(execution_id, node, result)
+    metrics.set_results(execution_id, node, series)

@@ -250,7 +250,7 @@ async def post_result(request: web.Request) -> web.Response:
         return _text(400, f"error decoding result: {e}")
     try:
         check_names(config, result)
-        check_limits(app[METRICS], config, execution_id, node, result)
+        series = check_limits(app[METRICS], config, execution_id, node, result)
     except ValueError as e:
         return _text(400, f"invalid result: {e}")
     check_current(request, node, execution_id, attempt)  # given up while the body came
@@ -263,7 +263,7 @@ async def post_result(request: web.Request) -> web.Response:
         raise _Refused(503, NOT_LEADING) from None
     metrics = app[METRICS]
     try:
-        apply_result(metrics, config, execution_id, node, result)
+        apply_result(metrics, execution_id, node, result, series)
     except (KeyError, ValueError) as e:
         return _text(400, f"invalid result: {e}")
     metrics.set_processing(execution_id, node, 0)

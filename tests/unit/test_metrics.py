@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bjc.config.settings import Config, GaugeConfig, MetricsConfig
 from bjc.reports.metrics import LATEST, Metrics
+from bjc.reports.results import ResultEntry
 from bjc.reports.series import SeriesFamily, escape_label_value
 from bjc.web.metrics import _accepts_gzip, make_metrics_app
 
@@ -694,16 +695,19 @@ def limited(per_node: int = 1000, per_execution: int = 100_000) -> Metrics:
 def test_new_series_counts_what_the_execution_lacks() -> None:
     m = limited()
     m.set_result(E1, "n1", "test", {"label_a": "a", "label_b": "b"}, 1)
-    series = [
-        ("test", {"label_a": "a", "label_b": "b"}),  # held
-        ("test", {"label_a": "a", "label_b": "b", "other": "dropped"}),  # the same series
-        ("test", {"label_a": "a"}),  # label_b "": new
-        ("test", {"label_a": "a"}),  # twice in one result: once
-        ("unconfigured", {"x": "y"}),  # no series
-    ]
-    assert m.new_series(E1, "n1", series) == 1
-    assert m.new_series(E1, "n2", series[:1]) == 1  # another node's series is its own
-    assert m.new_series(E2, "n1", series[:1]) == 1
+    result = {
+        "test": [
+            ResultEntry(1, {"label_a": "a", "label_b": "b"}),  # held
+            ResultEntry(2, {"label_a": "a", "label_b": "b", "other": "dropped"}),  # the same
+            ResultEntry(3, {"label_a": "a"}),  # label_b "": new
+            ResultEntry(4, {"label_a": "a"}),  # twice in one result: once
+        ],
+        "unconfigured": [ResultEntry(5, {"x": "y"})],  # no series
+    }
+    assert m.new_series(E1, m.result_series(E1, "n1", result)) == 1
+    first = {"test": result["test"][:1]}
+    assert m.new_series(E1, m.result_series(E1, "n2", first)) == 1  # another node's: its own
+    assert m.new_series(E2, m.result_series(E2, "n1", first)) == 1
 
 
 def test_series_held_is_rebuilt_from_frozen_blocks() -> None:
@@ -714,7 +718,8 @@ def test_series_held_is_rebuilt_from_frozen_blocks() -> None:
     m.render()  # freezes E1's blocks
     assert m._results["test"].family.is_frozen(E1)
     assert m.series_held(E1, "n0") == (100, 300)
-    assert m.new_series(E1, "n0", [("test", {"label_a": "0", "label_b": "x"})]) == 0
+    held = {"test": [ResultEntry(0, {"label_a": "0", "label_b": "x"})]}
+    assert m.new_series(E1, m.result_series(E1, "n0", held)) == 0
     m.remove_execution(E1)
     assert m.series_held(E1, "n0") == (0, 0)
 

@@ -7,6 +7,7 @@ import pytest
 
 from bjc.config.settings import GaugeConfig, MetricsConfig
 from bjc.reports.metrics import Metrics
+from bjc.reports.results import ResultEntry
 
 from .test_metrics import E1, labels, make_config, parse, samples
 
@@ -92,3 +93,22 @@ def test_config_problems_by_key_until_a_change_applies() -> None:
     families = parse(metrics)
     assert samples(families, "bjc_config_problems") == {}
     assert samples(families, "bjc_config_last_reload_successful") == {(): 1.0}
+
+
+def test_series_checked_before_a_reload_are_set_with_the_reloaded_gauges() -> None:
+    """A callback computes its series' keys before the await for the results log and
+    sets them after: a reload in between must not write them into a replaced gauge."""
+    config = make_config(gauges={"changed": GaugeConfig(help="old", labels=["a"])})
+    metrics = Metrics(config)
+    result = {"changed": [ResultEntry(2.0, {"a": "x", "b": "y"})]}
+    series = metrics.result_series(E1, "n1", result)  # keys of the old gauge: (a, node)
+    gauges = {"changed": GaugeConfig(help="new", labels=["a", "b"])}
+    metrics.reconfigure(
+        msgspec.structs.replace(
+            config, metrics=msgspec.structs.replace(config.metrics, gauges=gauges)
+        )
+    )
+    metrics.set_results(E1, "n1", series)
+    assert samples(parse(metrics), "foo_changed") == {
+        labels(a="x", b="y", node="n1", executionID=E1): 2.0
+    }
