@@ -156,7 +156,8 @@ class NodeMarks:
                     await self._refresh()
                 return
             latest, _, standing = steps[-1]
-            self.metrics.set_streaks({n: standing.streaks.get(n, 0) for n in latest.nodes})
+            selected = set(latest.nodes)
+            self.metrics.set_streaks({n: standing.streaks.get(n, 0) for n in selected})
             if not self.acting:
                 return
             await self.work.drain()  # no patch of ours is older than the list
@@ -164,13 +165,13 @@ class NodeMarks:
             judged = {
                 n: s
                 for n, s in standing.streaks.items()
-                if n in latest.nodes and self._judged_in.get(n, "") <= latest.id
+                if n in selected and self._judged_in.get(n, "") <= latest.id
             }  # (a node judged by a newer execution since keeps that verdict)
             for node, streak in judged.items():
                 self._wants[node] = _want(standing.reasons.get(node, "") if streak > 0 else None)
                 self._judged_in[node] = latest.id
             if self.config.node_taint is not None:
-                self._choose_tainted(judged, len(latest.nodes))
+                self._choose_tainted(judged, len(selected))
             for node in sorted(judged):
                 self._sync_soon(node)
             await self.work.drain()

@@ -50,12 +50,16 @@ def failure(job: NodeJob, result: bool) -> str | None:
 
 
 class Verdicts(msgspec.Struct, frozen=True):
-    """The judgement of one finished execution, per node."""
+    """The judgement of one finished execution, per node.
+
+    Kept for every execution of the history: the node sets are tuples (8 bytes a node,
+    a frozenset takes about 50), made sets only while two executions are compared.
+    """
 
     id: str
-    nodes: frozenset[str]  # every node of the execution
+    nodes: tuple[str, ...]  # every node of the execution
     failed: dict[str, str]  # node -> why (a few words)
-    passed: frozenset[str]
+    passed: tuple[str, ...]
 
 
 class Failing(msgspec.Struct, frozen=True):
@@ -101,11 +105,12 @@ def advance(before: Standing, verdicts: Verdicts) -> Standing:
     """The standing after `verdicts`, given the standing before them."""
     streaks: dict[str, int] = {}
     reasons: dict[str, str] = {}
+    passed = set(verdicts.passed)
     for node in verdicts.nodes:
         if node in verdicts.failed:
             streaks[node] = before.streaks.get(node, 0) + 1
             reasons[node] = verdicts.failed[node]
-        elif node in verdicts.passed:
+        elif node in passed:
             streaks[node] = 0
         elif node in before.streaks:  # not judged: carried over
             streaks[node] = before.streaks[node]
@@ -127,8 +132,9 @@ def compare(
             changes.newly_failing.append(failing)
     changes.recovered = sorted(n for n in verdicts.passed if before.failing(n))
     if previous is not None:
-        changes.new = sorted(verdicts.nodes - previous.nodes)
-        changes.gone = sorted(previous.nodes - verdicts.nodes)
+        nodes, before_nodes = set(verdicts.nodes), set(previous.nodes)
+        changes.new = sorted(nodes - before_nodes)
+        changes.gone = sorted(before_nodes - nodes)
     return changes
 
 

@@ -37,6 +37,7 @@ import contextlib
 import math
 import os
 import statistics
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -376,11 +377,13 @@ def verdicts(summary: ExecutionSummary) -> Verdicts | None:
     if summary.state == UNKNOWN:
         return None
     judged = [n for n in summary.nodes if n.status in (SUCCEEDED, FAILED, TIMED_OUT)]
+    # kept for every execution (SummaryCache): the names and reasons, which repeat from
+    # one execution to the next, are held once (interned)
     return Verdicts(
         id=summary.id,
-        nodes=frozenset(n.node for n in summary.nodes),
-        failed={n.node: problem(n) for n in judged if n.error},
-        passed=frozenset(n.node for n in judged if not n.error),
+        nodes=tuple(sys.intern(n.node) for n in summary.nodes),
+        failed={sys.intern(n.node): sys.intern(problem(n)) for n in judged if n.error},
+        passed=tuple(sys.intern(n.node) for n in judged if not n.error),
     )
 
 
