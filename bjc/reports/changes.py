@@ -33,6 +33,8 @@ import msgspec
 from bjc.reports.execution import JobStatus, NodeJob
 
 JUDGED = (JobStatus.SUCCEEDED, JobStatus.FAILED)  # the job statuses a verdict is given for
+NO_RESULT = "no result arrived"  # why a job that succeeded without a result failed
+POD_FAILED = "pod failed"  # why a failed job without a reason failed
 
 
 def failure(job: NodeJob, result: bool) -> str | None:
@@ -45,8 +47,8 @@ def failure(job: NodeJob, result: bool) -> str | None:
     if job.reason:
         return job.reason
     if job.status is JobStatus.SUCCEEDED:
-        return "no result arrived"
-    return "pod failed"
+        return NO_RESULT
+    return POD_FAILED
 
 
 class Verdicts(msgspec.Struct, frozen=True):

@@ -646,16 +646,10 @@ class Metrics:
             gauge = gauges.get(suffix)
             if gauge is None:
                 continue
-            size, make_key, key = gauge.size, gauge.make_key, gauge.key
+            key = gauge.key
             for entry in entries:
                 labels = entry.labels
-                try:  # the usual case inline: exactly the configured labels
-                    if len(labels) != size:
-                        raise KeyError
-                    series_key = make_key(labels, node, execution_id)
-                except KeyError:
-                    series_key = key(labels, node, execution_id)
-                out.append((suffix, gauge, series_key, labels, entry.value))
+                out.append((suffix, gauge, key(labels, node, execution_id), labels, entry.value))
         return out
 
     def new_series(self, execution_id: str, series: _ResultSeries) -> int:

@@ -181,8 +181,8 @@ def problem(node: NodeSummary) -> str:
     if node.reason:
         return node.reason
     if node.status == SUCCEEDED:
-        return "no result arrived"
-    return "pod failed" if node.status == FAILED else node.status.replace("_", " ")
+        return _changes.NO_RESULT
+    return _changes.POD_FAILED if node.status == FAILED else node.status.replace("_", " ")
 
 
 def short_duration(seconds: float) -> str:
