@@ -60,6 +60,7 @@ from bjc.reports import changes
 from bjc.reports.execution import Execution
 from bjc.reports.metrics import Metrics
 from bjc.reports.summary import SummaryCache
+from bjc.terminal import visible
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,10 @@ def _now() -> str:
 
 
 def _message(reason: str) -> str:
-    reason = reason or "the node's check job failed"
+    """A failure reason as a condition's message: job-controlled text (a termination
+    message), so control characters are shown as escapes (`kubectl describe node`
+    prints it to terminals), and cut to MAX_MESSAGE characters."""
+    reason = visible(reason) or "the node's check job failed"
     return reason if len(reason) <= MAX_MESSAGE else reason[: MAX_MESSAGE - 1] + "\u2026"
 
 

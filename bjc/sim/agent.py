@@ -98,6 +98,8 @@ class JobBehaviour:
     pending_seconds: float = 0
     run_seconds: float = 0
     exit_code: int = 0
+    # what the container leaves in its terminationMessagePath (the kubelet reports it)
+    termination_message: str = ""
     stay_pending: bool = False
     run: Callable[[RunningPod], Awaitable[int | None]] | None = None
     per_node: dict[str, JobBehaviour] = field(default_factory=dict)
@@ -364,7 +366,8 @@ class NodeAgent:
             await self.patch_status(pod, self._deadline_status(pod, running_since))
             self.completed += 1
             return
-        await self.patch_status(pod, self._final_status(pod, running_since, code))
+        message = behaviour.termination_message
+        await self.patch_status(pod, self._final_status(pod, running_since, code, message))
         self.completed += 1
 
     async def _execute(self, pod: Pod, behaviour: JobBehaviour, pod_ip: str) -> int:
@@ -490,16 +493,12 @@ class NodeAgent:
             ),
         }
 
-    def _final_status(self, pod: Pod, since: str, code: int) -> dict[str, Any]:
+    def _final_status(self, pod: Pod, since: str, code: int, message: str = "") -> dict[str, Any]:
         reason = "Completed" if code == 0 else "Error"
-        ended = state(
-            terminated={
-                "exitCode": code,
-                "reason": reason,
-                "startedAt": since,
-                "finishedAt": now(),
-            }
-        )
+        terminated = {"exitCode": code, "reason": reason, "startedAt": since, "finishedAt": now()}
+        if message:
+            terminated["message"] = message
+        ended = state(terminated=terminated)
         return {
             "phase": "Succeeded" if code == 0 else "Failed",
             "conditions": conditions(False, "PodCompleted"),

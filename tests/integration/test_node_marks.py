@@ -293,3 +293,20 @@ async def test_off_by_default_nothing_is_patched(tmp_path):
         assert all(condition is None and taints == [] for condition, taints in marks.values())
         series = await scrape(runtime)  # the changes are measured all the same
         assert series[("bjc_node_failure_streak", (("node", nodes[0]),))] == 1
+
+
+async def test_a_job_controlled_failure_reaches_the_condition_without_control_characters(
+    tmp_path,
+):
+    async with cluster(tmp_path) as c:
+        nodes = await c.ready_nodes(1)
+        hostile = "\x1b[2J\x1b]0;owned\x07all good\r\nReady: True"
+        await c.start_agent(JobBehaviour(exit_code=1, termination_message=hostile))
+        acting = {"nodeCondition": {"type": CONDITION}}
+        await c.store_config_map(**acting)
+        runtime = await c.start_controller(**acting)
+        await run_one(runtime)
+        condition, _ = (await node_marks(c, nodes))[nodes[0]]
+        message = condition["message"]
+        assert "\\x1b[2J\\x1b]0;owned\\x07all good\\r\\nReady: True" in message
+        assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in message)
