@@ -58,6 +58,8 @@ async def wait_node(c, name: str, predicate) -> dict:
         if predicate(node):
             return node
         async for event in c.kube.watch("/api/v1/nodes", dict, resource_version=rv):
+            if event.type == "BOOKMARK":  # a real apiserver's: no object, only its version
+                continue
             if event.object["metadata"]["name"] == name and predicate(event.object):
                 return event.object
 
