@@ -269,6 +269,7 @@ class NodeMarks:
         condition = self.config.node_condition
         if condition is not None and await self._may("status", node):
             await self._set_condition(node, condition.type, shown, want)
+            shown = self._shown[node]  # a patch changed its resourceVersion
         taint = self.config.node_taint
         if taint is not None and await self._may("taint", node):
             on = node in self._tainting
