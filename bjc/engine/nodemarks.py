@@ -115,6 +115,7 @@ class NodeMarks:
         self._shown: dict[str, _Shown] = {}
         self._wants: dict[str, Want] = {}  # the condition each judged node should show
         self._judged_in: dict[str, str] = {}  # node -> the execution its want comes from
+        self._judgements: collections.Counter[str] = collections.Counter()  # job_ended calls
         self._tainting: set[str] = set()  # the nodes that should carry the taint
         self._syncing: set[str] = set()
         self._again: set[str] = set()  # a verdict arrived while the node was syncing
@@ -137,6 +138,7 @@ class NodeMarks:
         failure = changes.failure(job, job.result)
         self._wants[node] = _want(failure)
         self._judged_in[node] = execution.id
+        self._judgements[node] += 1
         taint = self.config.node_taint
         if taint is not None:
             if failure is None:
@@ -148,8 +150,13 @@ class NodeMarks:
         self._sync_soon(node)
 
     async def update(self) -> None:
-        """Bring metrics, conditions and taints in line with the report directory."""
+        """Bring metrics, conditions and taints in line with the report directory.
+
+        A node whose job ends (or whose late result arrives) while this reads keeps the
+        verdict `job_ended` gave it: the directory read may be older than that.
+        """
         async with self._lock:
+            seen = self._judgements.copy()
             steps = await self.summaries.standings()
             for verdicts, change, _ in steps:
                 self.metrics.set_changes(
@@ -157,7 +164,7 @@ class NodeMarks:
                 )
             if not steps:
                 if self.acting:  # the first execution's jobs need what the nodes show
-                    await self._refresh()
+                    await self._refresh(seen)
                 return
             latest, _, standing = steps[-1]
             selected = set(latest.nodes)
@@ -165,17 +172,20 @@ class NodeMarks:
             if not self.acting:
                 return
             await self.work.drain()  # no patch of ours is older than the list
-            await self._refresh()
+            await self._refresh(seen)
             judged = {
                 n: s
                 for n, s in standing.streaks.items()
-                if n in selected and self._judged_in.get(n, "") <= latest.id
-            }  # (a node judged by a newer execution since keeps that verdict)
+                if n in selected
+                and self._judged_in.get(n, "") <= latest.id  # (else a newer execution's)
+                and self._judgements[n] == seen[n]
+            }
             for node, streak in judged.items():
                 self._wants[node] = _want(standing.reasons.get(node, "") if streak > 0 else None)
                 self._judged_in[node] = latest.id
             if self.config.node_taint is not None:
                 self._choose_tainted(judged, len(selected))
+                log.debug("execution %s: taint on %s", latest.id, sorted(self._tainting))
             for node in sorted(judged):
                 self._sync_soon(node)
             await self.work.drain()
@@ -189,8 +199,9 @@ class NodeMarks:
             log.warning("node patches not finished at shutdown: the next leader makes them")
         await self.work.close()
 
-    async def _refresh(self) -> None:
-        """What every node shows, from one list (a node patched meanwhile keeps ours)."""
+    async def _refresh(self, seen: collections.Counter[str]) -> None:
+        """What every node shows, from one list (a node patched meanwhile keeps ours);
+        which nodes hold the taint (a node judged since `seen` keeps its verdict's)."""
         before = self._synced.copy()
         items, _ = await self.kube.list("/api/v1/nodes", dict)
         shown: dict[str, _Shown] = {}
@@ -204,7 +215,10 @@ class NodeMarks:
         self._shown = shown
         if self.config.node_taint is not None:  # until judged, tainted nodes keep it
             key = self.config.node_taint.key
-            self._tainting = {n for n, s in self._shown.items() if _has(s.taints, key)}
+            meanwhile = {n for n in self._judgements if self._judgements[n] != seen[n]}
+            self._tainting = {
+                n for n, s in self._shown.items() if _has(s.taints, key) and n not in meanwhile
+            } | (self._tainting & meanwhile)
 
     def _show(self, obj: dict[str, Any]) -> _Shown:
         kind = None if self.config.node_condition is None else self.config.node_condition.type
@@ -359,6 +373,7 @@ class NodeMarks:
             ]
             try:
                 self._patched(node, await self._patch(path, ops, "json"))
+                log.debug("node %s: taint %s %s", node, taint.key, "added" if on else "removed")
                 return
             except ApiError as e:
                 if e.status not in (409, 422):  # the test failed: the node changed meanwhile

@@ -1,18 +1,21 @@
 """Fault injection for the simulated cluster: the failures a real apiserver shows.
 
 Exists so tests can prove that clients survive what production throws at them:
-dropped watch streams, slow responses, 500s and 429s (with Retry-After), and
-compacted history (410 Gone). Failures are chosen by a seeded RNG so a test run is
-reproducible. It deliberately does not simulate network partitions or partial
-writes: a request either fails before touching the store or succeeds.
+dropped watch streams, slow responses, 500s and 429s (with Retry-After),
+compacted history (410 Gone), and an answer held in flight (`hold`: the request is
+served, its answer arrives when the test says, so the test can act in between, as
+other clients do while a real apiserver's answer travels). Failures are chosen by a
+seeded RNG so a test run is reproducible. It deliberately does not simulate network
+partitions or partial writes: a request either fails before touching the store or
+succeeds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -23,6 +26,20 @@ class FailureRule:
     verb: str | None
     resource: str | None
     times: int | None = None  # requests left to fail (None: until cleared)
+
+
+@dataclass
+class Hold:
+    """The answer to the next matching request, held until `release()`."""
+
+    verb: str
+    resource: str
+    where: Callable[[Mapping[str, str]], bool]
+    reached: asyncio.Event = field(default_factory=asyncio.Event)  # the answer is held
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 class Faults:
@@ -39,6 +56,7 @@ class Faults:
         self._expire = expire
         self.delay_seconds = 0.0
         self.rules: list[FailureRule] = []
+        self.holds: list[Hold] = []
         self.injected = 0
 
     def drop_watches(self) -> int:
@@ -75,10 +93,35 @@ class Faults:
             raise ValueError(f"fail times must be >= 1, got {times}")
         self.rules.append(FailureRule(share, status, retry_after, verb, resource, times))
 
+    def hold(
+        self,
+        verb: str,
+        resource: str,
+        where: Callable[[Mapping[str, str]], bool] = lambda query: True,
+    ) -> Hold:
+        """Hold the answer to the next `verb` of `resource` whose query satisfies `where`:
+        the request is served at once (a list sees the store as it is now), the answer is
+        sent once the returned Hold is released. Once: later requests are not held."""
+        hold = Hold(verb, resource, where)
+        self.holds.append(hold)
+        return hold
+
+    async def hold_answer(self, verb: str, resource: str, query: Mapping[str, str]) -> None:
+        """Wait for the release of the first hold matching this request, if any."""
+        for hold in self.holds:
+            if hold.verb == verb and hold.resource == resource and hold.where(query):
+                self.holds.remove(hold)
+                hold.reached.set()
+                await hold.released.wait()
+                return
+
     def clear(self) -> None:
-        """Remove delays and failure rules."""
+        """Remove delays and failure rules; release held answers."""
         self.delay_seconds = 0.0
         self.rules.clear()
+        for hold in self.holds:
+            hold.release()
+        self.holds.clear()
 
     def expire_history(self) -> None:
         """Compact the history: every resourceVersion seen so far is now too old to watch from."""

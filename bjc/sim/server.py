@@ -552,7 +552,10 @@ class SimCluster:
                 raise ApiError(500, "InternalError", "Internal error occurred: injected by bjc sim")
             if target is None:
                 return self._discovery(request)
-            return await self._resource(request, target, verb)
+            answer = await self._resource(request, target, verb)
+            if self.faults.holds and verb != "watch":
+                await self.faults.hold_answer(verb, resource, request.query)
+            return answer
         except ApiError as err:
             return _error(request, err)
 

@@ -14,7 +14,7 @@ import logging
 
 import aiohttp
 
-from bjc.sim import JobBehaviour
+from bjc.sim import JobBehaviour, RunningPod
 
 from .harness import CONFIG_MAP, EVENTS, Gate, cluster, crash, post_result
 from .test_controller import run_one, scrape
@@ -33,6 +33,13 @@ def failing(*nodes: str) -> JobBehaviour:
     return JobBehaviour(run=post_result, per_node={n: broken for n in nodes})
 
 
+def taint_keys(node: dict) -> list[str]:
+    """The keys of a node's taints but the control plane's own: a real node lifecycle
+    controller puts `node.kubernetes.io/not-ready` on a node until it reports Ready."""
+    taints = node.get("spec", {}).get("taints") or []
+    return [t["key"] for t in taints if not t["key"].startswith("node.kubernetes.io/")]
+
+
 async def node_marks(c, nodes: list[str]) -> dict[str, tuple[dict | None, list[str]]]:
     """Per node: its condition of type CONDITION (or None) and the keys of its taints."""
     out = {}
@@ -41,7 +48,7 @@ async def node_marks(c, nodes: list[str]) -> dict[str, tuple[dict | None, list[s
         conditions = node.get("status", {}).get("conditions") or []
         mine = next((x for x in conditions if x["type"] == CONDITION), None)
         assert any(x["type"] == "Ready" for x in conditions)  # other conditions untouched
-        out[name] = mine, [t["key"] for t in node.get("spec", {}).get("taints") or []]
+        out[name] = mine, taint_keys(node)
     return out
 
 
@@ -149,9 +156,9 @@ async def test_a_node_shows_its_verdict_as_soon_as_its_job_ends(tmp_path, plane)
         assert not runtime.controller.current.state.done
         condition = mine(failed)
         assert condition["status"] == "True" and "exited 1" in condition["message"]
-        failed = await wait_node(c, nodes[0], lambda n: bool(n["spec"].get("taints")))
-        assert [t["key"] for t in failed["spec"]["taints"]] == [TAINT]  # 50% of 2 nodes
-        assert mine(held) is None and not held["spec"].get("taints")
+        failed = await wait_node(c, nodes[0], taint_keys)
+        assert taint_keys(failed) == [TAINT]  # 50% of 2 nodes
+        assert mine(held) is None and not taint_keys(held)
 
         gate.opened.set()
         await runtime.controller.wait_completed(1)
@@ -188,6 +195,50 @@ async def test_a_result_after_the_job_ended_turns_its_condition_false(tmp_path, 
         recovered = await wait_node(c, nodes[0], lambda n: mine(n)["status"] == "False")
         assert mine(recovered)["reason"] == "CheckSucceeded"
         assert since(mine(recovered)) >= since(judged[0])
+
+
+def _their_list(query) -> bool:
+    """bjc.engine.nodemarks's node list (the engine's own carries a labelSelector)."""
+    return "labelSelector" not in query
+
+
+async def test_a_late_result_while_the_execution_ends_keeps_its_verdict(tmp_path):
+    """The execution's end reads the directory, then lists the nodes; a result arriving
+    in between is newer than what was read: the node shows what the result says."""
+    async with cluster(tmp_path) as c:
+        nodes = await c.ready_nodes(2)
+        quiet: list[RunningPod] = []
+
+        async def exits_without_result(pod):
+            quiet.append(pod)
+            return 0
+
+        behaviour = JobBehaviour(run=post_result, per_node={nodes[0]: JobBehaviour()})
+        behaviour.per_node[nodes[0]].run = exits_without_result
+        agent = await c.start_agent(behaviour)
+        await c.store_config_map(**ACTING)
+        runtime = await c.start_controller(**ACTING)  # (its first list is behind it)
+        held = c.sim.faults.hold("list", "nodes", _their_list)
+        await runtime.controller.trigger("test")
+        await held.reached.wait()  # the execution's end: the directory read, the list sent
+        marks = await node_marks(c, nodes)
+        assert marks[nodes[0]][0]["message"] == "no result arrived"  # as its job ended
+        assert marks[nodes[0]][1] == [TAINT]
+        await post_result(quiet[0])
+        held.release()
+        await runtime.controller.wait_completed(1)
+        condition, taints = (await node_marks(c, nodes))[nodes[0]]
+        assert (condition["status"], condition["reason"], taints) == ("False", "CheckSucceeded", [])
+
+        # the share counts what nodes hold: node 1 failing next finds room at once
+        gate = Gate()
+        agent.behaviour = JobBehaviour(run=gate.job, per_node={nodes[1]: JobBehaviour(exit_code=1)})
+        await runtime.controller.trigger("test")
+        await wait_node(c, nodes[1], lambda n: mine(n)["status"] == "True")
+        await runtime.controller.marks.work.drain()  # its taint follows its condition
+        assert (await node_marks(c, nodes))[nodes[1]][1] == [TAINT]
+        gate.opened.set()
+        await runtime.controller.wait_completed(2)
 
 
 async def test_streaks_and_conditions_continue_across_a_restart(tmp_path):
