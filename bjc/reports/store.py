@@ -13,13 +13,13 @@ Layout (the Go controller's)::
 
 Results are acknowledged from a log: `write_result` appends the result to the
 execution's results log (`bjc.reports.resultlog`: one write per batch of concurrent
-results, on the event loop) and returns once it is written. The materializer writes
-the newest result of each node as `<node>.json` in the background, `MATERIALIZE_DELAY_S`
-(5 s) later (repeated results of a node in between cost one file), then empties the log;
-it also runs before every state snapshot, so an execution is never recorded as
-finished before its results are files, and at start-up (`recover_logs`) for what a
-killed process left in a log. Until then `read_results` (history, replay), the file
-server and the summary pages read a result from the log.
+results, on the event loop) and returns once it is written. The newest result of each
+node is then written as `<node>.json` in the background (bjc.reports.materializer
+decides when, 5 s later; this module writes the files and empties the log), before
+every state snapshot, so an execution is never recorded as finished before its results
+are files, and at start-up (`recover_logs`) for what a killed process left in a log.
+Until then `read_results` (history, replay), the file server and the summary pages
+read a result from the log.
 
 `durability` (`fsync`): with it, an append returns only after `fdatasync` (in a
 thread of its own, so a batch never waits behind the materializer's files), and the
@@ -88,6 +88,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from bjc.reports import resultlog
+from bjc.reports.materializer import Materializer
 from bjc.reports.resultlog import RESULTS_LOG, GroupCommit, encode_record
 
 T = TypeVar("T")
@@ -111,9 +112,6 @@ _CONTAINER_LOG = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\.log")
 # Upload data is buffered in memory up to this size before it goes to disk; a
 # small upload thus costs one worker-thread hop (open, write, close, rename).
 _BUFFER_BYTES = 1024 * 1024
-#: How long logged results wait to be written as files (repeated results coalesce).
-MATERIALIZE_DELAY_S = 5.0
-_MATERIALIZE_RETRY_MAX_S = 30.0
 
 
 # random per process, so controller replicas sharing a volume never pick the same name
@@ -343,18 +341,11 @@ class ReportStore:
         self._log = GroupCommit(
             self._append_sync, self._log_writer.run, lambda: self.fsync, self._logged_now
         )
-        # results logged but not yet files: execution -> node -> body (newest)
-        self._pending: dict[str, dict[str, bytes]] = {}
-        # bytes of each log that `_pending` accounts for: a log is emptied only when its
-        # size is exactly that (nothing was written that is not yet pending)
-        self._accounted: dict[str, int] = {}
+        self._materializer = Materializer(self._write_logged)
         self._repaired: set[str] = set()  # logs this process checked for a torn tail
         self._log_paths: dict[str, str] = {}
         self._leftovers: dict[str, tuple[dict[str, bytes], int]] = {}  # found by a repair
         self._log_lock = threading.Lock()  # an append vs. emptying the log (two threads)
-        self._materialize_timer: asyncio.TimerHandle | None = None
-        self._materializing: asyncio.Task[None] | None = None
-        self._materialize_retry = MATERIALIZE_DELAY_S
 
     # ----------------------------------------------------------------- helpers
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
@@ -561,8 +552,7 @@ class ReportStore:
             raise ValueError(f"keep must be at least 1, got {keep}")
         removed = await self._run(self._prune_sync, keep)
         for execution_id in removed:  # their logged results went with them
-            self._pending.pop(execution_id, None)
-            self._accounted.pop(execution_id, None)
+            self._materializer.forget(execution_id)
             self._repaired.discard(execution_id)
             self._log_paths.pop(execution_id, None)
         return removed
@@ -580,21 +570,10 @@ class ReportStore:
 
     def _logged_now(self, execution_id: str, notes: list[Any]) -> None:
         """A batch was appended to the execution's log: its results are pending files."""
-        pending = self._pending.get(execution_id)
-        if pending is None:
-            pending = self._pending[execution_id] = {}
         leftovers = self._leftovers.pop(execution_id, None)
-        added = 0
         if leftovers is not None:  # a log recover_logs never saw (DEV_MODE, a bare store)
-            for node, body in leftovers[0].items():
-                pending.setdefault(node, body)
-            added += leftovers[1]
-        for node, data, size in notes:
-            pending[node] = data
-            added += size
-        self._accounted[execution_id] = self._accounted.get(execution_id, 0) + added
-        if self._materialize_timer is None and self._materializing is None:
-            self._schedule_materialize(MATERIALIZE_DELAY_S)
+            self._materializer.recovered(execution_id, *leftovers)
+        self._materializer.logged(execution_id, notes)
 
     # ------------------------------------------------------------ results log
     def _log_path(self, execution_id: str) -> str:
@@ -644,55 +623,15 @@ class ReportStore:
             finally:
                 os.close(fd)
 
-    def _schedule_materialize(self, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._materialize_timer = loop.call_later(delay, self._start_materializing)
-
-    def _start_materializing(self) -> None:
-        self._materialize_timer = None
-        self._materializing = asyncio.get_running_loop().create_task(self._materialize_all())
-
-    async def _materialize_all(self) -> None:
-        """One round of the materializer: every execution's pending results become files."""
-        failed = False
-        try:
-            for execution_id in list(self._pending):
-                try:
-                    await self.materialize(execution_id)
-                except NotLeading:
-                    return  # the process is on its way out; the log keeps them
-                except OSError:
-                    failed = True  # logged once by the store; tried again
-        finally:
-            self._materializing = None
-        if failed:
-            self._materialize_retry = min(self._materialize_retry * 2, _MATERIALIZE_RETRY_MAX_S)
-        else:
-            self._materialize_retry = MATERIALIZE_DELAY_S
-        if self._pending and self._materialize_timer is None:
-            self._schedule_materialize(self._materialize_retry)
-
     async def materialize(self, execution_id: str) -> None:
         """Write the execution's logged results as `<node>.json` now (the newest of each
         node), then empty its log if nothing was appended meanwhile."""
-        pending = self._pending.get(execution_id)
-        if not pending:
-            return
-        items, accounted, sync = dict(pending), self._accounted.get(execution_id, 0), self.fsync
-        try:
-            emptied = await self._writing(
-                self._writer.run, self._materialize_sync, execution_id, items, accounted, sync
-            )
-        except ExecutionNotFound:  # pruned meanwhile: nothing to write any more
-            self._pending.pop(execution_id, None)
-            return
-        if emptied:
-            self._accounted[execution_id] -= accounted
-        for node, body in items.items():
-            if pending.get(node) is body:
-                del pending[node]
-        if not pending and self._pending.get(execution_id) is pending:
-            del self._pending[execution_id]
+        await self._materializer.materialize(execution_id)
+
+    async def _write_logged(self, execution_id: str, items: dict[str, bytes], count: int) -> bool:
+        """The materializer's `write` (ExecutionNotFound when the execution is gone)."""
+        write, sync = self._materialize_sync, self.fsync
+        return await self._writing(self._writer.run, write, execution_id, items, count, sync)
 
     def _materialize_sync(
         self, execution_id: str, items: dict[str, bytes], accounted: int, sync: bool
@@ -719,7 +658,6 @@ class ReportStore:
         results). Does nothing on a replica that may not write."""
         if self.may_write is not None and not self.may_write():
             return
-        found_any = False
         for execution_id in execution_ids:
             if execution_id in self._repaired:
                 continue
@@ -732,13 +670,8 @@ class ReportStore:
                 continue
             records, size = found
             if records:
-                found_any = True
-                pending = self._pending.setdefault(execution_id, {})
-                for node, body in records.items():
-                    pending.setdefault(node, body)  # one logged here since is newer
-                self._accounted[execution_id] = self._accounted.get(execution_id, 0) + size
-        if found_any and self._materialize_timer is None and self._materializing is None:
-            self._schedule_materialize(0)
+                self._materializer.recovered(execution_id, records, size)
+        self._materializer.start()
 
     def _recover_sync(self, execution_id: str) -> tuple[dict[str, bytes], int]:
         path = self._log_path(execution_id)
@@ -755,17 +688,7 @@ class ReportStore:
 
     async def close(self) -> None:
         """Write every logged result as a file (shutdown, while still leading)."""
-        if self._materialize_timer is not None:
-            self._materialize_timer.cancel()
-            self._materialize_timer = None
-        if self._materializing is not None:
-            with contextlib.suppress(Exception):  # what it could not write is still pending
-                await asyncio.shield(self._materializing)
-        for execution_id in list(self._pending):
-            try:
-                await self.materialize(execution_id)
-            except OSError as e:  # NotLeading too; the log keeps them for the next leader
-                log.warning("execution %s: results left in its log: %s", execution_id, e)
+        await self._materializer.close()
 
     async def write_log(self, execution_id: str, node: str, container: str, data: bytes) -> str:
         name = self.log_filename(node, container)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bjc.config.settings import Config, GaugeConfig, MetricsConfig
 from bjc.kube.events import EventRequest, build_event
-from bjc.reports import store as store_module
+from bjc.reports import materializer
 from bjc.reports.execution import Stale, stale_attempt
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
@@ -78,7 +78,7 @@ async def prepare(store: ReportStore) -> None:
 async def main(root: Path) -> None:
     # Results stay in the results log while fuzzing (no file is written from it in the
     # background), so every change after a request is that request's own.
-    store_module.MATERIALIZE_DELAY_S = 1e9
+    materializer.MATERIALIZE_DELAY_S = 1e9
     store = ReportStore(root)
     await prepare(store)
     cfg = config(root)

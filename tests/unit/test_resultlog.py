@@ -24,8 +24,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bjc.reports import resultlog
-from bjc.reports import store as store_module
+from bjc.reports import materializer, resultlog
 from bjc.reports.resultlog import RESULTS_LOG, encode_record, scan
 from bjc.reports.store import STATE_FILE, ReportStore
 from bjc.web.files import make_file_app
@@ -196,15 +195,15 @@ async def test_the_materializer_writes_files_by_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = await _store(tmp_path)
-    rounds = store._materialize_all
+    rounds = store._materializer._materialize_all
     done = asyncio.Event()
 
     async def round_() -> None:
         await rounds()
         done.set()
 
-    monkeypatch.setattr(store, "_materialize_all", round_)
-    monkeypatch.setattr(store_module, "MATERIALIZE_DELAY_S", 0.1)
+    monkeypatch.setattr(store._materializer, "_materialize_all", round_)
+    monkeypatch.setattr(materializer, "MATERIALIZE_DELAY_S", 0.1)
     await store.write_result(E1, "node-a", b"first")
     await store.write_result(E1, "node-a", b"second")
     await asyncio.wait_for(done.wait(), 30)  # its timer fires by itself
