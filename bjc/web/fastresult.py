@@ -254,8 +254,7 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # a TCP transport
         self.site.connections.add(self)
         self._arm_idle_timer()
 
