@@ -260,7 +260,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self.site.connections.discard(self)
+        if self.task is None:  # else the site still owns the connection until it ends
+            self.site.connections.discard(self)
         self._cancel_idle_timer()
         if self.current is not None:
             self.current.finish(None, ConnectionResetError("Connection lost"))
@@ -389,7 +390,7 @@ class _Connection(asyncio.Protocol):
             self._to_aiohttp(b"\x00 bad request\r\n\r\n")  # aiohttp answers 400, closes
             self.mode = _Mode.RAW
             raise _Stop
-        self._refuse(f"request head over {MAX_HEAD} bytes")
+        self._refuse(f"malformed request: head over {MAX_HEAD} bytes")
         raise _Stop
 
     def on_headers_complete(self) -> None:
@@ -480,6 +481,8 @@ class _Connection(asyncio.Protocol):
 
     def _answered_all(self, task: asyncio.Task[None]) -> None:
         self.task = None
+        if self.lost:
+            self.site.connections.discard(self)
         if not task.cancelled() and task.exception() is not None:
             log.error("result fast path failed", exc_info=task.exception())
             if self.transport is not None:
@@ -515,6 +518,7 @@ class _Connection(asyncio.Protocol):
             return False
         call = request.call
         assert call is not None
+        self.site.served += 1
         if request.expect_continue and not request.complete:
             transport.write(_CONTINUE)
         keep_alive = request.keep_alive
@@ -665,6 +669,7 @@ class FastResultSite(web.TCPSite):
         self.app = runner.app
         self.grace_s = grace_s
         self.connections: set[_Connection] = set()
+        self.served = 0  # result posts answered here (the tests tell the servers apart)
 
     @property
     def aiohttp_server(self) -> Callable[[], asyncio.Protocol]:
