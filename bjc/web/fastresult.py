@@ -56,6 +56,7 @@ from yarl import URL
 from bjc.web.callback import (
     BODY_LIMIT,
     METRICS,
+    OK,
     Answer,
     Call,
     client_gone,
@@ -84,10 +85,12 @@ _OCTETS = b"Content-Type: application/octet-stream"  # aiohttp's, for an empty b
 
 
 class _Date:
-    """The Date header's value, formatted once per second (as aiohttp does)."""
+    """The Date header's value, formatted once per second (as aiohttp does), and the
+    200 answers of that second."""
 
     second = 0
     value = b""
+    ok: dict[tuple[bytes, bool, bool], bytes] = {}
 
     @classmethod
     def now(cls) -> bytes:
@@ -95,10 +98,22 @@ class _Date:
         if second != cls.second:
             cls.second = second
             cls.value = formatdate(second, usegmt=True).encode()
+            cls.ok = {}
         return cls.value
 
 
 def _serialize(answer: Answer, version: bytes, keep_alive: bool, http10: bool) -> bytes:
+    if answer is OK:
+        _Date.now()
+        key = (version, keep_alive, http10)
+        cached = _Date.ok.get(key)
+        if cached is None:
+            cached = _Date.ok[key] = _serialize_any(answer, version, keep_alive, http10)
+        return cached
+    return _serialize_any(answer, version, keep_alive, http10)
+
+
+def _serialize_any(answer: Answer, version: bytes, keep_alive: bool, http10: bool) -> bytes:
     body = answer.text.encode()
     status = answer.status
     lines = [
@@ -241,6 +256,8 @@ class _Connection(asyncio.Protocol):
         # answering
         self.queue: collections.deque[_Request] = collections.deque()
         self.task: asyncio.Task[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None  # the task waits for a request
+        self.active = self.loop.time()  # when data last came (the keep-alive timeout)
         self.busy = False  # a request is being answered
         self.writable: asyncio.Future[None] | None = None  # set while writing is paused
         self.reading_paused = False
@@ -304,7 +321,7 @@ class _Connection(asyncio.Protocol):
             self.writable.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self._cancel_idle_timer()
+        self.active = self.loop.time()
         mode = self.mode
         if mode is _Mode.RAW:
             self._to_aiohttp(data)
@@ -471,9 +488,12 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ answering
     def _wake(self) -> None:
-        if self.task is not None or self.lost:
+        if self.task is not None:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+        elif self.lost:
             return
-        if self.queue:
+        elif self.queue:
             self.task = self.loop.create_task(self._answer_all())
             self.task.add_done_callback(self._answered_all)
         else:
@@ -491,8 +511,16 @@ class _Connection(asyncio.Protocol):
         self._wake()  # requests that came meanwhile, else hand over, close or idle
 
     async def _answer_all(self) -> None:
-        """Answer the queued result posts in order (the connection's one task)."""
-        while self.queue and not self.lost:
+        """Answer the queued result posts in order (the connection's one task): until
+        the connection is lost, closes, or is handed over to aiohttp."""
+        while not self.lost:
+            if not self.queue:
+                if self.mode is not _Mode.FAST or self.closing:
+                    return
+                self.waiter = self.loop.create_future()
+                await self.waiter
+                self.waiter = None
+                continue
             request = self.queue[0]
             self.busy = True
             try:
@@ -563,14 +591,10 @@ class _Connection(asyncio.Protocol):
             return
         if self.mode is _Mode.DONE or self.closing:
             self.transport.close()
-            return
-        if not self.in_message:
-            self._arm_idle_timer()
 
     # ------------------------------------------------------------ idle keep-alive
-    def _arm_idle_timer(self) -> None:
-        if self.idle_timer is None:
-            self.idle_timer = self.loop.call_later(KEEPALIVE_TIMEOUT_S, self._idle_timeout)
+    def _arm_idle_timer(self, delay: float = KEEPALIVE_TIMEOUT_S) -> None:
+        self.idle_timer = self.loop.call_later(delay, self._idle_timeout)
 
     def _cancel_idle_timer(self) -> None:
         if self.idle_timer is not None:
@@ -578,16 +602,25 @@ class _Connection(asyncio.Protocol):
             self.idle_timer = None
 
     def _idle_timeout(self) -> None:
+        """One timer per connection, moved on lazily (no timer work per request)."""
         self.idle_timer = None
-        if not self.queue and not self.busy and not self.in_message and self.transport:
+        idle_for = self.loop.time() - self.active
+        if self.queue or self.busy or self.in_message or idle_for < KEEPALIVE_TIMEOUT_S:
+            self._arm_idle_timer(max(KEEPALIVE_TIMEOUT_S - idle_for, 1.0))
+        elif self.transport is not None:
             self.transport.close()
 
     def shutdown(self) -> None:
         """Close when idle; a request in flight is answered first (with Connection: close)."""
         self.closing = True
-        if self.aiohttp is None and not self.queue and not self.busy and self.transport:
-            if self.mode is not _Mode.RELAY and self.mode is not _Mode.RAW:
-                self.transport.close()
+        if self.aiohttp is not None or self.mode is _Mode.RELAY or self.mode is _Mode.RAW:
+            return  # aiohttp's (or about to be)
+        if self.queue or self.busy:
+            return  # closes after its answers
+        if self.task is not None:
+            self._wake()  # the waiting task ends, and the connection closes
+        elif self.transport is not None:
+            self.transport.close()
 
     # -------------------------------------------------------------------- handover
     def _new_aiohttp(self) -> asyncio.Protocol:
