@@ -268,6 +268,7 @@ class _Connection(asyncio.Protocol):
         self.aiohttp: asyncio.Protocol | None = None
         self.relay_out: list[bytes] = []
         self.relay_size = 0
+        self.eof = False  # the client half-closed before aiohttp took over
 
     # ------------------------------------------------------------ transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -296,7 +297,8 @@ class _Connection(asyncio.Protocol):
             assert self.aiohttp is not None
             return self.aiohttp.eof_received()
         if self.mode is _Mode.RELAY or self.mode is _Mode.RAW:
-            return True  # aiohttp takes it once the earlier answers are written
+            self.eof = True  # told to aiohttp once the earlier answers are written
+            return True
         self.mode = _Mode.DONE
         if self.current is not None:  # its body can no longer come
             self.current.finish(None, ConnectionResetError("Connection lost"))
@@ -677,6 +679,10 @@ class _Connection(asyncio.Protocol):
         out, self.relay_out, self.relay_size = self.relay_out, [], 0
         for data in out:
             self.aiohttp.data_received(data)
+        if self.eof and not self.aiohttp.eof_received():
+            assert self.transport is not None
+            self.transport.close()
+            return
         if self.mode is _Mode.RAW:
             self._leave()
 
