@@ -3,7 +3,8 @@
 Each server is a separate aiohttp application built by an explicit factory
 (`make_callback_app`, `make_file_app`, `make_health_app`, `make_metrics_app`) and
 served on its own port; `serve` starts one on a TCP site and returns the runner its
-owner must clean up.
+owner must clean up. The callback app's site is `bjc.web.fastresult.FastResultSite`:
+result posts are answered there, everything else by the app.
 
 Every server logs through `ServerLog`: a malformed request or a client that goes away
 is the client's problem, so it is one INFO line, not aiohttp's ERROR with a traceback.
