@@ -204,8 +204,14 @@ def load_mock_config(path: str | None) -> tuple[Config, list[str]]:
 
 
 def make_mock_app(config: Config) -> web.Application:
+    # no result fast path: `_log_requests` must see every request
     app = make_callback_app(
-        config, DiscardingStore(), NoMetrics(config), MockTarget(), dev_mode=True
+        config,
+        DiscardingStore(),
+        NoMetrics(config),
+        MockTarget(),
+        dev_mode=True,
+        fast_results=False,
     )
     app.middlewares.insert(0, _log_requests)
     return app

@@ -3,7 +3,8 @@
 Each server is a separate aiohttp application built by an explicit factory
 (`make_callback_app`, `make_file_app`, `make_health_app`, `make_metrics_app`) and
 served on its own port; `serve` starts one on a TCP site and returns the runner its
-owner must clean up.
+owner must clean up. The callback app's site is `bjc.web.fastresult.FastResultSite`:
+result posts are answered there, everything else by the app.
 
 Every server logs through `ServerLog`: a malformed request or a client that goes away
 is the client's problem, so it is one INFO line, not aiohttp's ERROR with a traceback.
@@ -20,6 +21,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+
+from bjc.web.callback import FAST_RESULTS
+from bjc.web.fastresult import FastResultSite
 
 _EXPECTED = (HttpProcessingError, web.RequestPayloadError, ConnectionResetError)
 
@@ -46,16 +50,21 @@ class ServerLog(logging.LoggerAdapter):
 
 
 SERVER_LOG = ServerLog(logging.getLogger("aiohttp.server"))
+#: In-flight requests get this long to finish on shutdown (SIGTERM must exit within seconds).
+SHUTDOWN_TIMEOUT_S = 5.0
 
 
 async def serve(app: web.Application, host: str | None, port: int) -> web.AppRunner:
-    """Start `app` on host:port (port 0 picks a free one); the caller owns the runner."""
-    # in-flight requests get 5 s to finish on shutdown (SIGTERM must exit within seconds)
+    """Start `app` on host:port (port 0 picks a free one); the caller owns the runner.
+
+    A callback app with FAST_RESULTS gets the result fast path (bjc.web.fastresult) in
+    front of it on the same port.
+    """
     runner = web.AppRunner(
         app,
         access_log=None,
         handle_signals=False,
-        shutdown_timeout=5.0,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         logger=SERVER_LOG,
         # Bodies are taken as sent, as Go's net/http server does: an upload with
         # Content-Encoding: gzip is stored compressed, and no decoder runs on input a
@@ -63,7 +72,11 @@ async def serve(app: web.Application, host: str | None, port: int) -> web.AppRun
         auto_decompress=False,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site: web.TCPSite
+    if app.get(FAST_RESULTS):
+        site = FastResultSite(runner, host, port, grace_s=SHUTDOWN_TIMEOUT_S, reuse_address=True)
+    else:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
         await site.start()
     except BaseException:

@@ -4,7 +4,9 @@
 codes and body prefixes, and `GET /openapi.json`, the API's OpenAPI document. Handlers
 are small: admit the request (known node and execution, token, current attempt),
 decode with msgspec, hand the data to the report store, the metrics and the controller
-(`CallbackTarget`), answer.
+(`CallbackTarget`), answer. The result route is one function, `result` (with `refusal`
+and `client_gone` for what it raises), called by the aiohttp handler and by
+bjc.web.fastresult, which answers result posts on the same port without aiohttp.
 
 Attempts are fenced: a retry's URLs carry `?retry=N` (the first attempt's carry
 nothing, as the Go controller's), and a callback of an attempt the controller has
@@ -40,10 +42,12 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import os
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Container
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
 
@@ -56,6 +60,7 @@ from aiohttp.multipart import (
     content_disposition_filename,
     parse_content_disposition,
 )
+from multidict import MultiMapping
 
 from bjc.config.podspec import RETRY_PARAM
 from bjc.config.settings import Config
@@ -131,6 +136,10 @@ METRICS = web.AppKey("metrics", CallbackMetrics)
 TARGET = web.AppKey("target", CallbackTarget)
 DEV_MODE = web.AppKey("dev_mode", bool)
 ACCEPTING: web.AppKey[Callable[[], bool]] = web.AppKey("accepting")
+#: Whether `bjc.web.serve` puts the result fast path (bjc.web.fastresult) in front of the app.
+FAST_RESULTS = web.AppKey("fast_results", bool)
+#: The body cap of result and event bodies: the app's `client_max_size`.
+BODY_LIMIT = web.AppKey("body_limit", int)
 
 NOT_LEADING = "not the leader: retry (the callback Service sends you to the leader)"
 #: Retry-After (seconds) of a callback the report directory could not take
@@ -140,40 +149,87 @@ STALE = "stale attempt"
 _MAX_RETRY_DIGITS = 9
 
 
-def _text(status: int, text: str) -> web.Response:
-    # Go's http.Error: text/plain, message plus newline.
-    return web.Response(status=status, text=text + "\n", content_type="text/plain")
+@dataclass(slots=True, frozen=True)
+class Answer:
+    """A callback's answer, served by aiohttp (`_response`) or by the result fast path.
+
+    `text` is Go's http.Error body (text/plain, message plus newline); "" is no body.
+    """
+
+    status: int
+    text: str = ""
+    retry_after: int | None = None
 
 
-def _not_writable(error: WriteFailed) -> web.Response:
+OK = Answer(200)
+
+
+def _text(status: int, text: str) -> Answer:
+    return Answer(status, text + "\n")
+
+
+def _response(answer: Answer) -> web.Response:
+    if not answer.text:
+        return web.Response(status=answer.status)
+    response = web.Response(status=answer.status, text=answer.text, content_type="text/plain")
+    if answer.retry_after is not None:
+        response.headers[hdrs.RETRY_AFTER] = str(answer.retry_after)
+    return response
+
+
+def _not_writable(error: WriteFailed) -> Answer:
     """507 when the report directory is full, else 503; the job retries either."""
     status = 507 if error.no_space else 503
     reason = f"report directory not writable ({error.code}: {error.strerror or error}); retry later"
-    response = _text(status, reason)
-    response.headers[hdrs.RETRY_AFTER] = str(NOT_WRITABLE_RETRY_AFTER)
-    return response
+    return Answer(status, reason + "\n", NOT_WRITABLE_RETRY_AFTER)
 
 
 class _Refused(Exception):
     def __init__(self, status: int, text: str) -> None:
         super().__init__(text)
-        self.response = _text(status, text)
-        if status == 503:
-            self.response.headers[hdrs.RETRY_AFTER] = "1"
+        self.answer = Answer(status, text + "\n", 1 if status == 503 else None)
 
 
-def _bearer(request: web.Request) -> str:
-    token = request.query.get("token", "")
+@dataclass(slots=True)
+class Call:
+    """What admission needs of a callback request: from aiohttp's request (`_call`) or
+    from the result fast path, which parses requests itself."""
+
+    app: web.Application
+    route: str
+    method: str
+    path: str
+    node: str
+    execution_id: str
+    query: MultiMapping[str]
+    authorization: str
+
+
+def _call(request: web.Request) -> Call:
+    info = request.match_info
+    return Call(
+        request.app,
+        info.route.name or "other",
+        request.method,
+        request.path,
+        info["node"],
+        info["executionID"],
+        request.query,
+        request.headers.get(hdrs.AUTHORIZATION, ""),
+    )
+
+
+def _bearer(call: Call) -> str:
+    token = call.query.get("token", "")
     if token:
         return token
-    auth = request.headers.get(hdrs.AUTHORIZATION, "")
-    scheme, _, value = auth.partition(" ")
+    scheme, _, value = call.authorization.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
-def _attempt(request: web.Request) -> int:
+def _attempt(call: Call) -> int:
     """The attempt a callback comes from: N for `?retry=N`, 0 (the first) without it."""
-    values = request.query.getall(RETRY_PARAM, [])
+    values = call.query.getall(RETRY_PARAM, [])
     if not values:
         return 0
     value = values[0]
@@ -193,36 +249,35 @@ def _attempt(request: web.Request) -> int:
     return int(value)
 
 
-def check_current(request: web.Request, node: str, execution_id: str, attempt: int) -> None:
+def check_current(call: Call, attempt: int) -> None:
     """_Refused with 409 unless the node's `attempt` may (still) call back; counted."""
-    target = request.app[TARGET]
+    node, execution_id = call.node, call.execution_id
+    target = call.app[TARGET]
     if not target.execution_allowed(node, execution_id):
         return  # DEV_MODE's unknown executions have no attempts; else pruned: 406 follows
     stale = target.stale(node, execution_id, attempt)
     if stale is None:
         return
-    route = request.match_info.route.name or "other"
-    request.app[METRICS].count_stale_callback(route, stale.kind)
-    log.info("%s %s refused: %s", request.method, request.path, stale.reason)
+    call.app[METRICS].count_stale_callback(call.route, stale.kind)
+    log.info("%s %s refused: %s", call.method, call.path, stale.reason)
     raise _Refused(409, f"{STALE}: {stale.reason}")
 
 
-async def _admit(request: web.Request) -> tuple[str, str, int]:
-    """(node, execution id, attempt) of an acceptable request, else _Refused with
-    406/401/400/409."""
-    app = request.app
+async def _admit(call: Call) -> int:
+    """The attempt of an acceptable request, else _Refused with 503/406/401/400/409."""
+    app = call.app
     if not app[ACCEPTING]():
         raise _Refused(503, NOT_LEADING)
-    node = request.match_info["node"]
-    execution_id = request.match_info["executionID"]
+    node = call.node
+    execution_id = call.execution_id
     target = app[TARGET]
     allowed = target.execution_allowed(node, execution_id)
     if not allowed and not app[DEV_MODE]:
         raise _Refused(406, NOT_ALLOWED)
-    attempt = _attempt(request)
+    attempt = _attempt(call)
     if app[CONFIG]().callback_auth == "token" and allowed:
         # DEV_MODE accepts unknown executions without a token; known ones still need it.
-        if not target.token_valid(node, execution_id, _bearer(request), attempt):
+        if not target.token_valid(node, execution_id, _bearer(call), attempt):
             raise _Refused(401, "missing or invalid token")
     try:
         check_name(node, "node")
@@ -234,16 +289,22 @@ async def _admit(request: web.Request) -> tuple[str, str, int]:
         raise _Refused(400, f"node {node!r} must not start with '.' (hidden names are bjc's)")
     if not allowed:  # DEV_MODE, unknown execution: give it a directory
         await app[STORE].ensure_execution(execution_id)
-    check_current(request, node, execution_id, attempt)
-    return node, execution_id, attempt
+    check_current(call, attempt)
+    return attempt
 
 
 # ----------------------------------------------------------------------- result
-async def post_result(request: web.Request) -> web.Response:
-    node, execution_id, attempt = await _admit(request)
-    app = request.app
+async def result(call: Call, read: Callable[[], Awaitable[bytes]]) -> Answer:
+    """The result route, for aiohttp (`post_result`) and the fast path alike.
+
+    `read` gives the whole body; it raises web.HTTPRequestEntityTooLarge at BODY_LIMIT
+    and ConnectionResetError when the client went away. Raises _Refused and
+    WriteFailed (see `refusal`).
+    """
+    attempt = await _admit(call)
+    node, execution_id, app = call.node, call.execution_id, call.app
     config = app[CONFIG]()
-    body = await request.read()
+    body = await read()
     try:
         result = decode_result(body)
     except msgspec.DecodeError as e:
@@ -253,7 +314,7 @@ async def post_result(request: web.Request) -> web.Response:
         series = check_limits(app[METRICS], config, execution_id, node, result)
     except ValueError as e:
         return _text(400, f"invalid result: {e}")
-    check_current(request, node, execution_id, attempt)  # given up while the body came
+    check_current(call, attempt)  # given up while the body came
     try:
         # in the results log on return: durable (as `durability` says)
         await app[STORE].write_result(execution_id, node, body, attempt=attempt)
@@ -268,14 +329,19 @@ async def post_result(request: web.Request) -> web.Response:
         return _text(400, f"invalid result: {e}")
     metrics.set_processing(execution_id, node, 0)
     await app[TARGET].result_received(node, execution_id)
-    return web.Response(status=200)
+    return OK
+
+
+async def post_result(request: web.Request) -> web.Response:
+    return _response(await result(_call(request), request.read))
 
 
 # ------------------------------------------------------------------------- file
-def _check_owner(request: web.Request, execution_id: str, node: str, name: str) -> None:
+def _check_owner(call: Call, name: str) -> None:
     """ValueError unless the upload's final name belongs to the uploading node."""
+    node = call.node
     filename = ReportStore.upload_filename(node, name)
-    nodes = request.app[TARGET].nodes_of(execution_id)
+    nodes = call.app[TARGET].nodes_of(call.execution_id)
     owner = file_owner(filename, _WithNode(nodes, node))
     if owner == node:
         return
@@ -329,21 +395,21 @@ def _extension(request: web.Request) -> str:
     return mimetypes.guess_extension(ctype, strict=False) or ".file"
 
 
-async def _stream_raw(
-    request: web.Request, execution_id: str, node: str, attempt: int, limit: int
-) -> list[str]:
+async def _stream_raw(request: web.Request, call: Call, attempt: int, limit: int) -> list[str]:
     name = _raw_upload_name(request)
-    _check_owner(request, execution_id, node, name)
-    async with request.app[STORE].upload(execution_id, node, name, max_size=limit) as sink:
+    _check_owner(call, name)
+    store = request.app[STORE]
+    async with store.upload(call.execution_id, call.node, name, max_size=limit) as sink:
         async for chunk in request.content.iter_chunked(_CHUNK):
             await sink.write(chunk)
-        check_current(request, node, execution_id, attempt)  # else nothing lands
+        check_current(call, attempt)  # else nothing lands
     return [sink.path.name]
 
 
 async def _stream_multipart(
-    request: web.Request, execution_id: str, node: str, attempt: int, limit: int
+    request: web.Request, call: Call, attempt: int, limit: int
 ) -> list[str]:
+    execution_id, node = call.execution_id, call.node
     store = request.app[STORE]
     reader = await request.multipart()
     total = 0
@@ -359,7 +425,7 @@ async def _stream_multipart(
             if not filename:
                 await part.release()  # a plain form field, not a file
                 continue
-            _check_owner(request, execution_id, node, filename)
+            _check_owner(call, filename)
             sink = await stack.enter_async_context(
                 store.upload(execution_id, node, filename, max_size=limit - total)
             )
@@ -370,20 +436,21 @@ async def _stream_multipart(
             saved.append(sink.path.name)
         if not saved:
             raise ValueError("multipart body contains no file")
-        check_current(request, node, execution_id, attempt)  # else none of them lands
+        check_current(call, attempt)  # else none of them lands
     return saved
 
 
-async def post_file(request: web.Request) -> web.Response:
-    node, execution_id, attempt = await _admit(request)
+async def _file(request: web.Request) -> Answer:
+    call = _call(request)
+    attempt = await _admit(call)
     limit = request.app[CONFIG]().max_upload_size
     if request.content_length is not None and request.content_length > limit:
         return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
     try:
         if request.content_type.startswith("multipart/"):
-            saved = await _stream_multipart(request, execution_id, node, attempt, limit)
+            saved = await _stream_multipart(request, call, attempt, limit)
         else:
-            saved = await _stream_raw(request, execution_id, node, attempt, limit)
+            saved = await _stream_raw(request, call, attempt, limit)
     except UploadTooLarge:
         return _text(413, f"request body exceeds the maximum upload size of {limit} bytes")
     except ExecutionNotFound:
@@ -395,9 +462,15 @@ async def post_file(request: web.Request) -> web.Response:
     return _text(200, "\n".join(saved))
 
 
+async def post_file(request: web.Request) -> web.Response:
+    return _response(await _file(request))
+
+
 # ------------------------------------------------------------------------ event
-async def post_event(request: web.Request) -> web.Response:
-    node, execution_id, _ = await _admit(request)
+async def _event(request: web.Request) -> Answer:
+    call = _call(request)
+    await _admit(call)
+    node, execution_id = call.node, call.execution_id
     body = await request.read()
     if len(body) > EVENT_MAX_BYTES:
         return _text(413, f"event body exceeds the maximum of {EVENT_MAX_BYTES} bytes")
@@ -414,11 +487,34 @@ async def post_event(request: web.Request) -> web.Response:
     except Exception as e:  # the apiserver refused or is unreachable
         log.warning("creating event for %s/%s failed: %s", node, execution_id, e)
         return _text(500, f"error creating event: {e}")
-    return web.Response(status=200)
+    return OK
+
+
+async def post_event(request: web.Request) -> web.Response:
+    return _response(await _event(request))
 
 
 # ---------------------------------------------------------------------- wiring
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def refusal(e: Exception) -> Answer | None:
+    """The answer to what a handler raised for its client's sake; None: a bug (500)."""
+    if isinstance(e, _Refused):
+        return e.answer
+    if isinstance(e, WriteFailed):  # the store logged it once; nothing of the request is kept
+        return _not_writable(e)
+    if isinstance(e, (HttpProcessingError, web.RequestPayloadError)):  # multipart headers
+        parsed = e if isinstance(e, HttpProcessingError) else e.__cause__
+        reason = " ".join(str(getattr(parsed, "message", e)).split())[:300]
+        return _text(400, f"malformed request body: {reason}")
+    return None
+
+
+def client_gone(method: str, path: str, e: BaseException) -> int:
+    """Log a client that went away before its answer; the code it is counted with."""
+    log.info("%s %s: client disconnected (%s)", method, path, e)
+    return CLIENT_CLOSED
 
 
 @web.middleware
@@ -429,25 +525,18 @@ async def _refusals_and_counting(request: web.Request, handler: Handler) -> web.
         response = await handler(request)
         code = response.status
         return response
-    except _Refused as refused:
-        code = refused.response.status
-        return refused.response
-    except WriteFailed as e:  # the store logged it once; nothing of the request is kept
-        response = _not_writable(e)
-        code = response.status
-        return response
     except web.HTTPException as e:  # 404/405 of the router, 413 of client_max_size
         code = e.status
         raise
-    except (HttpProcessingError, web.RequestPayloadError) as e:  # e.g. multipart headers
-        code = 400
-        parsed = e if isinstance(e, HttpProcessingError) else e.__cause__
-        reason = " ".join(str(getattr(parsed, "message", e)).split())[:300]
-        return _text(400, f"malformed request body: {reason}")
     except ConnectionResetError as e:  # the client went away; nobody reads an answer
-        code = CLIENT_CLOSED
-        log.info("%s %s: client disconnected (%s)", request.method, request.path, e)
+        code = client_gone(request.method, request.path, e)
         return web.Response(status=400)
+    except Exception as e:
+        answer = refusal(e)
+        if answer is None:
+            raise
+        code = answer.status
+        return _response(answer)
     finally:
         request.app[METRICS].count_callback(route, code)
 
@@ -464,17 +553,22 @@ def make_callback_app(
     *,
     dev_mode: bool,
     accepting: Callable[[], bool] = lambda: True,
+    fast_results: bool = True,
 ) -> web.Application:
     """The callback API as an aiohttp application (serve it on callbackServicePort).
 
     `config` is the configuration, or a function giving the current one (hot
     reload replaces it). While `accepting()` is false (a standby, or a leader still reloading) every
-    callback is answered 503 with Retry-After: nothing is written.
+    callback is answered 503 with Retry-After: nothing is written. With `fast_results`,
+    `bjc.web.serve` answers result posts on bjc.web.fastresult (the same `result`
+    function) and hands every other request to this app; off for an app whose own
+    middleware must see every request (`bjc mock`), or with BJC_FAST_RESULTS=0 (to measure).
     """
     current = config if callable(config) else lambda: config
-    app = web.Application(
-        client_max_size=current().max_upload_size, middlewares=[_refusals_and_counting]
-    )
+    limit = current().max_upload_size
+    app = web.Application(client_max_size=limit, middlewares=[_refusals_and_counting])
+    app[FAST_RESULTS] = fast_results and os.environ.get("BJC_FAST_RESULTS", "1") != "0"
+    app[BODY_LIMIT] = limit
     app[CONFIG] = current
     app[STORE] = store
     app[METRICS] = metrics

@@ -23,6 +23,7 @@ from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
 from tests.report_files import stored
+from tests.served import Served
 
 NODE, EID = "node-a", "202401011200"
 BASE = f"/report/{NODE}/{EID}"
@@ -119,7 +120,7 @@ def make_env(tmp_path: Path, aiohttp_client: Any) -> MakeEnv:
         metrics = Metrics(config)
         target = Target()
         app = make_callback_app(config, store, metrics, target, dev_mode=dev_mode)
-        return Env(await aiohttp_client(app), root, target, metrics)
+        return Env(await aiohttp_client(Served(app)), root, target, metrics)
 
     return make
 

@@ -16,6 +16,7 @@ from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.sim import SimCluster
 from bjc.web.callback import make_callback_app
+from tests.served import Served
 
 NS = "jobs"
 NODE, EID = "node-a", "202401011200"
@@ -114,7 +115,7 @@ async def test_event_route_end_to_end(
     config = Config(name="bjc", report_directory=str(tmp_path))
     store = ReportStore(tmp_path)
     app = make_callback_app(config, store, Metrics(config), SimTarget(kube), dev_mode=False)
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(Served(app))
 
     resp = await client.post(
         f"/report/{NODE}/{EID}/event",

@@ -19,6 +19,7 @@ from bjc.reports.execution import Stale
 from bjc.reports.metrics import Metrics
 from bjc.reports.store import ReportStore
 from bjc.web.callback import make_callback_app
+from tests.served import Served
 
 NODE, EID = "node-a", "202401011200"
 URL = f"/report/{NODE}/{EID}/file"
@@ -74,7 +75,7 @@ def make_env(tmp_path: Path, aiohttp_client: Any) -> MakeEnv:
         store = ReportStore(root)
         await store.create_execution(EID)
         app = make_callback_app(config, store, Metrics(config), Target(), dev_mode=False)
-        return Env(await aiohttp_client(app), tmp_path)
+        return Env(await aiohttp_client(Served(app)), tmp_path)
 
     return make
 

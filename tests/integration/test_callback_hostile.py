@@ -31,6 +31,7 @@ from bjc.web import bound_port, serve
 from bjc.web.callback import EVENT_MAX_BYTES, OPENAPI, make_callback_app
 from tests.integration.hostile_server import EID, StaticTarget
 from tests.report_files import stored
+from tests.served import Served
 
 URL = "/report/node-1/" + EID
 GAUGES = {"checks": GaugeConfig(help="checks", labels=["kind"])}
@@ -83,7 +84,7 @@ def make_env(tmp_path: Path, aiohttp_client: Any) -> MakeEnv:
         metrics = Metrics(config)
         target = Target()
         app = make_callback_app(config, store, metrics, target, dev_mode=dev_mode)
-        return Env(await aiohttp_client(app), root, metrics, target)
+        return Env(await aiohttp_client(Served(app)), root, metrics, target)
 
     return make
 

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from bjc.web.callback import make_callback_app
 from tests.integration.bjc_command import REPO
 from tests.integration.test_callback import EID, NODE, Target
 from tests.report_files import stored
+from tests.served import Served
 
 FAST = {"retries": 3, "backoff": 0.01}
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
@@ -37,7 +38,7 @@ ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 class Controller:
     """The real callback app (store, metrics) with callbackAuth: token."""
 
-    def __init__(self, server: TestServer, root: Path, target: Target) -> None:
+    def __init__(self, server: Served, root: Path, target: Target) -> None:
         self.server = server
         self.dir = root / EID
         self.target = target
@@ -51,7 +52,7 @@ class Controller:
 
 
 @pytest.fixture
-async def controller(tmp_path: Path, aiohttp_server: ServerFactory) -> Controller:
+async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
     root = tmp_path / "reports"
     config = Config(
         name="bjc",
@@ -63,7 +64,11 @@ async def controller(tmp_path: Path, aiohttp_server: ServerFactory) -> Controlle
     await store.create_execution(EID)
     target = Target()
     app = make_callback_app(config, store, Metrics(config), target, dev_mode=False)
-    return Controller(await aiohttp_server(app), root, target)
+    server = await Served.start(app)  # as `bjc run` serves it: results on the fast path
+    try:
+        yield Controller(server, root, target)
+    finally:
+        await server.close()
 
 
 async def test_report_upload_and_event_reach_the_controller(
