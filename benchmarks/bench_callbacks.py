@@ -3,7 +3,7 @@
 The server under test is a real `bjc run` process against a `bjc sim` process, with
 a live execution (its job pods keep running) on NODES nodes; every request posts a
 10-series result of a configured gauge for the next node in turn, and is answered
-only once `<node>.json` is renamed into place (durable against SIGKILL).
+only once the result is in the execution's results log (durable against SIGKILL).
 
 - Throughput: wrk (a C load generator: it is not the bottleneck), 50 connections,
   one thread, WRK_SECONDS after a warm-up; requests/s, p99 from wrk's latency
@@ -28,7 +28,8 @@ Run: `python -m benchmarks.bench_callbacks [rounds N] [profile] [formats]` (prof
 formats: only that). `python -m benchmarks.bench_callbacks wrk [rounds N] [fsync]
 [asyncio]`: only the wrk runs of one server (uvloop unless `asyncio`; `fsync`:
 `durability: fsync`), each with the load average when it started: for comparing
-commits back to back.
+commits back to back. Any other argument prints this and exits 2; SIGTERM (e.g. from
+`timeout`) stops the servers it started.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -492,6 +494,12 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    words = {"rounds", "profile", "formats", "wrk", "fsync", "asyncio"}
+    if any(a not in words and not a.isdigit() for a in args):
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    # the servers are stopped by `finally` blocks: SIGTERM unwinds them like Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rounds = int(args[args.index("rounds") + 1]) if "rounds" in args else ROUNDS
     started = time.perf_counter()
     if "formats" in args:
