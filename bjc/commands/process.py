@@ -127,7 +127,7 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     With Python's default thresholds a full collection, which walks every long-lived
     object (the metric series, the kept executions), ran every few thousand result
     callbacks and stalled the loop for tens of milliseconds: at 50 connections the
-    callbacks' p99 was 25 - 38 ms, with GC_THRESHOLDS 10 - 14 ms, at the same RSS
+    callbacks' p99 was 22 - 38 ms, with GC_THRESHOLDS 10 - 15 ms, at the same RSS
     (docs/benchmarks.md). Nearly everything bjc frees goes by reference counting;
     the collector only has to find the rare cycle.
     """
