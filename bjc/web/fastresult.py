@@ -119,9 +119,7 @@ def _serialize_any(answer: Answer, version: bytes, keep_alive: bool, http10: boo
     lines = [
         b"HTTP/%s %d %s" % (version, status, _REASONS.get(status, "").encode()),
         b"Content-Length: %d" % len(body),
-        b"Content-Type: text/plain; charset=utf-8"
-        if body
-        else b"Content-Type: application/octet-stream",
+        _TEXT if body else _OCTETS,
         b"Date: " + _Date.now(),
         b"Server: " + _SERVER,
     ]

@@ -40,21 +40,21 @@ def taint_keys(node: dict) -> list[str]:
     return [t["key"] for t in taints if not t["key"].startswith("node.kubernetes.io/")]
 
 
+def mine(node: dict) -> dict | None:
+    """The node's condition of type CONDITION, or None."""
+    conditions = node.get("status", {}).get("conditions") or []
+    return next((x for x in conditions if x["type"] == CONDITION), None)
+
+
 async def node_marks(c, nodes: list[str]) -> dict[str, tuple[dict | None, list[str]]]:
     """Per node: its condition of type CONDITION (or None) and the keys of its taints."""
     out = {}
     for name in nodes:
         node = await c.kube.get(f"/api/v1/nodes/{name}", dict)
         conditions = node.get("status", {}).get("conditions") or []
-        mine = next((x for x in conditions if x["type"] == CONDITION), None)
         assert any(x["type"] == "Ready" for x in conditions)  # other conditions untouched
-        out[name] = mine, taint_keys(node)
+        out[name] = mine(node), taint_keys(node)
     return out
-
-
-def mine(node: dict) -> dict | None:
-    conditions = node.get("status", {}).get("conditions") or []
-    return next((x for x in conditions if x["type"] == CONDITION), None)
 
 
 async def wait_node(c, name: str, predicate) -> dict:
