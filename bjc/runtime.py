@@ -299,6 +299,7 @@ class Runtime:
             self.controller.callbacks,
             dev_mode=self.env.dev_mode,
             accepting=lambda: self.serving,
+            fast_results=self.env.bjc_fast_results,
         )
 
     def _on_leadership(self, leading: bool) -> None:

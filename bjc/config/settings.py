@@ -356,6 +356,7 @@ class Environment(msgspec.Struct, kw_only=True):
     dev_mode: bool = False
     report_directory: str | None = None
     bind_address: str | None = None  # None: every interface
+    bjc_fast_results: bool = True  # result posts on bjc.web.fastresult
 
 
 # --------------------------------------------------------------------------- config.yaml
@@ -593,6 +594,9 @@ def load_environment(environ: Mapping[str, str]) -> Environment:
     namespace = environ.get("NAMESPACE", "")
     if namespace and (len(namespace) > 63 or not _DNS_LABEL_RE.match(namespace)):
         problems.append(f"NAMESPACE: invalid value {show(namespace)}: not a valid namespace name")
+    fast = environ.get("BJC_FAST_RESULTS", "").strip().lower()
+    if fast not in ("", "1", "true", "0", "false"):
+        problems.append(f"BJC_FAST_RESULTS: invalid value {show(fast)}: expected 1 or 0")
     if problems:
         raise ConfigError(problems)
     return Environment(
@@ -603,6 +607,7 @@ def load_environment(environ: Mapping[str, str]) -> Environment:
         dev_mode=environ.get("DEV_MODE", "").lower() == "true",
         report_directory=environ.get("REPORT_DIRECTORY") or None,
         bind_address=environ.get("BIND_ADDRESS") or None,
+        bjc_fast_results=fast not in ("0", "false"),
     )
 
 

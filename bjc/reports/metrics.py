@@ -174,6 +174,7 @@ class _ResultGauge:
         "family",
         "latest_separate",
         "make_key",
+        "make_keys",
         "names",
         "node_at",
         "size",
@@ -226,6 +227,27 @@ class _ResultGauge:
                 )
 
             self.make_key = make_key
+        # make_keys(labels of each entry, node, execution_id): the keys of one gauge of a
+        # result in one comprehension (the callbacks' hot path), not interned: a key that
+        # is held already is looked up only, a new one is interned when it is stored.
+        self.make_keys: Callable[[list[Mapping[str, str]], str, str], list[SeriesKey]]
+        if fields != (*names, NODE_LABEL) or len(names) > 2:
+            make = self.make_key
+            self.make_keys = lambda all_labels, node, execution_id: [
+                make(labels, node, execution_id) for labels in all_labels
+            ]
+        elif not names:
+            self.make_keys = lambda all_labels, node, execution_id: [(node,)] * len(all_labels)
+        elif len(names) == 1:
+            (a,) = names
+            self.make_keys = lambda all_labels, node, execution_id: [
+                (labels[a], node) for labels in all_labels
+            ]
+        else:
+            a, b = names
+            self.make_keys = lambda all_labels, node, execution_id: [
+                (labels[a], labels[b], node) for labels in all_labels
+            ]
         # Only when executionID is part of the key does "latest" need a key of its own.
         self.latest_separate = EXECUTION_ID_LABEL in fields
         self.node_at = fields.index(NODE_LABEL)  # where a key holds the node name
@@ -243,10 +265,28 @@ class _ResultGauge:
         except KeyError:
             return self.make_key(self.conform(labels), node, execution_id)
 
+    def keys(
+        self, all_labels: list[Mapping[str, str]], node: str, execution_id: str
+    ) -> list[SeriesKey]:
+        """`key` of each of `all_labels` (the entries of one result)."""
+        try:
+            return self.make_keys(all_labels, node, execution_id)
+        except KeyError:  # a configured label missing somewhere: "" (labels not configured
+            # are ignored by make_key anyway)
+            return [self.key(labels, node, execution_id) for labels in all_labels]
 
-#: The series of one result (`Metrics.result_series`): suffix, gauge, key, the labels
-#: as reported, value.
-_ResultSeries = list[tuple[str, _ResultGauge, SeriesKey, Mapping[str, str], float]]
+
+#: The series of one result (`Metrics.result_series`), one item per configured gauge:
+#: suffix, gauge, and for each entry its key, its labels as reported, its value.
+_ResultSeries = list[
+    tuple[str, _ResultGauge, list[SeriesKey], list[Mapping[str, str]], list[float]]
+]
+
+
+def _interned(key: SeriesKey) -> SeriesKey:
+    """A key to keep: its strings interned (label values repeat across nodes and
+    executions; each decoded callback would otherwise keep its own copies alive)."""
+    return tuple(map(sys.intern, key))
 
 
 class _SeriesCount:
@@ -588,36 +628,52 @@ class Metrics:
         except KeyError:
             raise KeyError(f"{suffix!r} is not a configured gauge (metrics.gauges)") from None
         key = gauge.key(labels, node, execution_id)
-        self._put_result(gauge, execution_id, node, key, labels, float(value))
+        self._put_results(gauge, execution_id, node, [key], [labels], [float(value)])
 
-    def _put_result(
+    def _put_results(
         self,
         gauge: _ResultGauge,
         execution_id: str,
         node: str,
-        key: SeriesKey,
-        labels: Mapping[str, str],
-        value: float,
+        keys: list[SeriesKey],
+        all_labels: list[Mapping[str, str]],
+        values: list[float],
     ) -> None:
-        # The hot path of every callback: kept flat (SeriesFamily.put is inlined).
+        """Set the series `keys` of one gauge (their labels as reported, their values).
+
+        The hot path of every callback: one block lookup per gauge of a result, the
+        series of a known key set without a call each (SeriesFamily.put inlined).
+        """
         block = gauge.blocks.get(execution_id)
         if block is None or block.series is None:
             block = gauge.family.writable(execution_id)
         series: dict[SeriesKey, float] = block.series  # type: ignore[assignment]
-        if key not in series:
+        counts = self._counts.get(execution_id)
+        refused: set[int] | None = None
+        for at, key in enumerate(keys):
+            if key in series:
+                series[key] = values[at]
             # A new series: the callback checked the limits (check_limits); this holds
             # them also for concurrent results of one node, which were checked together.
-            counts = self._counts.get(execution_id)
-            if counts is not None and not counts.add(
-                node, self._max_per_node, self._max_per_execution
-            ):
-                return
-        series[key] = value
+            elif counts is None or counts.add(node, self._max_per_node, self._max_per_execution):
+                series[_interned(key)] = values[at]
+            else:
+                refused = refused or set()
+                refused.add(at)
         block.text = None
         if self.latest:
             if gauge.latest_separate:
-                key = gauge.key(labels, node, LATEST)
-            gauge.family.put(LATEST, key, value)
+                keys = [gauge.key(labels, node, LATEST) for labels in all_labels]
+            latest = gauge.family.writable(LATEST)
+            latest_series: dict[SeriesKey, float] = latest.series  # type: ignore[assignment]
+            for at, key in enumerate(keys):
+                if refused is not None and at in refused:
+                    continue
+                if key in latest_series:
+                    latest_series[key] = values[at]
+                else:
+                    latest_series[_interned(key)] = values[at]
+            latest.text = None
 
     def remove_execution(self, execution_id: str) -> None:
         """Remove every series of the execution from every per-execution metric.
@@ -646,24 +702,24 @@ class Metrics:
             gauge = gauges.get(suffix)
             if gauge is None:
                 continue
-            key = gauge.key
-            for entry in entries:
-                labels = entry.labels
-                out.append((suffix, gauge, key(labels, node, execution_id), labels, entry.value))
+            all_labels = [entry.labels for entry in entries]
+            keys = gauge.keys(all_labels, node, execution_id)
+            out.append((suffix, gauge, keys, all_labels, [entry.value for entry in entries]))
         return out
 
     def new_series(self, execution_id: str, series: _ResultSeries) -> int:
         """How many distinct series of `result_series` the execution lacks."""
-        new: set[tuple[str, SeriesKey]] = set()
-        last: _ResultGauge | None = None
-        held: dict[SeriesKey, float] | None = None
-        for suffix, gauge, key, _, _ in series:
-            if gauge is not last:  # the entries of one gauge come together
-                last, block = gauge, gauge.blocks.get(execution_id)
-                held = None if block is None else self._series_dict(gauge, execution_id, block)
-            if held is None or key not in held:
-                new.add((suffix, key))
-        return len(new)
+        new = 0
+        for _, gauge, keys, _, _ in series:
+            block = gauge.blocks.get(execution_id)
+            if block is None:
+                new += len(set(keys))
+                continue
+            held = self._series_dict(gauge, execution_id, block)
+            missing = [key for key in keys if key not in held]
+            if missing:
+                new += len(set(missing))
+        return new
 
     def set_results(
         self,
@@ -673,12 +729,12 @@ class Metrics:
     ) -> None:
         """`set_result` for each series of `result_series`, with the keys it computed."""
         gauges = self._results
-        put = self._put_result
-        for suffix, gauge, key, labels, value in series:
+        for suffix, gauge, keys, all_labels, values in series:
             if gauges.get(suffix) is gauge:
-                put(gauge, execution_id, node, key, labels, value)
+                self._put_results(gauge, execution_id, node, keys, all_labels, values)
             else:  # the gauges were reconfigured meanwhile
-                self.set_result(execution_id, node, suffix, labels, value)
+                for labels, value in zip(all_labels, values, strict=True):
+                    self.set_result(execution_id, node, suffix, labels, value)
 
     def series_held(self, execution_id: str, node: str) -> tuple[int, int]:
         """Result series of (`node`, all nodes) in the execution ("latest" not counted)."""

@@ -40,7 +40,10 @@ class ResultMetrics(Protocol):
 ResultSeries = Any
 
 
-class ResultEntry(msgspec.Struct):
+class ResultEntry(msgspec.Struct, gc=False):
+    """One series of a result. Not tracked by the garbage collector (a float and a dict
+    of strings make no cycle): every callback decodes a list of them."""
+
     value: float
     labels: dict[str, str] = msgspec.field(default_factory=dict)
 

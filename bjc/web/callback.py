@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-import os
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Container
@@ -562,12 +561,12 @@ def make_callback_app(
     callback is answered 503 with Retry-After: nothing is written. With `fast_results`,
     `bjc.web.serve` answers result posts on bjc.web.fastresult (the same `result`
     function) and hands every other request to this app; off for an app whose own
-    middleware must see every request (`bjc mock`), or with BJC_FAST_RESULTS=0 (to measure).
+    middleware must see every request (`bjc mock`), and with BJC_FAST_RESULTS=0.
     """
     current = config if callable(config) else lambda: config
     limit = current().max_upload_size
     app = web.Application(client_max_size=limit, middlewares=[_refusals_and_counting])
-    app[FAST_RESULTS] = fast_results and os.environ.get("BJC_FAST_RESULTS", "1") != "0"
+    app[FAST_RESULTS] = fast_results
     app[BODY_LIMIT] = limit
     app[CONFIG] = current
     app[STORE] = store

@@ -609,10 +609,24 @@ def test_dev_mode_is_case_insensitive_true(value: str, dev: bool) -> None:
     assert env.dev_mode is dev
 
 
+@pytest.mark.parametrize(
+    ("value", "fast"), [("", True), ("1", True), ("TRUE", True), ("0", False), ("false", False)]
+)
+def test_the_result_fast_path_is_switched_by_bjc_fast_results(value: str, fast: bool) -> None:
+    env = load_environment({"NAMESPACE": "ns", "CONFIG_MAP_NAME": "cm", "BJC_FAST_RESULTS": value})
+    assert env.bjc_fast_results is fast
+
+
+def test_an_unknown_bjc_fast_results_value_refuses_to_start() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_environment({"NAMESPACE": "ns", "CONFIG_MAP_NAME": "cm", "BJC_FAST_RESULTS": "no"})
+    assert info.value.problems == ['BJC_FAST_RESULTS: invalid value "no": expected 1 or 0']
+
+
 def test_environment_defaults_and_invalid_namespace() -> None:
     env = load_environment({"NAMESPACE": "ns", "CONFIG_MAP_NAME": "cm"})
     assert (env.pod_ip, env.hostname, env.dev_mode) == ("", "", False)
-    assert (env.report_directory, env.bind_address) == (None, None)
+    assert (env.report_directory, env.bind_address, env.bjc_fast_results) == (None, None, True)
     with pytest.raises(ConfigError, match='NAMESPACE: invalid value "Bad NS"'):
         load_environment({"NAMESPACE": "Bad NS", "CONFIG_MAP_NAME": "cm"})
 
