@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import sys
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bjc.config.settings import Config, GaugeConfig, MetricsConfig
 from bjc.reports.metrics import LATEST, Metrics
-from bjc.reports.results import ResultEntry
+from bjc.reports.results import ResultEntry, decode_result
 from bjc.reports.series import SeriesFamily, escape_label_value
 from bjc.web.metrics import _accepts_gzip, make_metrics_app
 
@@ -419,6 +420,47 @@ def test_labels_are_taken_as_the_go_controller_takes_them(
     m = Metrics(make_config())
     m.set_result(E1, "n", "test", given, 1)
     assert samples(parse(m), "foo_test") == {labels(**series, node="n", executionID=E1): 1}
+
+
+def test_a_whole_result_is_written_as_its_entries_one_by_one_would_be() -> None:
+    """result_series / set_results (per gauge) against set_result (per series): the same
+    series, "" for a missing label, unconfigured labels ignored, "latest" too; and the
+    limit backstop refuses an entry of a result in both the execution and "latest"."""
+    entries = [
+        ResultEntry(1, {"label_a": "a", "label_b": "b"}),
+        ResultEntry(2, {"label_a": "a"}),  # label_b missing: ""
+        ResultEntry(3, {"label_a": "c", "label_b": "d", "other": "x"}),
+        ResultEntry(4, {"label_a": "a", "label_b": "b"}),  # the first again: the newer wins
+    ]
+    batch = Metrics(make_config(latest=True))
+    one_by_one = Metrics(make_config(latest=True))
+    batch.set_results(E1, "n", batch.result_series(E1, "n", {"test": entries}))
+    for entry in entries:
+        one_by_one.set_result(E1, "n", "test", entry.labels, entry.value)
+    written = samples(parse(batch), "foo_test")
+    assert written == samples(parse(one_by_one), "foo_test")
+    assert written[labels(label_a="a", label_b="b", node="n", executionID=E1)] == 4
+    assert written[labels(label_a="a", label_b="", node="n", executionID=E1)] == 2
+    assert len(written) == 6  # three series, in E1 and in "latest"
+
+    m = Metrics(msgspec.structs.replace(make_config(latest=True), max_series_per_node=2))
+    m.set_current_execution(E1)
+    assert m.series_held(E1, "n") == (0, 0)  # counting starts for E1
+    m.set_results(E1, "n", m.result_series(E1, "n", {"test": entries}))  # checked elsewhere
+    held = samples(parse(m), "foo_test")
+    assert m.series_held(E1, "n") == (2, 2)  # the third series refused
+    assert {dict(k)["label_a"] for k in held} == {"a"} and len(held) == 4  # E1 and latest
+
+
+def test_stored_series_keys_share_their_label_values() -> None:
+    """A decoded result's strings are not kept: a stored key's values are interned."""
+    m = Metrics(make_config())
+    body = b'{"test": [{"value": 1, "labels": {"label_a": "x-1", "label_b": "y-1"}}]}'
+    for node in ("n1", "n2"):
+        result = decode_result(body)
+        m.set_results(E1, node, m.result_series(E1, node, result))
+    keys = list(m._results["test"].blocks[E1].series)
+    assert keys[0][0] is keys[1][0] is sys.intern("x-1")
 
 
 def test_node_and_execution_id_in_reported_labels_are_ignored() -> None:
