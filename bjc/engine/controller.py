@@ -129,6 +129,7 @@ class Controller:
         self.completed = 0  # executions finished by this process (demo, tests)
         self.execution_done = asyncio.Condition()
         self._runner: asyncio.Task[None] | None = None
+        self._catching_up: asyncio.Task[None] | None = None  # act_on_changes at resume
         # called when an execution's dispatch dies of an unexpected error
         self.on_failure: Callable[[str], None] = lambda reason: None
         self._trigger_lock = asyncio.Lock()
@@ -271,7 +272,10 @@ class Controller:
         for older in unfinished[:-1]:
             older.abort("superseded while the controller was away")
             await older.flushed()
-        await self.act_on_changes()  # what an earlier leader may not have done
+        # what an earlier leader may not have done, in the background: reading the
+        # verdicts of a long history takes seconds, and the takeover must not wait for it
+        # (a node judged by the resumed execution meanwhile keeps that verdict)
+        self._catching_up = asyncio.create_task(self._catch_up(), name="act-on-changes")
         if not unfinished:
             return False
         execution = unfinished[-1]
@@ -407,6 +411,18 @@ class Controller:
         async with self.execution_done:
             self.execution_done.notify_all()
 
+    async def _catch_up(self) -> None:
+        try:
+            await self.act_on_changes()
+        except Exception as e:  # a bug: as when it ran inside resume, the process fails
+            log.exception("acting on the changes failed")
+            self.on_failure(f"acting on the changes failed: {e!r}")
+
+    async def caught_up(self) -> None:
+        """Until the changes a new leader acts on at `resume` are acted on (tests)."""
+        if self._catching_up is not None:
+            await asyncio.shield(self._catching_up)
+
     async def act_on_changes(self) -> None:
         """The change metrics, node conditions and taints (bjc.engine.nodemarks); a failure
         is logged: the next execution's end, or the next leader, tries again."""
@@ -456,6 +472,9 @@ class Controller:
     async def close(self, grace: float = 5.0) -> None:
         """Stop dispatching, give side work (pod logs) `grace` seconds, flush state."""
         await self.stop_running()
+        if self._catching_up is not None:  # the next leader acts on the changes again
+            self._catching_up.cancel()
+            await asyncio.gather(self._catching_up, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self.jobs.side_work.drain()

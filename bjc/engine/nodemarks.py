@@ -2,9 +2,10 @@
 
 When a node's job ends (`job_ended`, from bjc.engine.jobs; again when a late result
 changes its verdict) its verdict goes to the cluster at once; when an execution ends
-(and when a replica starts to lead) `update` brings everything in line with the
-report directory (bjc.reports.changes, computed by bjc.reports.summary), which
-repairs whatever a crash, a failed patch or another writer left:
+(and when a replica starts to lead, beside the takeover: bjc.engine.controller) `update`
+brings everything in line with the report directory (bjc.reports.changes, computed by
+bjc.reports.summary), which repairs whatever a crash, a failed patch or another writer
+left:
 
 - metrics: `bjc_execution_new_failures`, `bjc_execution_recoveries` per kept
   execution and `bjc_node_failure_streak` per node of the latest one;

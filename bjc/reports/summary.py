@@ -462,15 +462,20 @@ class SummaryCache:
     async def _light(self, execution_id: str) -> Signature:
         """Read the execution's overview and verdicts again if it changed; its signature."""
         signature = await self._signature(execution_id)
-        cached = self._overviews.get(execution_id)
-        if cached is None or cached[0] != signature or execution_id not in self._verdicts:
-            async with self._lock:
+        if self._read_light(execution_id, signature):
+            return signature
+        async with self._lock:
+            if not self._read_light(execution_id, signature):  # (or another reader did)
                 summary = await asyncio.to_thread(
                     read_execution, self.store.root / execution_id, values=False
                 )
-            self._overviews[execution_id] = signature, summary.overview()
-            self._verdicts[execution_id] = signature, verdicts(summary)
+                self._overviews[execution_id] = signature, summary.overview()
+                self._verdicts[execution_id] = signature, verdicts(summary)
         return signature
+
+    def _read_light(self, execution_id: str, signature: Signature) -> bool:
+        cached = self._overviews.get(execution_id)
+        return cached is not None and cached[0] == signature and execution_id in self._verdicts
 
     async def _overview(self, execution_id: str) -> ExecutionOverview:
         await self._light(execution_id)

@@ -217,7 +217,8 @@ async def test_a_late_result_while_the_execution_ends_keeps_its_verdict(tmp_path
         behaviour.per_node[nodes[0]].run = exits_without_result
         agent = await c.start_agent(behaviour)
         await c.store_config_map(**ACTING)
-        runtime = await c.start_controller(**ACTING)  # (its first list is behind it)
+        runtime = await c.start_controller(**ACTING)
+        await runtime.controller.caught_up()  # its first node list is behind it
         held = c.sim.faults.hold("list", "nodes", _their_list)
         await runtime.controller.trigger("test")
         await held.reached.wait()  # the execution's end: the directory read, the list sent
@@ -272,6 +273,7 @@ async def test_streaks_and_conditions_continue_across_a_failover(tmp_path):
         c.runtimes.remove(a)
         await wait_leader(b)
         await b.accepting_callbacks.wait()
+        await b.controller.caught_up()  # acting on the changes runs beside the takeover
         # the new leader shows what it read from the shared directory before running
         series = await scrape(b)
         assert series[("bjc_node_failure_streak", (("node", nodes[0]),))] == 1
@@ -280,6 +282,33 @@ async def test_streaks_and_conditions_continue_across_a_failover(tmp_path):
         agent.behaviour = failing(nodes[0])
         await run_one(b)
         await check_second(c, b, nodes, first)
+
+
+async def test_a_new_leader_dispatches_while_it_still_acts_on_the_changes(tmp_path):
+    """Reading the verdicts of a long history and the node list takes seconds: a new
+    leader takes callbacks and starts executions without waiting for that."""
+    async with cluster(tmp_path) as c:
+        nodes = await c.ready_nodes(2)
+        agent = await c.start_agent(failing(nodes[0]))
+        first = await c.start_controller(**ACTING)
+        await run_one(first)
+        await crash(first)
+        c.runtimes.remove(first)
+        held = c.sim.faults.hold("list", "nodes", _their_list)  # acting on the changes
+        runtime = await c.start_controller(identity="controller-b", **ACTING)  # accepting
+        catching_up = asyncio.ensure_future(runtime.controller.caught_up())
+        await held.reached.wait()
+        gate = Gate()
+        agent.behaviour = JobBehaviour(run=gate.job)
+        await runtime.controller.trigger("test")
+        await gate.running.wait()  # a job pod of the new leader runs
+        assert not catching_up.done()  # while the node list is still on its way
+        gate.opened.set()
+        held.release()
+        await runtime.controller.caught_up()
+        await runtime.controller.wait_completed(1)
+        recovered = await wait_node(c, nodes[0], lambda n: mine(n)["status"] == "False")
+        assert mine(recovered)["reason"] == "CheckSucceeded"
 
 
 async def test_the_taint_never_goes_on_more_than_its_share(tmp_path, plane):
