@@ -417,6 +417,11 @@ class SummaryCache:
         self._full = collections.OrderedDict()
         self._overviews: dict[str, tuple[Signature, ExecutionOverview]] = {}
         self._verdicts: dict[str, tuple[Signature, Verdicts | None]] = {}
+        # execution -> (the signatures of the chain before it, the standing after that
+        # chain, its last verdicts): what `changes` compares with, for the last few asked
+        self._standing_before: dict[
+            str, tuple[tuple[tuple[str, Signature], ...], _changes.Standing, Verdicts | None]
+        ] = {}
         self._lock = asyncio.Lock()
 
     def resolve(self, execution_id: str) -> str:
@@ -483,30 +488,50 @@ class SummaryCache:
 
     async def chain(self, before: str | None = None) -> list[Verdicts]:
         """The verdicts of the finished executions with bjc state before `before`, oldest first."""
+        return (await self._chain(before))[0]
+
+    async def _chain(
+        self, before: str | None
+    ) -> tuple[list[Verdicts], tuple[tuple[str, Signature], ...]]:
+        """`chain`, and the signatures of its executions (what it is valid for)."""
         ids = await self.store.list_executions()
         for gone in self._verdicts.keys() - set(ids):
             del self._verdicts[gone]
         out: list[Verdicts] = []
+        signatures: list[tuple[str, Signature]] = []
         for execution_id in ids:
             if before is not None and execution_id >= before:
                 break
             try:
-                await self._light(execution_id)
+                signature = await self._light(execution_id)
             except FileNotFoundError:
                 continue  # pruned meanwhile
             found = self._verdicts[execution_id][1]
             if found is not None and self._overviews[execution_id][1].state == "finished":
                 out.append(found)
-        return out
+                signatures.append((execution_id, signature))
+        return out, tuple(signatures)
 
     async def changes(self, execution_id: str, current: Verdicts | None) -> Changes | None:
         """What execution `execution_id` (judged `current`) changed against the finished ones
-        before it; None for an execution without bjc state."""
+        before it; None for an execution without bjc state.
+
+        The standing before it is kept while the executions before it are unchanged: it
+        walks the whole history (170 ms for 29 executions of 5,000 nodes), and every view
+        of a summary page asks.
+        """
         if current is None:
             return None
-        steps = _changes.history(await self.chain(before=execution_id))
-        before = steps[-1][2] if steps else _changes.EMPTY
-        previous = steps[-1][0] if steps else None
+        chain, signatures = await self._chain(execution_id)
+        cached = self._standing_before.get(execution_id)
+        if cached is None or cached[0] != signatures:
+            steps = _changes.history(chain)
+            standing = steps[-1][2] if steps else _changes.EMPTY
+            cached = signatures, standing, steps[-1][0] if steps else None
+            self._standing_before[execution_id] = cached
+            while len(self._standing_before) > self.KEEP_FULL:
+                del self._standing_before[next(iter(self._standing_before))]
+        _, before, previous = cached
         return _changes.compare(before, _changes.advance(before, current), current, previous)
 
     async def standings(self) -> list[tuple[Verdicts, Changes, _changes.Standing]]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from bjc.reports import changes as changes_module
 from bjc.reports.changes import JUDGED, failure
 from bjc.reports.execution import Execution, JobStatus
 from bjc.reports.store import ReportStore
@@ -128,3 +131,30 @@ async def test_a_job_end_is_judged_in_memory_as_the_summary_judges_it(tmp_path: 
     assert {n: why for n, why in in_memory.items() if why is not None} == verdicts_.failed
     assert {n for n, why in in_memory.items() if why is None} == set(verdicts_.passed) == {"ok"}
     assert in_memory["no-result"] == "no result arrived" and in_memory["failed"] == "pod failed"
+
+
+async def test_the_changes_follow_an_earlier_execution_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standing before an execution is kept between views, and read again when an
+    execution before it changes (another writer, a late result) or goes (pruned)."""
+    store = ReportStore(tmp_path)
+    await execution(store, "202601010000", {"a": "fail", "b": "ok"})
+    await execution(store, "202601020000", {"a": "fail", "b": "ok"})
+    await execution(store, "202601030000", {"a": "fail", "b": "fail"})
+    cache = SummaryCache(tmp_path)
+    walks = []
+    history = changes_module.history
+    monkeypatch.setattr(changes_module, "history", lambda chain: walks.append(1) or history(chain))
+
+    third, _ = await cache.execution("202601030000")
+    assert [(f.node, f.streak) for f in third.changes.still_failing] == [("a", 3)]
+    assert (await cache.execution("202601030000"))[0].changes == third.changes
+    assert len(walks) == 1  # the second view walked nothing
+
+    await execution(store, "202601020000", {"a": "ok", "b": "ok"})  # rewritten
+    third, _ = await cache.execution("202601030000")
+    assert [(f.node, f.streak) for f in third.changes.newly_failing] == [("a", 1), ("b", 1)]
+    await store.prune(keep=2)  # 202601010000 goes
+    third, _ = await cache.execution("202601030000")
+    assert third.changes.previous == "202601020000" and len(walks) == 3
