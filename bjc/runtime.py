@@ -304,8 +304,9 @@ class Runtime:
         )
 
     async def _read_verdicts(self) -> None:
-        """Read the history's verdicts (bjc.reports.summary) while standing by, so that a
-        takeover does not: 4 s for 30 executions x 5,000 nodes (docs/benchmarks.md)."""
+        """Read the history's verdicts (bjc.reports.summary) once the history is loaded, so
+        that taking over later does not wait for them: 4 s for 30 executions x 5,000 nodes
+        (docs/benchmarks.md). A standby has the time; a leader reads them anyway."""
         try:
             await self.controller.marks.summaries.chain()
         except Exception as e:  # only a head start: the leader reads what is missing
