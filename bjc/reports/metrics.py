@@ -174,7 +174,6 @@ class _ResultGauge:
         "family",
         "latest_separate",
         "make_key",
-        "make_keys",
         "names",
         "node_at",
         "size",
@@ -190,30 +189,22 @@ class _ResultGauge:
         self.size = len(names)
         self.names = names  # the label names the job reports, configured order
         fields = family.key_fields
-        # make_key(labels, node, execution_id) -> the series key in `fields` order.
-        # Reported values are interned: they repeat across nodes and executions, and
-        # each decoded callback would otherwise keep its own copies alive.
+        # make_key(labels, node, execution_id) -> the series key in `fields` order. Not
+        # interned: a key that is held already is only looked up; `_put_results` interns
+        # a key when it stores it.
         self.make_key: Callable[[Mapping[str, str], str, str], SeriesKey]
-        intern = sys.intern
         if fields == (*names, NODE_LABEL):  # the usual layout: configured labels, node, executionID
             if not names:
                 self.make_key = lambda labels, node, execution_id: (node,)
             elif len(names) == 1:
                 (a,) = names
-                self.make_key = lambda labels, node, execution_id: (intern(labels[a]), node)
+                self.make_key = lambda labels, node, execution_id: (labels[a], node)
             elif len(names) == 2:
                 a, b = names
-                self.make_key = lambda labels, node, execution_id: (
-                    intern(labels[a]),
-                    intern(labels[b]),
-                    node,
-                )
+                self.make_key = lambda labels, node, execution_id: (labels[a], labels[b], node)
             else:
                 get = operator.itemgetter(*names)
-                self.make_key = lambda labels, node, execution_id: (
-                    *map(intern, get(labels)),
-                    node,
-                )
+                self.make_key = lambda labels, node, execution_id: (*get(labels), node)
         else:  # node and/or executionID placed among the configured labels
 
             def make_key(labels: Mapping[str, str], node: str, execution_id: str) -> SeriesKey:
@@ -222,32 +213,11 @@ class _ResultGauge:
                     if f == NODE_LABEL
                     else execution_id
                     if f == EXECUTION_ID_LABEL
-                    else intern(labels[f])
+                    else labels[f]
                     for f in fields
                 )
 
             self.make_key = make_key
-        # make_keys(labels of each entry, node, execution_id): the keys of one gauge of a
-        # result in one comprehension (the callbacks' hot path), not interned: a key that
-        # is held already is looked up only, a new one is interned when it is stored.
-        self.make_keys: Callable[[list[Mapping[str, str]], str, str], list[SeriesKey]]
-        if fields != (*names, NODE_LABEL) or len(names) > 2:
-            make = self.make_key
-            self.make_keys = lambda all_labels, node, execution_id: [
-                make(labels, node, execution_id) for labels in all_labels
-            ]
-        elif not names:
-            self.make_keys = lambda all_labels, node, execution_id: [(node,)] * len(all_labels)
-        elif len(names) == 1:
-            (a,) = names
-            self.make_keys = lambda all_labels, node, execution_id: [
-                (labels[a], node) for labels in all_labels
-            ]
-        else:
-            a, b = names
-            self.make_keys = lambda all_labels, node, execution_id: [
-                (labels[a], labels[b], node) for labels in all_labels
-            ]
         # Only when executionID is part of the key does "latest" need a key of its own.
         self.latest_separate = EXECUTION_ID_LABEL in fields
         self.node_at = fields.index(NODE_LABEL)  # where a key holds the node name
@@ -269,8 +239,9 @@ class _ResultGauge:
         self, all_labels: list[Mapping[str, str]], node: str, execution_id: str
     ) -> list[SeriesKey]:
         """`key` of each of `all_labels` (the entries of one result)."""
+        make = self.make_key
         try:
-            return self.make_keys(all_labels, node, execution_id)
+            return [make(labels, node, execution_id) for labels in all_labels]
         except KeyError:  # a configured label missing somewhere: "" (labels not configured
             # are ignored by make_key anyway)
             return [self.key(labels, node, execution_id) for labels in all_labels]
