@@ -467,10 +467,10 @@ class SummaryCache:
     async def _light(self, execution_id: str) -> Signature:
         """Read the execution's overview and verdicts again if it changed; its signature."""
         signature = await self._signature(execution_id)
-        if self._read_light(execution_id, signature):
+        if self._fresh(execution_id, signature):
             return signature
         async with self._lock:
-            if not self._read_light(execution_id, signature):  # (or another reader did)
+            if not self._fresh(execution_id, signature):  # (or another reader did)
                 summary = await asyncio.to_thread(
                     read_execution, self.store.root / execution_id, values=False
                 )
@@ -478,7 +478,8 @@ class SummaryCache:
                 self._verdicts[execution_id] = signature, verdicts(summary)
         return signature
 
-    def _read_light(self, execution_id: str, signature: Signature) -> bool:
+    def _fresh(self, execution_id: str, signature: Signature) -> bool:
+        """Whether the overview and verdicts held for the execution are of `signature`."""
         cached = self._overviews.get(execution_id)
         return cached is not None and cached[0] == signature and execution_id in self._verdicts
 
