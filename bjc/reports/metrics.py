@@ -621,31 +621,39 @@ class Metrics:
         if block is None or block.series is None:
             block = gauge.family.writable(execution_id)
         series: dict[SeriesKey, float] = block.series  # type: ignore[assignment]
-        counts = self._counts.get(execution_id)
         refused: set[int] | None = None
-        for at, key in enumerate(keys):
-            if key in series:
-                series[key] = values[at]
-            # A new series: the callback checked the limits (check_limits); this holds
-            # them also for concurrent results of one node, which were checked together.
-            elif counts is None or counts.add(node, self._max_per_node, self._max_per_execution):
-                series[_interned(key)] = values[at]
-            else:
-                refused = refused or set()
-                refused.add(at)
+        if all(map(series.__contains__, keys)):  # every series held: set them, C-level
+            series.update(zip(keys, values, strict=True))
+        else:
+            counts = self._counts.get(execution_id)
+            for at, key in enumerate(keys):
+                if key in series:
+                    series[key] = values[at]
+                # A new series: the callback checked the limits (check_limits); this holds
+                # them also for concurrent results of one node, which were checked together.
+                elif counts is None or counts.add(
+                    node, self._max_per_node, self._max_per_execution
+                ):
+                    series[_interned(key)] = values[at]
+                else:
+                    refused = refused or set()
+                    refused.add(at)
         block.text = None
         if self.latest:
             if gauge.latest_separate:
                 keys = [gauge.key(labels, node, LATEST) for labels in all_labels]
             latest = gauge.family.writable(LATEST)
             latest_series: dict[SeriesKey, float] = latest.series  # type: ignore[assignment]
-            for at, key in enumerate(keys):
-                if refused is not None and at in refused:
-                    continue
-                if key in latest_series:
-                    latest_series[key] = values[at]
-                else:
-                    latest_series[_interned(key)] = values[at]
+            if refused is None and all(map(latest_series.__contains__, keys)):
+                latest_series.update(zip(keys, values, strict=True))
+            else:
+                for at, key in enumerate(keys):
+                    if refused is not None and at in refused:
+                        continue
+                    if key in latest_series:
+                        latest_series[key] = values[at]
+                    else:
+                        latest_series[_interned(key)] = values[at]
             latest.text = None
 
     def remove_execution(self, execution_id: str) -> None:
@@ -689,9 +697,8 @@ class Metrics:
                 new += len(set(keys))
                 continue
             held = self._series_dict(gauge, execution_id, block)
-            missing = [key for key in keys if key not in held]
-            if missing:
-                new += len(set(missing))
+            if not all(map(held.__contains__, keys)):  # C-level: the usual answer is yes
+                new += len(set(keys).difference(held))
         return new
 
     def set_results(

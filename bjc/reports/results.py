@@ -75,9 +75,11 @@ def check_limits(
     """ValueError naming the limit a result would break; runs before anything is written.
 
     Only series count (entries of configured gauges, with their configured labels):
-    `maxLabelValueLength` per value, `maxSeriesPerNode` entries in one result and
-    series of the node in the execution, `maxSeriesPerExecution` for all its nodes.
-    Returns the result's series for `apply_result` (their keys are computed once).
+    `maxSeriesPerNode` entries in one result and series of the node in the execution,
+    `maxSeriesPerExecution` for all its nodes, and `maxLabelValueLength` per value of a
+    series the execution does not hold yet (a held series passed it when it was added,
+    and setting it again holds nothing more). Returns the result's series for
+    `apply_result` (their keys are computed once).
     """
     gauges = config.metrics.gauges
     per_node = config.max_series_per_node
@@ -87,6 +89,10 @@ def check_limits(
             f"{entries} entries of configured gauges in one result, over maxSeriesPerNode "
             f"({per_node})"
         )
+    series = metrics.result_series(execution_id, node, result)
+    added = metrics.new_series(execution_id, series)
+    if not added:
+        return series
     longest = config.max_label_value_length
     for suffix, items in result.items():
         gauge = gauges.get(suffix)
@@ -99,10 +105,6 @@ def check_limits(
                         f"{suffix}: value of label {label!r} is longer than "
                         f"maxLabelValueLength ({longest} characters)"
                     )
-    series = metrics.result_series(execution_id, node, result)
-    added = metrics.new_series(execution_id, series)
-    if not added:
-        return series
     held_node, held_execution = metrics.series_held(execution_id, node)
     if held_node + added > per_node:
         raise ValueError(

@@ -433,6 +433,7 @@ class ReportStore:
         return check_name(filename, "file name")
 
     @staticmethod
+    @functools.lru_cache(maxsize=16384)  # every result callback asks, twice
     def result_filename(node: str) -> str:
         return check_name(f"{check_name(node, 'node')}.json", "result file name")
 

@@ -202,6 +202,10 @@ class Call:
     execution_id: str
     query: MultiMapping[str]
     authorization: str
+    #: The whole body, when it had come before the request was admitted (the fast path):
+    #: nothing can change between admission and the write, so the fence is not checked
+    #: again.
+    body: bytes | None = None
 
 
 def _call(request: web.Request) -> Call:
@@ -250,11 +254,15 @@ def _attempt(call: Call) -> int:
 
 def check_current(call: Call, attempt: int) -> None:
     """_Refused with 409 unless the node's `attempt` may (still) call back; counted."""
-    node, execution_id = call.node, call.execution_id
     target = call.app[TARGET]
-    if not target.execution_allowed(node, execution_id):
-        return  # DEV_MODE's unknown executions have no attempts; else pruned: 406 follows
-    stale = target.stale(node, execution_id, attempt)
+    if target.execution_allowed(call.node, call.execution_id):
+        _fence(call, target, attempt)
+    # else DEV_MODE's unknown executions have no attempts; or pruned: 406 follows
+
+
+def _fence(call: Call, target: CallbackTarget, attempt: int) -> None:
+    """check_current of a node and execution known to be allowed."""
+    stale = target.stale(call.node, call.execution_id, attempt)
     if stale is None:
         return
     call.app[METRICS].count_stale_callback(call.route, stale.kind)
@@ -279,16 +287,16 @@ async def _admit(call: Call) -> int:
         if not target.token_valid(node, execution_id, _bearer(call), attempt):
             raise _Refused(401, "missing or invalid token")
     try:
-        check_name(node, "node")
+        ReportStore.result_filename(node)  # the node's name, and its file names must fit
         check_name(execution_id, "execution ID")
-        ReportStore.result_filename(node)  # the node's file names must fit too
     except ValueError as e:
         raise _Refused(400, str(e)) from None
     if node.startswith("."):  # DEV_MODE: Kubernetes node names never start with "."
         raise _Refused(400, f"node {node!r} must not start with '.' (hidden names are bjc's)")
-    if not allowed:  # DEV_MODE, unknown execution: give it a directory
+    if allowed:
+        _fence(call, target, attempt)
+    else:  # DEV_MODE, unknown execution (no attempts): give it a directory
         await app[STORE].ensure_execution(execution_id)
-    check_current(call, attempt)
     return attempt
 
 
@@ -302,18 +310,20 @@ async def result(call: Call, read: Callable[[], Awaitable[bytes]]) -> Answer:
     """
     attempt = await _admit(call)
     node, execution_id, app = call.node, call.execution_id, call.app
-    config = app[CONFIG]()
-    body = await read()
+    config, metrics = app[CONFIG](), app[METRICS]
+    received = call.body  # the fast path: the body came whole before admission
+    body = await read() if received is None else received
     try:
         result = decode_result(body)
     except msgspec.DecodeError as e:
         return _text(400, f"error decoding result: {e}")
     try:
         check_names(config, result)
-        series = check_limits(app[METRICS], config, execution_id, node, result)
+        series = check_limits(metrics, config, execution_id, node, result)
     except ValueError as e:
         return _text(400, f"invalid result: {e}")
-    check_current(call, attempt)  # given up while the body came
+    if received is None:
+        check_current(call, attempt)  # given up while the body came
     try:
         # in the results log on return: durable (as `durability` says)
         await app[STORE].write_result(execution_id, node, body, attempt=attempt)
@@ -321,7 +331,6 @@ async def result(call: Call, read: Callable[[], Awaitable[bytes]]) -> Answer:
         return _text(406, NOT_ALLOWED)
     except NotLeading:
         raise _Refused(503, NOT_LEADING) from None
-    metrics = app[METRICS]
     try:
         apply_result(metrics, execution_id, node, result, series)
     except (KeyError, ValueError) as e:

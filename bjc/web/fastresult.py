@@ -389,18 +389,19 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._count_head(len(url))
+        self.head_size += len(url)
+        if self.head_size > MAX_HEAD:
+            self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_done:
             return  # a trailer of a chunked body: dropped, as aiohttp does
         self.headers.append((name, value))
-        self._count_head(len(name) + len(value) + 4)
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD:
+            self._head_too_large()
 
-    def _count_head(self, n: int) -> None:
-        self.head_size += n
-        if self.head_size <= MAX_HEAD:
-            return
+    def _head_too_large(self) -> None:
         if self.mode is _Mode.FIRST:
             raise _Handover  # aiohttp refuses it as it refuses any head too large
         if self.mode is _Mode.RELAY:
@@ -547,7 +548,9 @@ class _Connection(asyncio.Protocol):
         call = request.call
         assert call is not None
         self.site.served += 1
-        if request.expect_continue and not request.complete:
+        if request.body is not None:
+            call.body = request.body
+        elif request.expect_continue and request.failure is None:
             transport.write(_CONTINUE)
         keep_alive = request.keep_alive
         code = 500

@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestClient
 from bjc.config.settings import Config, GaugeConfig, MetricsConfig
 from bjc.kube.events import EventRequest, format_note
 from bjc.reports.metrics import Metrics
+from bjc.reports.results import apply_result, check_limits, decode_result
 from bjc.reports.store import ReportStore
 from bjc.web import bound_port, serve
 from bjc.web.callback import EVENT_MAX_BYTES, OPENAPI, make_callback_app
@@ -276,6 +277,22 @@ async def test_label_value_over_the_limit_is_400(make_env: MakeEnv) -> None:
     assert resp.status == 400
     assert "maxLabelValueLength (10" in await resp.text()
     assert json.loads(env.files()["node-1.json"]) == ok  # the refused body is not stored
+
+
+def test_label_values_are_checked_when_their_series_is_added() -> None:
+    """maxLabelValueLength bounds what the metrics hold: a result setting a series the
+    execution holds already is not checked again (the callback's hot path), also when
+    the limit was lowered since; a new series over the limit is still refused."""
+    config = Config(name="bjc", metrics=MetricsConfig(prefix="t", gauges=GAUGES))
+    metrics = Metrics(config)
+    held = decode_result(json.dumps({"checks": [{"value": 1, "labels": {"kind": "k" * 11}}]}))
+    apply_result(metrics, EID, "node-1", held, check_limits(metrics, config, EID, "node-1", held))
+    lowered = Config(
+        name="bjc", metrics=MetricsConfig(prefix="t", gauges=GAUGES), max_label_value_length=10
+    )
+    assert check_limits(metrics, lowered, EID, "node-1", held)  # held: set again
+    with pytest.raises(ValueError, match=r"maxLabelValueLength \(10"):
+        check_limits(metrics, lowered, EID, "node-2", held)  # node-2's series is new
 
 
 async def test_series_per_node_accumulate_across_results(make_env: MakeEnv) -> None:
