@@ -157,8 +157,11 @@ class GroupCommit:
         self._busy = False  # a batch is queued for the loop, or syncing in the thread
         self._task: asyncio.Task[None] | None = None
 
-    async def append(self, key: str, record: bytes, note: object = None) -> None:
-        """Until `record` is written to the log of `key` (raises what the write raised)."""
+    def append(self, key: str, record: bytes, note: object = None) -> asyncio.Future[None]:
+        """Done when `record` is written to the log of `key` (with what the write raised).
+
+        A future, not a coroutine: awaited by every result callback, and a coroutine
+        around it would cost a frame per result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         waiting = self._queued.get(key)
@@ -172,7 +175,7 @@ class GroupCommit:
                 self._task = loop.create_task(self._drain_synced())
             else:
                 loop.call_soon(self._commit)
-        await future
+        return future
 
     def _take(self) -> dict[str, list[_Waiter]]:
         batch, self._queued = self._queued, {}

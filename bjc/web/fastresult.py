@@ -75,8 +75,9 @@ _MAX_QUEUED = 32
 #: Bytes waiting for aiohttp (a handover while earlier answers are being written).
 _MAX_RELAY_BUFFER = 1024 * 1024
 _ROUTE = "result"
-_RESULT = re.compile(rb"/report/([!-~]+)/([!-~]+)/result(?:\?([!-~]*))?")
-_UNPLAIN = re.compile(rb"[/%?#]")
+#: Plain segments: printable ASCII but for `/`, `%`, `?` and `#` (dot segments are
+#: refused after the match).
+_RESULT = re.compile(rb'/report/([!"$&-.0->@-~]+)/([!"$&-.0->@-~]+)/result(?:\?([!-~]*))?')
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SERVER = SERVER_SOFTWARE.encode()
@@ -142,9 +143,8 @@ def _result_call(
     if match is None:
         return None
     node, execution_id, query = match.groups()
-    for segment in (node, execution_id):
-        if _UNPLAIN.search(segment) or segment in (b".", b".."):
-            return None
+    if node in _DOT_SEGMENTS or execution_id in _DOT_SEGMENTS:
+        return None
     if query is not None and b"#" in query:
         return None
     path = url.partition(b"?")[0].decode()
@@ -155,6 +155,7 @@ def _result_call(
 
 
 _NO_QUERY = URL("/").query
+_DOT_SEGMENTS = (b".", b"..")
 _INTERNAL_ERROR = Answer(
     500,
     "500 Internal Server Error\n\nServer got itself in trouble",
