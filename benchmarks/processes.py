@@ -61,10 +61,20 @@ def config_yaml(**over: Any) -> str:
     return yaml.safe_dump(cfg)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, and none handed out before by this process: the kernel
+    may give a port just released again, and two servers of one `bjc run` on one port
+    make it refuse its configuration."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def ports() -> dict[str, Any]:
