@@ -11,9 +11,11 @@ bjc.web.fastresult, which answers result posts on the same port without aiohttp.
 Attempts are fenced: a retry's URLs carry `?retry=N` (the first attempt's carry
 nothing, as the Go controller's), and a callback of an attempt the controller has
 given up on (retried, timed out, deleted) is refused with 409 and why, and counted
-by route and reason. The fence is checked when a request is admitted and again just
-before its result or files land, so a pod in its termination grace period cannot
-replace what its retry reported, even with an upload that started in time.
+by route and reason. The fence is checked when a request is admitted and, when its
+body came after that, again just before its result or files land, so a pod in its
+termination grace period cannot replace what its retry reported, even with an upload
+that started in time. (A result whose body had come whole is admitted and appended
+with nothing awaited in between: one check is the same check.)
 
 Job pods are only partly trusted, so every request has a cost bound before work
 starts and every malformed body is a 4xx with the reason (a 5xx means bjc or the
