@@ -254,6 +254,9 @@ _ResultSeries = list[
 ]
 
 
+_intern = sys.intern
+
+
 def _interned(key: SeriesKey) -> SeriesKey:
     """A key to keep: its strings interned (label values repeat across nodes and
     executions; each decoded callback would otherwise keep its own copies alive).
@@ -269,9 +272,6 @@ def _interned(key: SeriesKey) -> SeriesKey:
         case (a,):
             return (_intern(a),)
     return tuple(map(_intern, key))
-
-
-_intern = sys.intern
 
 
 class _SeriesCount:

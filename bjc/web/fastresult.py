@@ -78,6 +78,7 @@ _ROUTE = "result"
 #: Plain segments: printable ASCII but for `/`, `%`, `?` and `#` (dot segments are
 #: refused after the match).
 _RESULT = re.compile(rb'/report/([!"$&-.0->@-~]+)/([!"$&-.0->@-~]+)/result(?:\?([!-~]*))?')
+_DOT_SEGMENTS = (b".", b"..")
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SERVER = SERVER_SOFTWARE.encode()
@@ -155,7 +156,6 @@ def _result_call(
 
 
 _NO_QUERY = URL("/").query
-_DOT_SEGMENTS = (b".", b"..")
 _INTERNAL_ERROR = Answer(
     500,
     "500 Internal Server Error\n\nServer got itself in trouble",
