@@ -22,7 +22,7 @@ import contextvars
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Container, Iterable, Mapping
+from collections.abc import AsyncIterator, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,15 @@ class DiscardingStore(ReportStore):
     async def write_result(
         self, execution_id: str, node: str, data: bytes, *, attempt: int = 0
     ) -> None:
+        self._show(node, data)
+
+    def write_results_now(
+        self, execution_id: str, results: Sequence[tuple[str, int, bytes]]
+    ) -> None:
+        for node, _, data in results:
+            self._show(node, data)
+
+    def _show(self, node: str, data: bytes) -> None:
         name = self.result_filename(node)
         try:
             shown = json.dumps(json.loads(data), separators=(",", ":"), ensure_ascii=False)
@@ -113,7 +122,7 @@ class MockTarget:
     def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
         return None  # no attempts are known: every one is accepted
 
-    async def result_received(self, node: str, execution_id: str) -> None:
+    def result_received(self, node: str, execution_id: str) -> None:
         return None
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:

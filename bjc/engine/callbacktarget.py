@@ -47,7 +47,7 @@ class ControllerCallbacks:
             return None  # not admitted anyway
         return execution.stale(node, attempt)
 
-    async def result_received(self, node: str, execution_id: str) -> None:
+    def result_received(self, node: str, execution_id: str) -> None:
         execution = self.history.executions.get(execution_id)
         if execution is not None and execution.result_received(node):
             if isinstance(execution, Execution) and execution.nodes[node].status.terminal:

@@ -177,6 +177,12 @@ class GroupCommit:
                 loop.call_soon(self._commit)
         return future
 
+    def write_now(self, key: str, records: list[bytes], notes: list[object]) -> None:
+        """Append `records` to the log of `key` now, on the event loop, and tell
+        `written` (for callers that batched them already; never with sync)."""
+        self._write(key, b"".join(records), False)
+        self._written(key, notes)
+
     def _take(self) -> dict[str, list[_Waiter]]:
         batch, self._queued = self._queued, {}
         return batch

@@ -13,7 +13,8 @@ Layout (the Go controller's)::
 
 Results are acknowledged from a log: `write_result` appends the result to the
 execution's results log (`bjc.reports.resultlog`: one write per batch of concurrent
-results, on the event loop) and returns once it is written. The newest result of each
+results, on the event loop) and returns once it is written; `write_results_now` does
+the same for results the caller batched itself (the result fast path's). The newest result of each
 node is then written as `<node>.json` in the background (bjc.reports.materializer
 decides when, 5 s later; this module writes the files and empties the log), before
 every state snapshot, so an execution is never recorded as finished before its results
@@ -82,7 +83,14 @@ import queue
 import re
 import shutil
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Container
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Container,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -370,11 +378,27 @@ class ReportStore:
             raise  # not the file system's fault: the lease, a pruned execution
         except OSError as e:
             raise self._failed(e) from None
-        if wrote_data and not self.writable:
+        if wrote_data:
+            self._wrote()
+        return result
+
+    def _writing_now(self, fn: Callable[..., T], *args: object, wrote_data: bool = True) -> T:
+        """`_writing` of a write that runs on the event loop."""
+        try:
+            result = fn(*args)
+        except (NotLeading, FileNotFoundError):
+            raise
+        except OSError as e:
+            raise self._failed(e) from None
+        if wrote_data:
+            self._wrote()
+        return result
+
+    def _wrote(self) -> None:
+        if not self.writable:
             self.writable = True
             log.warning("report directory %s is writable again", self.root)
             self.on_writable(True)
-        return result
 
     def _failed(self, error: OSError) -> WriteFailed:
         if isinstance(error, WriteFailed):
@@ -568,6 +592,23 @@ class ReportStore:
         record = encode_record(node, attempt, data)
         note = (node, data, len(record))
         await self._writing(self._log.append, execution_id, record, note, wrote_data=bool(data))
+
+    def write_results_now(
+        self, execution_id: str, results: Sequence[tuple[str, int, bytes]]
+    ) -> None:
+        """`write_result` of several results (node, attempt, body) at once, appended on
+        the event loop with one write. The default durability only: with `fsync` the
+        append waits for a thread (`write_result`)."""
+        if self.fsync:
+            raise RuntimeError("write_results_now with durability fsync")
+        records, notes = [], []
+        for node, attempt, data in results:
+            self.result_filename(node)  # ValueError before anything is written
+            record = encode_record(node, attempt, data)
+            records.append(record)
+            notes.append((node, data, len(record)))
+        wrote_data = any(data for _, _, data in results)
+        self._writing_now(self._log.write_now, execution_id, records, notes, wrote_data=wrote_data)
 
     def _logged_now(self, execution_id: str, notes: list[Any]) -> None:
         """A batch was appended to the execution's log: its results are pending files."""

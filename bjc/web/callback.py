@@ -46,7 +46,7 @@ import logging
 import mimetypes
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from importlib import resources
@@ -68,7 +68,9 @@ from bjc.config.settings import Config
 from bjc.kube.events import EventRequest, PodNotFound, decode_event
 from bjc.reports.execution import Stale
 from bjc.reports.results import (
+    Result,
     ResultMetrics,
+    ResultSeries,
     apply_result,
     check_limits,
     check_names,
@@ -114,7 +116,7 @@ class CallbackTarget(Protocol):
         """Why callbacks of the node's `attempt` are refused now (409); None: accepted."""
         ...
 
-    async def result_received(self, node: str, execution_id: str) -> None: ...
+    def result_received(self, node: str, execution_id: str) -> None: ...
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
         """Create the Kubernetes Event; raise bjc.kube.events.PodNotFound if the job pod is gone."""
@@ -272,8 +274,9 @@ def _fence(call: Call, target: CallbackTarget, attempt: int) -> None:
     raise _Refused(409, f"{STALE}: {stale.reason}")
 
 
-async def _admit(call: Call) -> int:
-    """The attempt of an acceptable request, else _Refused with 503/406/401/400/409."""
+def _admitted(call: Call) -> tuple[int, bool]:
+    """The attempt of an acceptable request and whether its execution is known (the
+    fence is checked then), else _Refused with 503/406/401/400/409. Awaits nothing."""
     app = call.app
     if not app[ACCEPTING]():
         raise _Refused(503, NOT_LEADING)
@@ -297,8 +300,14 @@ async def _admit(call: Call) -> int:
         raise _Refused(400, f"node {node!r} must not start with '.' (hidden names are bjc's)")
     if allowed:
         _fence(call, target, attempt)
-    else:  # DEV_MODE, unknown execution (no attempts): give it a directory
-        await app[STORE].ensure_execution(execution_id)
+    return attempt, allowed
+
+
+async def _admit(call: Call) -> int:
+    """`_admitted`, and a directory for DEV_MODE's unknown execution (no attempts)."""
+    attempt, allowed = _admitted(call)
+    if not allowed:
+        await call.app[STORE].ensure_execution(call.execution_id)
     return attempt
 
 
@@ -308,38 +317,109 @@ async def result(call: Call, read: Callable[[], Awaitable[bytes]]) -> Answer:
 
     `read` gives the whole body; it raises web.HTTPRequestEntityTooLarge at BODY_LIMIT
     and ConnectionResetError when the client went away. Raises _Refused and
-    WriteFailed (see `refusal`).
+    WriteFailed (see `refusal`). `results_now` is the same route for result posts whose
+    bodies came whole, answered together.
     """
     attempt = await _admit(call)
-    node, execution_id, app = call.node, call.execution_id, call.app
-    config, metrics = app[CONFIG](), app[METRICS]
     received = call.body  # the fast path: the body came whole before admission
     body = await read() if received is None else received
-    try:
-        result = decode_result(body)
-    except msgspec.DecodeError as e:
-        return _text(400, f"error decoding result: {e}")
-    try:
-        check_names(config, result)
-        series = check_limits(metrics, config, execution_id, node, result)
-    except ValueError as e:
-        return _text(400, f"invalid result: {e}")
+    checked = _checked(call, body)
+    if isinstance(checked, Answer):
+        return checked
     if received is None:
         check_current(call, attempt)  # given up while the body came
     try:
         # in the results log on return: durable (as `durability` says)
-        await app[STORE].write_result(execution_id, node, body, attempt=attempt)
+        await call.app[STORE].write_result(call.execution_id, call.node, body, attempt=attempt)
     except ExecutionNotFound:
         return _text(406, NOT_ALLOWED)
     except NotLeading:
         raise _Refused(503, NOT_LEADING) from None
+    return _applied(call, checked)
+
+
+_Checked = tuple[Result, ResultSeries]
+
+
+def _checked(call: Call, body: bytes) -> _Checked | Answer:
+    """The decoded result and the series it sets, or the 400 that refuses it."""
+    app = call.app
+    config, metrics = app[CONFIG](), app[METRICS]
     try:
-        apply_result(metrics, execution_id, node, result, series)
+        decoded = decode_result(body)
+    except msgspec.DecodeError as e:
+        return _text(400, f"error decoding result: {e}")
+    try:
+        check_names(config, decoded)
+        return decoded, check_limits(metrics, config, call.execution_id, call.node, decoded)
+    except ValueError as e:
+        return _text(400, f"invalid result: {e}")
+
+
+def _applied(call: Call, checked: _Checked) -> Answer:
+    """A logged result reaches the metrics and the controller."""
+    app, node, execution_id = call.app, call.node, call.execution_id
+    metrics = app[METRICS]
+    try:
+        apply_result(metrics, execution_id, node, *checked)
     except (KeyError, ValueError) as e:
         return _text(400, f"invalid result: {e}")
     metrics.set_processing(execution_id, node, 0)
-    await app[TARGET].result_received(node, execution_id)
+    app[TARGET].result_received(node, execution_id)
     return OK
+
+
+def results_now(app: web.Application, calls: Sequence[Call]) -> list[Answer | Exception | None]:
+    """`result` for result posts whose bodies came whole (`Call.body`), all at once and
+    awaiting nothing: the fast path hands over the posts of one event-loop iteration,
+    and each execution's log gets one append for all of them (no future, task or
+    thread per result).
+
+    Each call's outcome, in order: its answer, what `result` would have raised (see
+    `refusal`), or None when it needs `result` after all: DEV_MODE's unknown
+    execution (its directory is made first) and `durability: fsync` (the append waits
+    for a thread).
+    """
+    outcomes: list[Answer | Exception | None] = [None] * len(calls)
+    store = app[STORE]
+    if store.fsync:
+        return outcomes
+    # execution -> its admitted posts: (index, (node, attempt, body), checked)
+    admitted: dict[str, list[tuple[int, tuple[str, int, bytes], _Checked]]] = {}
+    for i, call in enumerate(calls):
+        body = call.body
+        try:
+            attempt, allowed = _admitted(call)
+            if not allowed or body is None:
+                continue
+            checked = _checked(call, body)
+        except Exception as e:
+            outcomes[i] = e
+            continue
+        if isinstance(checked, Answer):
+            outcomes[i] = checked
+        else:
+            post = (i, (call.node, attempt, body), checked)
+            admitted.setdefault(call.execution_id, []).append(post)
+    for execution_id, posts in admitted.items():
+        try:
+            # in the results log on return: durable (as `durability` says)
+            store.write_results_now(execution_id, [logged for _, logged, _ in posts])
+        except Exception as e:
+            failed: Answer | Exception = e
+            if isinstance(e, ExecutionNotFound):
+                failed = _text(406, NOT_ALLOWED)
+            elif isinstance(e, NotLeading):
+                failed = _Refused(503, NOT_LEADING)
+            for i, _, _ in posts:
+                outcomes[i] = failed
+            continue
+        for i, _, checked in posts:
+            try:
+                outcomes[i] = _applied(calls[i], checked)
+            except Exception as e:
+                outcomes[i] = e
+    return outcomes
 
 
 async def post_result(request: web.Request) -> web.Response:

@@ -62,6 +62,7 @@ from bjc.web.callback import (
     client_gone,
     refusal,
     result,
+    results_now,
 )
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,17 @@ def _result_call(
 
 
 _NO_QUERY = URL("/").query
+
+
+def _refused(call: Call, e: Exception, keep_alive: bool) -> tuple[Answer, bool]:
+    """The answer to what `result` raised, and whether the connection stays open."""
+    refused = refusal(e)
+    if refused is None:
+        log.error("Error handling request %s %s", call.method, call.path, exc_info=e)
+        return _INTERNAL_ERROR, False
+    return refused, keep_alive
+
+
 _INTERNAL_ERROR = Answer(
     500,
     "500 Internal Server Error\n\nServer got itself in trouble",
@@ -484,6 +496,18 @@ class _Connection(asyncio.Protocol):
             parts = request.parts
             request.parts = []
             request.finish(parts[0] if len(parts) == 1 else b"".join(parts))
+            if (
+                self.task is None
+                and not self.busy
+                and len(self.queue) == 1  # this request: nothing to answer before it
+                and self.mode is _Mode.FAST
+                and (self.writable is None or self.writable.done())
+            ):
+                assert request.call is not None
+                request.call.body = request.body
+                self.queue.pop()
+                self.busy = True
+                self.site.answer_soon(self, request)
         elif self.mode is _Mode.RELAY and self.relaying_chunked:
             self._to_aiohttp(b"0\r\n\r\n")
             self.relaying_chunked = False
@@ -493,7 +517,7 @@ class _Connection(asyncio.Protocol):
         if self.task is not None:
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(None)
-        elif self.lost:
+        elif self.lost or self.busy:  # busy without a task: the site answers (answer_now)
             return
         elif self.queue:
             self.task = self.loop.create_task(self._answer_all())
@@ -564,20 +588,48 @@ class _Connection(asyncio.Protocol):
                 code = client_gone(call.method, call.path, e)
                 return False
             except Exception as e:
-                refused = refusal(e)
-                if refused is None:
-                    log.error("Error handling request %s %s", call.method, call.path, exc_info=e)
-                    refused, keep_alive = _INTERNAL_ERROR, False
-                answer = refused
+                answer, keep_alive = _refused(call, e, keep_alive)
             code = answer.status
         finally:
             call.app[METRICS].count_callback(_ROUTE, code)
-        last = self.mode is _Mode.DONE and len(self.queue) == 1
-        keep_alive = keep_alive and not self.closing and not last
+        keep_alive = self._keeps_alive(keep_alive, queued=1)
         await self._write(
             _serialize(answer, request.version, keep_alive, request.version == b"1.0")
         )
         return keep_alive
+
+    def answer_now(self, request: _Request, outcome: Answer | Exception | None) -> None:
+        """The site answered a whole result post with the others of its event-loop
+        iteration (`results_now`); None: this connection's task answers it after all."""
+        self.busy = False
+        if outcome is None:
+            self.queue.appendleft(request)
+            self._wake()
+            return
+        call = request.call
+        assert call is not None and self.transport is not None
+        self.site.served += 1
+        keep_alive = request.keep_alive
+        if isinstance(outcome, Exception):
+            answer, keep_alive = _refused(call, outcome, keep_alive)
+        else:
+            answer = outcome
+        call.app[METRICS].count_callback(_ROUTE, answer.status)
+        keep_alive = self._keeps_alive(keep_alive, queued=0)
+        if not self.lost:
+            self.transport.write(
+                _serialize(answer, request.version, keep_alive, request.version == b"1.0")
+            )
+        if not keep_alive:
+            self.mode = _Mode.DONE
+            self.queue.clear()
+        self._wake()  # the requests that came meanwhile, else close or idle
+
+    def _keeps_alive(self, keep_alive: bool, queued: int) -> bool:
+        """Whether an answer keeps the connection open; `queued`: the answered request
+        is still in the queue (1) or not (0)."""
+        last = self.mode is _Mode.DONE and len(self.queue) == queued
+        return keep_alive and not self.closing and not last
 
     async def _write(self, data: bytes) -> None:
         if self.writable is not None and not self.writable.done():
@@ -710,7 +762,32 @@ class FastResultSite(web.TCPSite):
         self.app = runner.app
         self.grace_s = grace_s
         self.connections: set[_Connection] = set()
+        #: Whole result posts of this event-loop iteration, answered together next.
+        self.inbox: list[tuple[_Connection, _Request]] = []
         self.served = 0  # result posts answered here (the tests tell the servers apart)
+
+    def answer_soon(self, connection: _Connection, request: _Request) -> None:
+        """Answer a whole result post together with the others whose bodies come whole
+        in this event-loop iteration: one `results_now` for all, once the loop has read
+        every ready connection."""
+        if not self.inbox:
+            asyncio.get_running_loop().call_soon(self._answer_inbox)
+        self.inbox.append((connection, request))
+
+    def _answer_inbox(self) -> None:
+        inbox, self.inbox = self.inbox, []
+        if not inbox:
+            return  # answered by stop()
+        calls = []
+        for _, request in inbox:
+            assert request.call is not None  # a result post
+            calls.append(request.call)
+        try:
+            outcomes = results_now(self.app, calls)
+        except Exception as e:  # results_now answers each post: a bug, answered 500
+            outcomes = [e] * len(inbox)
+        for (connection, request), outcome in zip(inbox, outcomes, strict=True):
+            connection.answer_now(request, outcome)
 
     @property
     def aiohttp_server(self) -> Callable[[], asyncio.Protocol]:
@@ -733,6 +810,7 @@ class FastResultSite(web.TCPSite):
         """No new connections; answer what is in flight, close the rest (runner.cleanup)."""
         if self._server is not None:
             self._server.close()
+        self._answer_inbox()  # whole posts waiting for the loop's next turn
         connections = list(self.connections)
         for connection in connections:
             connection.shutdown()

@@ -44,7 +44,7 @@ class StaticTarget:
     def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
         return stale_attempt(node, attempt, 0, None)  # every job on its first attempt
 
-    async def result_received(self, node: str, execution_id: str) -> None:
+    def result_received(self, node: str, execution_id: str) -> None:
         return None
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:

@@ -68,7 +68,7 @@ class Target:
         self.fenced.set()
         return stale_attempt(node, attempt, self.attempts.get(node, 0), None)
 
-    async def result_received(self, node: str, execution_id: str) -> None:
+    def result_received(self, node: str, execution_id: str) -> None:
         self.results.append((node, execution_id))
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
@@ -104,7 +104,9 @@ MakeEnv = Callable[..., Awaitable[Env]]
 
 @pytest.fixture
 def make_env(tmp_path: Path, aiohttp_client: Any) -> MakeEnv:
-    async def make(*, dev_mode: bool = False, **overrides: Any) -> Env:
+    async def make(
+        *, dev_mode: bool = False, store_type: type[ReportStore] = ReportStore, **overrides: Any
+    ) -> Env:
         root = tmp_path / "reports"
         config = Config(
             name="bjc",
@@ -115,7 +117,7 @@ def make_env(tmp_path: Path, aiohttp_client: Any) -> MakeEnv:
             ),
             **overrides,
         )
-        store = ReportStore(root)
+        store = store_type(root)
         await store.create_execution(EID)
         metrics = Metrics(config)
         target = Target()

@@ -102,7 +102,7 @@ class SimTarget:
     def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
         return None
 
-    async def result_received(self, node: str, execution_id: str) -> None:
+    def result_received(self, node: str, execution_id: str) -> None:
         return None
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
+from bjc.reports.store import ReportStore
+from bjc.web.callback import STORE
 from bjc.web.fastresult import MAX_HEAD, FastResultSite
 from tests.integration.test_callback import BASE, EID, NODE, Env, MakeEnv
 from tests.integration.test_callback import make_env as make_env
@@ -267,3 +271,103 @@ async def test_shutdown_closes_idle_connections_and_answers_requests_in_flight(
     assert await busy_reader.read() == b""
     await cleanup
     assert env.callbacks("result", 200) == 2
+
+
+class BatchedStore(ReportStore):
+    """The real store, recording which results each `write_results_now` appended."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.appends: list[list[str]] = []
+
+    def write_results_now(
+        self, execution_id: str, results: Sequence[tuple[str, int, bytes]]
+    ) -> None:
+        super().write_results_now(execution_id, results)
+        self.appends.append([node for node, _, _ in results])
+
+
+async def post_at_once(env: Env, requests: list[bytes]) -> list[Response]:
+    """Each request on a connection of its own, all written before the server's loop
+    runs again (client and server share the loop): they arrive in one iteration."""
+    connections = [await connect(env) for _ in requests]
+    for (_, writer), request in zip(connections, requests, strict=True):
+        writer.write(request)
+    answers = [await read_response(reader) for reader, _ in connections]
+    for _, writer in connections:
+        writer.close()
+    return answers
+
+
+async def test_whole_results_of_one_loop_iteration_share_one_log_append(
+    make_env: MakeEnv,
+) -> None:
+    env = await make_env(store_type=BatchedStore)
+    nodes = [f"node-{i}" for i in range(5)]
+    env.target.allowed |= {(node, EID) for node in nodes}
+    bodies = {
+        node: json.dumps({"test": [{"value": float(i)}]}).encode() for i, node in enumerate(nodes)
+    }
+    answers = await post_at_once(env, [post(f"/report/{n}/{EID}/result", bodies[n]) for n in nodes])
+    assert [(a.status, a.body) for a in answers] == [(200, b"")] * 5
+    store = env.client.server.app[STORE]
+    assert isinstance(store, BatchedStore)
+    assert sorted(node for append in store.appends for node in append) == nodes
+    assert max(len(append) for append in store.appends) > 1  # not one append per result
+    files = stored(env.root / EID)
+    assert {node: files[f"{node}.json"] for node in nodes} == bodies
+    assert sorted(env.target.results) == [(node, EID) for node in nodes]
+    assert env.callbacks("result", 200) == 5
+    assert site(env).served == 5
+
+
+async def test_posts_answered_together_each_get_their_own_answer(make_env: MakeEnv) -> None:
+    env = await make_env(store_type=BatchedStore)
+    env.target.allowed |= {("node-b", EID), ("node-c", EID)}
+    env.target.attempts["node-c"] = 2  # node-c's first attempt was given up on
+    answers = await post_at_once(
+        env,
+        [
+            post(f"/report/node-b/{EID}/result"),  # 200
+            post(f"/report/node-c/{EID}/result"),  # 409: stale attempt
+            post(f"/report/unknown/{EID}/result"),  # 406
+            post(f"{BASE}/result", b"{not json"),  # 400
+        ],
+    )
+    assert [a.status for a in answers] == [200, 409, 406, 400]
+    assert answers[1].body.startswith(b"stale attempt: ")
+    store = env.client.server.app[STORE]
+    assert isinstance(store, BatchedStore)
+    assert store.appends == [["node-b"]]
+    assert set(stored(env.root / EID)) == {"node-b.json"}
+    assert [env.callbacks("result", code) for code in (200, 409, 406, 400)] == [1, 1, 1, 1]
+
+
+async def test_with_fsync_durability_each_result_waits_for_its_synced_append(
+    make_env: MakeEnv,
+) -> None:
+    env = await make_env(store_type=BatchedStore)
+    store = env.client.server.app[STORE]
+    assert isinstance(store, BatchedStore)
+    store.fsync = True  # what `durability: fsync` sets
+    env.target.allowed.add(("node-b", EID))
+    answers = await post_at_once(
+        env, [post(f"{BASE}/result"), post(f"/report/node-b/{EID}/result")]
+    )
+    assert [a.status for a in answers] == [200, 200]
+    assert store.appends == []  # answered by `result`, through the synced group commit
+    assert set(stored(env.root / EID)) == {f"{NODE}.json", "node-b.json"}
+
+
+async def test_a_dev_mode_post_for_an_unknown_execution_is_answered_after_its_directory_is_made(
+    make_env: MakeEnv,
+) -> None:
+    env = await make_env(dev_mode=True, store_type=BatchedStore)
+    answers = await post_at_once(
+        env, [post(f"/report/{NODE}/202401011300/result"), post(f"{BASE}/result")]
+    )
+    assert [a.status for a in answers] == [200, 200]
+    store = env.client.server.app[STORE]
+    assert isinstance(store, BatchedStore)
+    assert store.appends == [[NODE]]  # the known execution's, answered together
+    assert stored(env.root / "202401011300")[f"{NODE}.json"] == BODY

@@ -39,7 +39,7 @@ class Target:
     def stale(self, node: str, execution_id: str, attempt: int) -> Stale | None:
         return None
 
-    async def result_received(self, node: str, execution_id: str) -> None:
+    def result_received(self, node: str, execution_id: str) -> None:
         return None
 
     async def create_event(self, node: str, execution_id: str, event: EventRequest) -> None:
