@@ -654,18 +654,23 @@ class Metrics:
         if block is None or block.series is None:
             block = gauge.family.writable(execution_id)
         series: dict[SeriesKey, float] = block.series  # type: ignore[assignment]
-        counts = self._counts.get(execution_id)
         refused: set[int] | None = None
-        for at, key in enumerate(keys):
-            if key in series:
-                series[key] = values[at]
-            # A new series: the callback checked the limits (check_limits); this holds
-            # them also for concurrent results of one node, which were checked together.
-            elif counts is None or counts.add(node, self._max_per_node, self._max_per_execution):
-                series[_interned(key)] = values[at]
-            else:
-                refused = refused or set()
-                refused.add(at)
+        if all(map(series.__contains__, keys)):  # the usual case: C-level, no loop here
+            series.update(zip(keys, values, strict=True))
+        else:
+            counts = self._counts.get(execution_id)
+            for at, key in enumerate(keys):
+                if key in series:
+                    series[key] = values[at]
+                # A new series: the callback checked the limits (check_limits); this holds
+                # them also for concurrent results of one node, which were checked together.
+                elif counts is None or counts.add(
+                    node, self._max_per_node, self._max_per_execution
+                ):
+                    series[_interned(key)] = values[at]
+                else:
+                    refused = refused or set()
+                    refused.add(at)
         block.text = None
         if self.latest:
             self._put_latest(gauge, node, keys, all_labels, values, refused)

@@ -236,7 +236,10 @@ def _bearer(call: Call) -> str:
 
 def _attempt(call: Call) -> int:
     """The attempt a callback comes from: N for `?retry=N`, 0 (the first) without it."""
-    values = call.query.getall(RETRY_PARAM, [])
+    query = call.query
+    if not query:
+        return 0
+    values = query.getall(RETRY_PARAM, [])
     if not values:
         return 0
     value = values[0]
@@ -274,20 +277,38 @@ def _fence(call: Call, target: CallbackTarget, attempt: int) -> None:
     raise _Refused(409, f"{STALE}: {stale.reason}")
 
 
-def _admitted(call: Call) -> tuple[int, bool]:
+@dataclass(slots=True)
+class _Parts:
+    """What admitting and taking a result needs of the app: looked up once per request,
+    and once per batch of `results_now` (a lookup in an aiohttp app is a Python call)."""
+
+    accepting: Callable[[], bool]
+    target: CallbackTarget
+    dev_mode: bool
+    config: Config
+    metrics: CallbackMetrics
+    store: ReportStore
+
+    @classmethod
+    def of(cls, app: web.Application) -> _Parts:
+        return cls(
+            app[ACCEPTING], app[TARGET], app[DEV_MODE], app[CONFIG](), app[METRICS], app[STORE]
+        )
+
+
+def _admitted(call: Call, parts: _Parts) -> tuple[int, bool]:
     """The attempt of an acceptable request and whether its execution is known (the
     fence is checked then), else _Refused with 503/406/401/400/409. Awaits nothing."""
-    app = call.app
-    if not app[ACCEPTING]():
+    if not parts.accepting():
         raise _Refused(503, NOT_LEADING)
     node = call.node
     execution_id = call.execution_id
-    target = app[TARGET]
+    target = parts.target
     allowed = target.execution_allowed(node, execution_id)
-    if not allowed and not app[DEV_MODE]:
+    if not allowed and not parts.dev_mode:
         raise _Refused(406, NOT_ALLOWED)
     attempt = _attempt(call)
-    if app[CONFIG]().callback_auth == "token" and allowed:
+    if parts.config.callback_auth == "token" and allowed:
         # DEV_MODE accepts unknown executions without a token; known ones still need it.
         if not target.token_valid(node, execution_id, _bearer(call), attempt):
             raise _Refused(401, "missing or invalid token")
@@ -303,11 +324,12 @@ def _admitted(call: Call) -> tuple[int, bool]:
     return attempt, allowed
 
 
-async def _admit(call: Call) -> int:
+async def _admit(call: Call, parts: _Parts | None = None) -> int:
     """`_admitted`, and a directory for DEV_MODE's unknown execution (no attempts)."""
-    attempt, allowed = _admitted(call)
+    parts = parts or _Parts.of(call.app)
+    attempt, allowed = _admitted(call, parts)
     if not allowed:
-        await call.app[STORE].ensure_execution(call.execution_id)
+        await parts.store.ensure_execution(call.execution_id)
     return attempt
 
 
@@ -320,31 +342,35 @@ async def result(call: Call, read: Callable[[], Awaitable[bytes]]) -> Answer:
     WriteFailed (see `refusal`). `results_now` is the same route for result posts whose
     bodies came whole, answered together.
     """
-    attempt = await _admit(call)
+    parts = _Parts.of(call.app)
+    attempt = await _admit(call, parts)
     received = call.body  # the fast path: the body came whole before admission
-    body = await read() if received is None else received
-    checked = _checked(call, body)
+    if received is None:
+        body = await read()
+        parts = _Parts.of(call.app)  # a reload while the body came applies to it
+    else:
+        body = received
+    checked = _checked(call, body, parts)
     if isinstance(checked, Answer):
         return checked
     if received is None:
         check_current(call, attempt)  # given up while the body came
     try:
         # in the results log on return: durable (as `durability` says)
-        await call.app[STORE].write_result(call.execution_id, call.node, body, attempt=attempt)
+        await parts.store.write_result(call.execution_id, call.node, body, attempt=attempt)
     except ExecutionNotFound:
         return _text(406, NOT_ALLOWED)
     except NotLeading:
         raise _Refused(503, NOT_LEADING) from None
-    return _applied(call, checked)
+    return _applied(call, checked, parts)
 
 
 _Checked = tuple[Result, ResultSeries]
 
 
-def _checked(call: Call, body: bytes) -> _Checked | Answer:
+def _checked(call: Call, body: bytes, parts: _Parts) -> _Checked | Answer:
     """The decoded result and the series it sets, or the 400 that refuses it."""
-    app = call.app
-    config, metrics = app[CONFIG](), app[METRICS]
+    config, metrics = parts.config, parts.metrics
     try:
         decoded = decode_result(body)
     except msgspec.DecodeError as e:
@@ -356,16 +382,15 @@ def _checked(call: Call, body: bytes) -> _Checked | Answer:
         return _text(400, f"invalid result: {e}")
 
 
-def _applied(call: Call, checked: _Checked) -> Answer:
+def _applied(call: Call, checked: _Checked, parts: _Parts) -> Answer:
     """A logged result reaches the metrics and the controller."""
-    app, node, execution_id = call.app, call.node, call.execution_id
-    metrics = app[METRICS]
+    node, execution_id, metrics = call.node, call.execution_id, parts.metrics
     try:
         apply_result(metrics, execution_id, node, *checked)
     except (KeyError, ValueError) as e:
         return _text(400, f"invalid result: {e}")
     metrics.set_processing(execution_id, node, 0)
-    app[TARGET].result_received(node, execution_id)
+    parts.target.result_received(node, execution_id)
     return OK
 
 
@@ -381,7 +406,8 @@ def results_now(app: web.Application, calls: Sequence[Call]) -> list[Answer | Ex
     for a thread).
     """
     outcomes: list[Answer | Exception | None] = [None] * len(calls)
-    store = app[STORE]
+    parts = _Parts.of(app)
+    store = parts.store
     if store.fsync:
         return outcomes
     # execution -> its admitted posts: (index, (node, attempt, body), checked)
@@ -389,10 +415,10 @@ def results_now(app: web.Application, calls: Sequence[Call]) -> list[Answer | Ex
     for i, call in enumerate(calls):
         body = call.body
         try:
-            attempt, allowed = _admitted(call)
+            attempt, allowed = _admitted(call, parts)
             if not allowed or body is None:
                 continue
-            checked = _checked(call, body)
+            checked = _checked(call, body, parts)
         except Exception as e:
             outcomes[i] = e
             continue
@@ -416,7 +442,7 @@ def results_now(app: web.Application, calls: Sequence[Call]) -> list[Answer | Ex
             continue
         for i, _, checked in posts:
             try:
-                outcomes[i] = _applied(calls[i], checked)
+                outcomes[i] = _applied(calls[i], checked, parts)
             except Exception as e:
                 outcomes[i] = e
     return outcomes
