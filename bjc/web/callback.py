@@ -6,7 +6,9 @@ are small: admit the request (known node and execution, token, current attempt),
 decode with msgspec, hand the data to the report store, the metrics and the controller
 (`CallbackTarget`), answer. The result route is one function, `result` (with `refusal`
 and `client_gone` for what it raises), called by the aiohttp handler and by
-bjc.web.fastresult, which answers result posts on the same port without aiohttp.
+bjc.web.fastresult, which answers result posts on the same port without aiohttp;
+`results_now` is the same steps (`_admitted`, `_checked`, the log, `_applied`) for the
+whole posts of one event-loop iteration at once.
 
 Attempts are fenced: a retry's URLs carry `?retry=N` (the first attempt's carry
 nothing, as the Go controller's), and a callback of an attempt the controller has

@@ -20,6 +20,14 @@ Which server answers:
   received, a chunked body re-chunked) until a message boundary and as received from
   then on, once every earlier answer here is written, so answers stay in request order.
 
+Answering: a result post whose body has come whole, on a connection with nothing else
+to answer before it, goes to the site's inbox; once the loop has read every ready
+connection, the inbox is answered in one go (`bjc.web.callback.results_now`: admitted,
+checked, appended to each execution's results log with one write, applied, answered),
+with no task, future or coroutine per result. Everything else (a body still coming,
+pipelined requests behind another, `durability: fsync`, DEV_MODE's unknown executions)
+is answered by the connection's one task through `result`, in request order.
+
 What this server does: keep-alive (HTTP/1.1 by default, `Connection: close`, HTTP/1.0
 `keep-alive`), pipelining (requests are answered one after the other, in order),
 chunked bodies, `Expect: 100-continue`, the body cap of the app (`client_max_size`: 413
