@@ -274,8 +274,7 @@ class _Connection(asyncio.Protocol):
         self.relaying_chunked = False  # RELAY: the message being relayed is chunked
         # answering
         self.queue: collections.deque[_Request] = collections.deque()
-        self.task: asyncio.Task[None] | None = None
-        self.waiter: asyncio.Future[None] | None = None  # the task waits for a request
+        self.task: asyncio.Task[None] | None = None  # answering queued requests
         self.active = self.loop.time()  # when data last came (the keep-alive timeout)
         self.busy = False  # a request is being answered
         self.writable: asyncio.Future[None] | None = None  # set while writing is paused
@@ -522,12 +521,12 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ answering
     def _wake(self) -> None:
-        if self.task is not None:
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(None)
-        elif self.lost or self.busy:  # busy without a task: the site answers (answer_now)
+        """Answer what is queued, unless that is under way (the task answers all that is
+        queued before it ends; busy without a task: the site is answering a whole post);
+        with nothing queued, hand over, close or idle."""
+        if self.task is not None or self.lost or self.busy:
             return
-        elif self.queue:
+        if self.queue:
             self.task = self.loop.create_task(self._answer_all())
             self.task.add_done_callback(self._answered_all)
         else:
@@ -545,16 +544,11 @@ class _Connection(asyncio.Protocol):
         self._wake()  # requests that came meanwhile, else hand over, close or idle
 
     async def _answer_all(self) -> None:
-        """Answer the queued result posts in order (the connection's one task): until
-        the connection is lost, closes, or is handed over to aiohttp."""
-        while not self.lost:
-            if not self.queue:
-                if self.mode is not _Mode.FAST or self.closing:
-                    return
-                self.waiter = self.loop.create_future()
-                await self.waiter
-                self.waiter = None
-                continue
+        """Answer the queued result posts in order (the connection's one task while it
+        has any: an idle connection has none, so its next whole post can be answered
+        with the others of its loop iteration); until the queue is empty, the
+        connection is lost or closes."""
+        while self.queue and not self.lost:
             request = self.queue[0]
             self.busy = True
             try:
@@ -681,9 +675,7 @@ class _Connection(asyncio.Protocol):
             return  # aiohttp's (or about to be)
         if self.queue or self.busy:
             return  # closes after its answers
-        if self.task is not None:
-            self._wake()  # the waiting task ends, and the connection closes
-        elif self.transport is not None:
+        if self.transport is not None:
             self.transport.close()
 
     # -------------------------------------------------------------------- handover

@@ -371,3 +371,20 @@ async def test_a_dev_mode_post_for_an_unknown_execution_is_answered_after_its_di
     assert isinstance(store, BatchedStore)
     assert store.appends == [[NODE]]  # the known execution's, answered together
     assert stored(env.root / "202401011300")[f"{NODE}.json"] == BODY
+
+
+async def test_after_pipelined_posts_a_connection_is_answered_together_again(
+    make_env: MakeEnv,
+) -> None:
+    env = await make_env(store_type=BatchedStore)
+    store = env.client.server.app[STORE]
+    assert isinstance(store, BatchedStore)
+    reader, writer = await connect(env)
+    writer.write(post(f"{BASE}/result") * 3)  # the first answered at once, the rest queued
+    assert [(await read_response(reader)).status for _ in range(3)] == [200] * 3
+    appends = len(store.appends)
+    writer.write(post(f"{BASE}/result"))  # alone again, on an idle connection
+    assert (await read_response(reader)).status == 200
+    assert store.appends[appends:] == [[NODE]]
+    writer.close()
+    assert site(env).served == 4
