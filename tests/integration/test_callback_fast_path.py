@@ -14,6 +14,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -287,6 +288,13 @@ class BatchedStore(ReportStore):
         self.appends.append([node for node, _, _ in results])
 
 
+async def batched_env(make_env: MakeEnv, **options: Any) -> tuple[Env, BatchedStore]:
+    env = await make_env(store_type=BatchedStore, **options)
+    store = env.client.server.app[STORE]
+    assert isinstance(store, BatchedStore)
+    return env, store
+
+
 async def post_at_once(env: Env, requests: list[bytes]) -> list[Response]:
     """Each request on a connection of its own, all written before the server's loop
     runs again (client and server share the loop): they arrive in one iteration."""
@@ -302,7 +310,7 @@ async def post_at_once(env: Env, requests: list[bytes]) -> list[Response]:
 async def test_whole_results_of_one_loop_iteration_share_one_log_append(
     make_env: MakeEnv,
 ) -> None:
-    env = await make_env(store_type=BatchedStore)
+    env, store = await batched_env(make_env)
     nodes = [f"node-{i}" for i in range(5)]
     env.target.allowed |= {(node, EID) for node in nodes}
     bodies = {
@@ -310,8 +318,6 @@ async def test_whole_results_of_one_loop_iteration_share_one_log_append(
     }
     answers = await post_at_once(env, [post(f"/report/{n}/{EID}/result", bodies[n]) for n in nodes])
     assert [(a.status, a.body) for a in answers] == [(200, b"")] * 5
-    store = env.client.server.app[STORE]
-    assert isinstance(store, BatchedStore)
     assert sorted(node for append in store.appends for node in append) == nodes
     assert max(len(append) for append in store.appends) > 1  # not one append per result
     files = stored(env.root / EID)
@@ -322,7 +328,7 @@ async def test_whole_results_of_one_loop_iteration_share_one_log_append(
 
 
 async def test_posts_answered_together_each_get_their_own_answer(make_env: MakeEnv) -> None:
-    env = await make_env(store_type=BatchedStore)
+    env, store = await batched_env(make_env)
     env.target.allowed |= {("node-b", EID), ("node-c", EID)}
     env.target.attempts["node-c"] = 2  # node-c's first attempt was given up on
     answers = await post_at_once(
@@ -336,8 +342,6 @@ async def test_posts_answered_together_each_get_their_own_answer(make_env: MakeE
     )
     assert [a.status for a in answers] == [200, 409, 406, 400]
     assert answers[1].body.startswith(b"stale attempt: ")
-    store = env.client.server.app[STORE]
-    assert isinstance(store, BatchedStore)
     assert store.appends == [["node-b"]]
     assert set(stored(env.root / EID)) == {"node-b.json"}
     assert [env.callbacks("result", code) for code in (200, 409, 406, 400)] == [1, 1, 1, 1]
@@ -346,9 +350,7 @@ async def test_posts_answered_together_each_get_their_own_answer(make_env: MakeE
 async def test_with_fsync_durability_each_result_waits_for_its_synced_append(
     make_env: MakeEnv,
 ) -> None:
-    env = await make_env(store_type=BatchedStore)
-    store = env.client.server.app[STORE]
-    assert isinstance(store, BatchedStore)
+    env, store = await batched_env(make_env)
     store.fsync = True  # what `durability: fsync` sets
     env.target.allowed.add(("node-b", EID))
     answers = await post_at_once(
@@ -362,13 +364,11 @@ async def test_with_fsync_durability_each_result_waits_for_its_synced_append(
 async def test_a_dev_mode_post_for_an_unknown_execution_is_answered_after_its_directory_is_made(
     make_env: MakeEnv,
 ) -> None:
-    env = await make_env(dev_mode=True, store_type=BatchedStore)
+    env, store = await batched_env(make_env, dev_mode=True)
     answers = await post_at_once(
         env, [post(f"/report/{NODE}/202401011300/result"), post(f"{BASE}/result")]
     )
     assert [a.status for a in answers] == [200, 200]
-    store = env.client.server.app[STORE]
-    assert isinstance(store, BatchedStore)
     assert store.appends == [[NODE]]  # the known execution's, answered together
     assert stored(env.root / "202401011300")[f"{NODE}.json"] == BODY
 
@@ -376,9 +376,7 @@ async def test_a_dev_mode_post_for_an_unknown_execution_is_answered_after_its_di
 async def test_after_pipelined_posts_a_connection_is_answered_together_again(
     make_env: MakeEnv,
 ) -> None:
-    env = await make_env(store_type=BatchedStore)
-    store = env.client.server.app[STORE]
-    assert isinstance(store, BatchedStore)
+    env, store = await batched_env(make_env)
     reader, writer = await connect(env)
     writer.write(post(f"{BASE}/result") * 3)  # the first answered at once, the rest queued
     assert [(await read_response(reader)).status for _ in range(3)] == [200] * 3
