@@ -787,7 +787,12 @@ class FastResultSite(web.TCPSite):
         except Exception as e:  # results_now answers each post: a bug, answered 500
             outcomes = [e] * len(inbox)
         for (connection, request), outcome in zip(inbox, outcomes, strict=True):
-            connection.answer_now(request, outcome)
+            try:
+                connection.answer_now(request, outcome)
+            except Exception:  # a bug: as when a connection's task fails
+                log.exception("result fast path failed")
+                if connection.transport is not None:
+                    connection.transport.close()
 
     @property
     def aiohttp_server(self) -> Callable[[], asyncio.Protocol]:
