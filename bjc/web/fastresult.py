@@ -536,12 +536,17 @@ class _Connection(asyncio.Protocol):
         self.task = None
         if self.lost:
             self.site.connections.discard(self)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("result fast path failed", exc_info=task.exception())
-            if self.transport is not None:
-                self.transport.close()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self.failed(error)
             return
         self._wake()  # requests that came meanwhile, else hand over, close or idle
+
+    def failed(self, error: BaseException) -> None:
+        """Answering failed (a bug): logged, and the connection closes."""
+        log.error("result fast path failed", exc_info=error)
+        if self.transport is not None:
+            self.transport.close()
 
     async def _answer_all(self) -> None:
         """Answer the queued result posts in order (the connection's one task while it
@@ -789,10 +794,8 @@ class FastResultSite(web.TCPSite):
         for (connection, request), outcome in zip(inbox, outcomes, strict=True):
             try:
                 connection.answer_now(request, outcome)
-            except Exception:  # a bug: as when a connection's task fails
-                log.exception("result fast path failed")
-                if connection.transport is not None:
-                    connection.transport.close()
+            except Exception as e:  # the others are still answered
+                connection.failed(e)
 
     @property
     def aiohttp_server(self) -> Callable[[], asyncio.Protocol]:
